@@ -1,0 +1,209 @@
+"""Feast adapter for :class:`plugin.ports.SequencePlanStore`: SQLite or Redis online store.
+
+Writes go through ``write_to_online_store`` once per batch and feature view; reads go through
+``get_online_features``. Feast's Redis store silently drops a write whose event timestamp is
+not newer than the stored one, so every row is stamped with the user's last *applied* event
+time (never a wall-clock or future time), which only moves forward.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import yaml
+from feast import FeatureStore, RepoConfig
+
+from plugin.catalog import ClusterCatalog
+from plugin.planning import ExplorationPlan
+from plugin.sequence import UserClusterSequence
+from plugin.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_VIEW = "user_cluster_sequence"
+PLAN_VIEW = "exploration_plan"
+CLUSTER_VIEW = "cluster_items"
+SEQUENCE_FEATURES = (
+    "recent_clusters", "history", "last_event_id", "last_event_time_us", "event_count",
+    "positive_count", "planned_history", "planned_at_us",
+)
+PLAN_FEATURES = (
+    "cluster_id", "description", "candidates", "scores", "history", "model_version",
+    "planned_at_us",
+)
+CLUSTER_FEATURES = ("top_items", "top_titles", "description", "parent_description", "catalog_version")
+
+
+def to_micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """The feature_store.yaml of the chosen profile, with paths and connection from settings."""
+    feast = settings.feast
+    name = "feature_store.yaml" if feast.online_store == "sqlite" else "feature_store.redis.yaml"
+    document: dict[str, Any] = yaml.safe_load((feast.repo_path / name).read_text())
+    document["registry"] = str(feast.registry_path)
+    if feast.online_store == "sqlite":
+        document["online_store"]["path"] = str(feast.sqlite_path)
+    else:
+        document["online_store"]["connection_string"] = settings.redis.connection_string()
+    feast.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    return RepoConfig(repo_path=feast.repo_path, **document)
+
+
+def load_definitions(repo_path: Path) -> ModuleType:
+    """Import the repo's ``features.py`` (the deployable face owns the definitions)."""
+    path = repo_path / "features.py"
+    spec = importlib.util.spec_from_file_location("interest_explorer_features", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{path}: Feast definitions not found")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class FeastStore:
+    """User sequences, plans and cluster items in a Feast online store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = FeatureStore(config=repo_config(settings), repo_path=str(settings.feast.repo_path))
+
+    def apply(self) -> None:
+        """Register the entities, views and feature service (idempotent)."""
+        defs = load_definitions(self.settings.feast.repo_path)
+        self.store.apply([
+            defs.user, defs.cluster, defs.user_cluster_sequence, defs.exploration_plan,
+            defs.cluster_items, defs.ranker,
+        ])
+
+    # -- sequences -------------------------------------------------------------------------
+
+    def write_sequences(self, states: Iterable[UserClusterSequence]) -> None:
+        rows = [
+            {
+                "user_id": s.user_id,
+                "recent_clusters": list(s.recent_clusters),
+                "history": list(s.history(self.settings.sequence.history_length)),
+                "last_event_id": s.last_event_id,
+                "last_event_time_us": to_micros(s.last_event_time),
+                "event_count": s.event_count,
+                "positive_count": s.positive_count,
+                "planned_history": list(s.planned_history),
+                "planned_at_us": to_micros(s.planned_at) if s.planned_at else -1,
+                "event_timestamp": s.last_event_time,
+            }
+            for s in states
+            if s.last_event_time is not None
+        ]
+        self._write(SEQUENCE_VIEW, rows)
+
+    def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
+        found: dict[str, UserClusterSequence] = {}
+        for row in self._read(SEQUENCE_VIEW, SEQUENCE_FEATURES, "user_id", list(user_ids)):
+            if row["last_event_time_us"] is None:
+                continue  # Redis answers PRESENT-with-nulls for an unknown user
+            planned_at = row["planned_at_us"]
+            found[row["user_id"]] = UserClusterSequence(
+                user_id=row["user_id"],
+                recent_clusters=tuple(int(c) for c in row["recent_clusters"] or ()),
+                last_event_time=from_micros(row["last_event_time_us"]),
+                last_event_id=row["last_event_id"] or "",
+                event_count=int(row["event_count"] or 0),
+                positive_count=int(row["positive_count"] or 0),
+                planned_history=tuple(int(c) for c in row["planned_history"] or ()),
+                planned_at=from_micros(planned_at) if planned_at is not None and planned_at >= 0
+                else None,
+            )
+        return found
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def write_plans(self, plans: Sequence[ExplorationPlan], describe: Callable[[int], str]) -> None:
+        rows = [
+            {
+                "user_id": p.user_id,
+                "cluster_id": p.cluster_id,
+                "description": describe(p.cluster_id),
+                "candidates": list(p.candidates),
+                "scores": [float(s) for s in p.scores],
+                "history": list(p.history),
+                "model_version": p.model_version,
+                "planned_at_us": to_micros(p.as_of),
+                "event_timestamp": p.as_of,
+            }
+            for p in plans
+        ]
+        self._write(PLAN_VIEW, rows)
+
+    def read_plans(self, user_ids: Sequence[str]) -> dict[str, ExplorationPlan]:
+        found: dict[str, ExplorationPlan] = {}
+        for row in self._read(PLAN_VIEW, PLAN_FEATURES, "user_id", list(user_ids)):
+            if row["cluster_id"] is None:
+                continue
+            found[row["user_id"]] = ExplorationPlan(
+                user_id=row["user_id"],
+                history=tuple(int(c) for c in row["history"] or ()),
+                cluster_id=int(row["cluster_id"]),
+                candidates=tuple(int(c) for c in row["candidates"]),
+                scores=tuple(float(s) for s in row["scores"]),
+                model_version=row["model_version"],
+                as_of=from_micros(row["planned_at_us"]),
+            )
+        return found
+
+    def read_plan_rows(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Plans as the ranker sees them, descriptions included (None features when absent)."""
+        return self._read(PLAN_VIEW, PLAN_FEATURES, "user_id", list(user_ids))
+
+    # -- clusters --------------------------------------------------------------------------
+
+    def write_catalog(self, catalog: ClusterCatalog) -> None:
+        # Cluster rows change only with the catalog; stamp them with the write time.
+        now = datetime.now(tz=UTC)
+        rows = [
+            {
+                "cluster_id": c.cluster_id,
+                "top_items": list(c.top_items),
+                "top_titles": [catalog.title(item) for item in c.top_items],
+                "description": c.description,
+                "parent_description": catalog.parents[c.parent_id].description,
+                "catalog_version": catalog.version,
+                "event_timestamp": now,
+            }
+            for c in catalog.clusters
+        ]
+        self._write(CLUSTER_VIEW, rows)
+
+    def read_clusters(self, cluster_ids: Sequence[int]) -> list[dict[str, Any]]:
+        return self._read(CLUSTER_VIEW, CLUSTER_FEATURES, "cluster_id", list(cluster_ids))
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _write(self, view: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.store.write_to_online_store(view, df=pd.DataFrame(rows))
+
+    def _read(
+        self, view: str, features: Sequence[str], key: str, keys: list[Any]
+    ) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        response = self.store.get_online_features(
+            features=[f"{view}:{name}" for name in features], entity_rows={key: keys}
+        ).to_dict()
+        return [{name: response[name][i] for name in (key, *features)} for i in range(len(keys))]

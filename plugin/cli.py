@@ -1,0 +1,225 @@
+"""`explore`: the command line of interest-explorer. Every command has --help."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from plugin.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="LLM-style interest exploration for a recommender: clusters, planners, streaming, Feast.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="built-in dataset (default: movielens-100k)")
+]
+InteractionsOpt = Annotated[
+    Path | None, typer.Option("--interactions", help="interactions file, CSV or Parquet")
+]
+ItemsOpt = Annotated[Path | None, typer.Option("--items", help="items file, CSV or Parquet")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+def settings_from(
+    dataset: str | None = None,
+    interactions: Path | None = None,
+    items: Path | None = None,
+    **sections: dict[str, Any],
+) -> Settings:
+    """Environment settings with the command line's overrides applied; exits on a bad value."""
+    try:
+        base = load_settings()
+        data = base.data.model_dump()
+        if dataset is not None:
+            data["dataset"] = dataset
+        if interactions is not None or items is not None:
+            data.update(interactions=interactions, items=items)
+        overrides: dict[str, Any] = {"data": data}
+        for name, values in sections.items():
+            merged = getattr(base, name).model_dump()
+            merged.update({k: v for k, v in values.items() if v is not None})
+            overrides[name] = merged
+        return load_settings(**{**base.model_dump(), **overrides})
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+def _quiet_libraries() -> None:
+    # Feast and kafka-python warn on import about things users cannot change.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="feast")
+    logging.getLogger("feast").setLevel(logging.ERROR)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    _quiet_libraries()
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (environment applied, secrets masked) as JSON."""
+    settings = settings_from()
+    typer.echo(settings.model_dump_json(indent=2))
+
+
+@app.command()
+def clusters(
+    dataset: DatasetOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    leaf_clusters: Annotated[int | None, typer.Option(help="number of leaf clusters")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Build the interest-cluster catalog from the training part of a dataset and save it."""
+    from plugin.reporting import catalog_summary, print_catalog
+    from plugin.wiring import catalog_path
+
+    settings = settings_from(
+        dataset, interactions, items, clusters={"leaf_clusters": leaf_clusters}
+    )
+    workspace = _open(settings, rebuild=True)
+    print_catalog(workspace.catalog, limit=12)
+    path = catalog_path(settings, workspace.train)
+    typer.echo(f"catalog {workspace.catalog.version} saved to {path}")
+    _write_json(json_path, catalog_summary(workspace.catalog))
+
+
+@app.command("replay")
+def replay_command(
+    dataset: DatasetOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="events per micro-batch")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    samples: Annotated[int, typer.Option(help="sample plans to print")] = 5,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stream a dataset's events in time order through the core and write sequences and plans
+    to Feast; ends with a summary (events/s, users, replans) and sample plans."""
+    settings = settings_from(dataset, interactions, items, replay={"batch_size": batch_size})
+    report = _run_replay(settings, limit=limit, samples=samples, progress=not quiet)
+    _write_json(json_path, report)
+
+
+@app.command()
+def demo(
+    limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The main job on the embedded default: build clusters, replay movielens-100k into Feast
+    (SQLite) with the transition-frequency planner, and print a short report."""
+    settings = settings_from()
+    _open(settings, rebuild=False)
+    report = _run_replay(settings, limit=limit, samples=5, progress=not quiet)
+    _write_json(json_path, report)
+
+
+@app.command()
+def lookup(
+    user_ids: Annotated[list[str], typer.Argument(help="users to look up")],
+    json_path: JsonOpt = None,
+) -> None:
+    """Look up users' plans the way a ranker does: plan, description and top items, from Feast."""
+    from plugin.adapters.feast_store import FeastStore
+    from plugin.reporting import lookup_plans, print_lookup
+
+    settings = settings_from()
+    store = FeastStore(settings)
+    rows = lookup_plans(store, user_ids)
+    print_lookup(rows)
+    _write_json(json_path, {"plans": rows})
+
+
+def _open(settings: Settings, rebuild: bool) -> Any:
+    from plugin.datasets import DatasetError
+    from plugin.wiring import open_workspace
+
+    try:
+        return open_workspace(settings, rebuild=rebuild, progress=True)
+    except (DatasetError, FileNotFoundError, KeyError) as exc:
+        fail(str(exc))
+
+
+def _run_replay(
+    settings: Settings, limit: int | None, samples: int, progress: bool
+) -> dict[str, Any]:
+    from itertools import islice
+
+    from plugin.adapters.feast_store import FeastStore
+    from plugin.pipeline import BatchProcessor
+    from plugin.replay import replay
+    from plugin.reporting import lookup_plans, print_lookup, print_replay
+    from plugin.wiring import frequency_planner
+
+    workspace = _open(settings, rebuild=False)
+    planner = frequency_planner(workspace, settings)
+    store = FeastStore(settings)
+    store.apply()
+    store.write_catalog(workspace.catalog)
+    processor = BatchProcessor(workspace.catalog, planner, store, settings)
+    events = workspace.dataset.events()
+    total = len(workspace.dataset.interactions)
+    if limit is not None:
+        events, total = islice(events, limit), min(limit, total)
+    report = replay(events, processor, settings.replay.batch_size, total=total, progress=progress)
+    summary: dict[str, Any] = {
+        "dataset": workspace.dataset.name,
+        "catalog_version": workspace.catalog.version,
+        "clusters": len(workspace.catalog),
+        "planner": planner.model_version,
+        "online_store": settings.feast.online_store,
+        **report.as_dict(),
+    }
+    print_replay(summary)
+    sample_users = sorted(report.planned_users, key=_natural)[:samples]
+    rows = lookup_plans(store, sample_users)
+    print_lookup(rows)
+    summary["sample_plans"] = rows
+    return summary
+
+
+def _natural(user_id: str) -> tuple[int, str]:
+    return (int(user_id), "") if user_id.isdigit() else (sys.maxsize, user_id)
+
+
+def _write_json(path: Path | None, payload: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

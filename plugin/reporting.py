@@ -1,0 +1,135 @@
+"""Human-readable tables for the command line. Plain text, no styling dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+
+from plugin.adapters.feast_store import FeastStore
+from plugin.catalog import ClusterCatalog
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A fixed-width text table; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in cells)])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
+    sizes = [c.size for c in catalog.clusters]
+    return {
+        "version": catalog.version,
+        "leaf_clusters": len(catalog.clusters),
+        "parent_clusters": len(catalog.parents),
+        "items": len(catalog.item_to_cluster),
+        "size_min": min(sizes),
+        "size_max": max(sizes),
+        "clusters": [
+            {"cluster_id": c.cluster_id, "parent": catalog.parents[c.parent_id].description,
+             "description": c.description, "size": c.size,
+             "top_titles": [catalog.title(i) for i in c.top_items[:3]]}
+            for c in catalog.clusters
+        ],
+    }
+
+
+def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
+    summary = catalog_summary(catalog)
+    typer.echo(
+        f"\n{summary['leaf_clusters']} leaf clusters in {summary['parent_clusters']} parents over "
+        f"{summary['items']:,} items (sizes {summary['size_min']}..{summary['size_max']})"
+    )
+    rows = [
+        (c["cluster_id"], c["parent"][:24], c["description"][:48], c["size"],
+         "; ".join(c["top_titles"])[:60])
+        for c in summary["clusters"][:limit]
+    ]
+    typer.echo(table(["id", "parent", "description", "items", "top titles"], rows))
+    if len(catalog.clusters) > limit:
+        typer.echo(f"... and {len(catalog.clusters) - limit} more")
+
+
+def print_replay(summary: dict[str, Any]) -> None:
+    steps = summary["seconds_by_step"]
+    rows = [
+        ("dataset", summary["dataset"]),
+        ("online store", summary["online_store"]),
+        ("planner", summary["planner"]),
+        ("clusters", summary["clusters"]),
+        ("events", summary["events"]),
+        ("events/s", summary["events_per_second"]),
+        ("users", summary["users"]),
+        ("users with a plan", summary["planned_users"]),
+        ("replans", summary["replans"]),
+        ("stale events skipped", summary["stale_events"]),
+        ("unknown items skipped", summary["unknown_items"]),
+        ("seconds (read/core/plan/write)",
+         f"{steps['read']:.2f} / {steps['core']:.2f} / {steps['plan']:.2f} / {steps['write']:.2f}"),
+    ]
+    typer.echo("\n" + table(["replay", "value"], rows))
+
+
+def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Each user's plan joined with the planned cluster's items, as a ranker would see it."""
+    plans = store.read_plan_rows(list(user_ids))
+    wanted = sorted(
+        {int(p["cluster_id"]) for p in plans if p["cluster_id"] is not None}
+        | {int(c) for p in plans for c in p["history"] or ()}
+    )
+    clusters = {int(c["cluster_id"]): c for c in store.read_clusters(wanted)}
+    rows = []
+    for plan in plans:
+        if plan["cluster_id"] is None:
+            rows.append({"user_id": plan["user_id"], "plan": None})
+            continue
+        cluster = clusters.get(int(plan["cluster_id"]), {})
+        history = list(plan["history"] or [])
+        history_text = [clusters.get(cid, {}).get("description") or str(cid) for cid in history]
+        rows.append({
+            "user_id": plan["user_id"],
+            "history": history,
+            "history_descriptions": history_text,
+            "cluster_id": int(plan["cluster_id"]),
+            "description": plan["description"],
+            "candidates": list(plan["candidates"] or []),
+            "scores": [round(float(s), 4) for s in plan["scores"] or []],
+            "model_version": plan["model_version"],
+            "top_items": list(cluster.get("top_items") or []),
+            "top_titles": list(cluster.get("top_titles") or []),
+        })
+    return rows
+
+
+def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
+    for row in rows:
+        if row.get("plan", "") is None:
+            typer.echo(f"\nuser {row['user_id']}: no plan yet")
+            continue
+        typer.echo(
+            f"\nuser {row['user_id']}  history: "
+            + " -> ".join(f"[{h}] {d}" for h, d in zip(row["history"], row["history_descriptions"],
+                                                        strict=True))
+        )
+        typer.echo(f"  plan: [{row['cluster_id']}] {row['description']}  ({row['model_version']})")
+        typer.echo(f"  candidates: {row['candidates'][:8]}")
+        typer.echo(f"  top items: {'; '.join(row['top_titles'][:5])}")

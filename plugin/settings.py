@@ -1,0 +1,148 @@
+"""One settings tree for every component.
+
+Values come from defaults, then environment variables with the prefix ``EXPLORE_`` and ``__``
+between nesting levels (``EXPLORE_SEQUENCE__HISTORY_LENGTH=2``), then explicit overrides
+from the CLI. Every section rejects unknown fields, so a typo fails at start with its name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Section(BaseModel):
+    """Base for every settings section: unknown keys are errors, values are checked on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(Section):
+    """Which dataset to read and what counts as positive engagement."""
+
+    dataset: str = Field("movielens-100k", description="built-in dataset name")
+    interactions: Path | None = Field(None, description="interactions file (CSV or Parquet)")
+    items: Path | None = Field(None, description="items file (CSV or Parquet)")
+    positive_rating: float = Field(4.0, ge=0, description="rating at or above which is positive")
+    positive_watch_ratio: float = Field(0.8, ge=0, le=10, description="watch ratio that is positive")
+    split_quantile: float = Field(0.8, gt=0, lt=1, description="event-time quantile for the split")
+
+    @model_validator(mode="after")
+    def _files_come_in_pairs(self) -> DataSettings:
+        if (self.interactions is None) != (self.items is None):
+            raise ValueError("interactions and items must be given together")
+        return self
+
+
+class ClusterSettings(Section):
+    """How the hierarchical interest clusters are built."""
+
+    leaf_clusters: int = Field(48, ge=2, le=4096, description="number of leaf interest clusters")
+    parent_clusters: int = Field(8, ge=1, le=512, description="number of top-level clusters")
+    keywords: int = Field(5, ge=1, le=20, description="keywords in each cluster description")
+    top_items: int = Field(10, ge=1, le=200, description="items kept per cluster for the ranker")
+    seed: int = 7
+
+    @model_validator(mode="after")
+    def _parents_fewer_than_leaves(self) -> ClusterSettings:
+        if self.parent_clusters > self.leaf_clusters:
+            raise ValueError("parent_clusters must not exceed leaf_clusters")
+        return self
+
+
+class SequenceSettings(Section):
+    """The user-state rules of the processing core."""
+
+    history_length: int = Field(2, ge=1, le=8, description="K: clusters in the planning history")
+    novelty_window: int = Field(20, ge=1, le=1000, description="W: recent clusters a plan avoids")
+    replan_debounce_s: float = Field(
+        0.0, ge=0, description="minimum event-time gap between two replans of one user"
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_history(self) -> SequenceSettings:
+        if self.novelty_window < self.history_length:
+            raise ValueError("novelty_window must be at least history_length")
+        return self
+
+
+class PlannerSettings(Section):
+    """Which planner produces plans, and its sampling parameters."""
+
+    kind: Literal["frequency", "best-of-n", "triton"] = "frequency"
+    candidates: int = Field(16, ge=1, le=256, description="n: candidates sampled per plan")
+    temperature: float = Field(1.5, gt=0, le=10, description="novelty sampling temperature")
+    seed: int = 7
+
+
+class FeastSettings(Section):
+    """Where the Feast repo lives and which online store profile it uses."""
+
+    repo_path: Path = PROJECT_ROOT / "feature_repo"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path = PROJECT_ROOT / "var" / "online_store.db"
+    registry_path: Path = PROJECT_ROOT / "var" / "registry.db"
+
+
+class RedisSettings(Section):
+    """Connection to redis-server (online store and plan cache)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    password: SecretStr | None = None
+    ssl: bool = False
+
+    def connection_string(self) -> str:
+        """Feast's Redis connection string; it carries the password, so never log it."""
+        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        if self.password is not None:
+            parts.append(f"password={self.password.get_secret_value()}")
+        if self.ssl:
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+
+class ReplaySettings(Section):
+    """The embedded driver: events per micro-batch."""
+
+    batch_size: int = Field(1000, ge=1, le=100_000)
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EXPLORE_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    var_dir: Path = Field(PROJECT_ROOT / "var", description="artifacts, logs and local state")
+    data: DataSettings = DataSettings()
+    clusters: ClusterSettings = ClusterSettings()
+    sequence: SequenceSettings = SequenceSettings()
+    planner: PlannerSettings = PlannerSettings()
+    feast: FeastSettings = FeastSettings()
+    redis: RedisSettings = RedisSettings()
+    replay: ReplaySettings = ReplaySettings()
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names each offending field."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings tree, turning pydantic's errors into one message naming each field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = "EXPLORE_" + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{field} ({env}): {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
