@@ -14,11 +14,15 @@ from feast.value_type import ValueType
 _OFFLINE = Path(__file__).resolve().parent / "data"
 
 user = Entity(
-    name="user", join_keys=["user_id"], value_type=ValueType.STRING,
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
     description="A viewer of the video service.",
 )
 cluster = Entity(
-    name="cluster", join_keys=["cluster_id"], value_type=ValueType.INT64,
+    name="cluster",
+    join_keys=["cluster_id"],
+    value_type=ValueType.INT64,
     description="A leaf interest cluster of the ClusterCatalog.",
 )
 
@@ -40,15 +44,21 @@ user_cluster_sequence = FeatureView(
     # Feast does not enforce ttl online; it documents how stale a sequence may be offline.
     ttl=timedelta(days=365),
     schema=[
-        Field(name="recent_clusters", dtype=Array(Int64),
-              description="most recent unique clusters, most recent first, at most W"),
+        Field(
+            name="recent_clusters",
+            dtype=Array(Int64),
+            description="most recent unique clusters, most recent first, at most W",
+        ),
         Field(name="history", dtype=Array(Int64), description="the first K recent clusters"),
         Field(name="last_event_id", dtype=String),
         Field(name="last_event_time_us", dtype=Int64, description="epoch microseconds"),
         Field(name="event_count", dtype=Int64),
         Field(name="positive_count", dtype=Int64),
-        Field(name="planned_history", dtype=Array(Int64),
-              description="history of the last confirmed plan"),
+        Field(
+            name="planned_history",
+            dtype=Array(Int64),
+            description="history of the last confirmed plan",
+        ),
         Field(name="planned_at_us", dtype=Int64, description="event time of that plan, epoch us"),
     ],
     source=_push_source("user_cluster_sequence"),

@@ -94,7 +94,11 @@ class ClusterCatalog:
                 for c in self.clusters
             ],
             "parents": [
-                {"parent_id": p.parent_id, "keywords": list(p.keywords), "children": list(p.children)}
+                {
+                    "parent_id": p.parent_id,
+                    "keywords": list(p.keywords),
+                    "children": list(p.children),
+                }
                 for p in self.parents
             ],
             "item_to_cluster": dict(sorted(self.item_to_cluster.items())),
@@ -119,8 +123,9 @@ class ClusterCatalog:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no cluster catalog; run `explore clusters`") from None
         if document.get("format") != CATALOG_FORMAT:
-            raise ValueError(f"{path}: catalog format {document.get('format')}, "
-                             f"expected {CATALOG_FORMAT}")
+            raise ValueError(
+                f"{path}: catalog format {document.get('format')}, expected {CATALOG_FORMAT}"
+            )
         catalog = cls(
             clusters=tuple(
                 InterestCluster(

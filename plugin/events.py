@@ -141,8 +141,9 @@ def parse_event(
     raw_text = _payload_text(payload)
     if isinstance(payload, bytes | str):
         if len(raw_text.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
-            return EventRejection(reason=f"payload larger than {MAX_PAYLOAD_BYTES} bytes",
-                                  payload=raw_text[:1024])
+            return EventRejection(
+                reason=f"payload larger than {MAX_PAYLOAD_BYTES} bytes", payload=raw_text[:1024]
+            )
         try:
             data = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -45,9 +45,13 @@ def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
         "size_min": min(sizes),
         "size_max": max(sizes),
         "clusters": [
-            {"cluster_id": c.cluster_id, "parent": catalog.parents[c.parent_id].description,
-             "description": c.description, "size": c.size,
-             "top_titles": [catalog.title(i) for i in c.top_items[:3]]}
+            {
+                "cluster_id": c.cluster_id,
+                "parent": catalog.parents[c.parent_id].description,
+                "description": c.description,
+                "size": c.size,
+                "top_titles": [catalog.title(i) for i in c.top_items[:3]],
+            }
             for c in catalog.clusters
         ],
     }
@@ -60,8 +64,13 @@ def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
         f"{summary['items']:,} items (sizes {summary['size_min']}..{summary['size_max']})"
     )
     rows = [
-        (c["cluster_id"], c["parent"][:24], c["description"][:48], c["size"],
-         "; ".join(c["top_titles"])[:60])
+        (
+            c["cluster_id"],
+            c["parent"][:24],
+            c["description"][:48],
+            c["size"],
+            "; ".join(c["top_titles"])[:60],
+        )
         for c in summary["clusters"][:limit]
     ]
     typer.echo(table(["id", "parent", "description", "items", "top titles"], rows))
@@ -83,8 +92,10 @@ def print_replay(summary: dict[str, Any]) -> None:
         ("replans", summary["replans"]),
         ("stale events skipped", summary["stale_events"]),
         ("unknown items skipped", summary["unknown_items"]),
-        ("seconds (read/core/plan/write)",
-         f"{steps['read']:.2f} / {steps['core']:.2f} / {steps['plan']:.2f} / {steps['write']:.2f}"),
+        (
+            "seconds (read/core/plan/write)",
+            " / ".join(f"{steps[name]:.2f}" for name in ("read", "core", "plan", "write")),
+        ),
     ]
     typer.echo("\n" + table(["replay", "value"], rows))
 
@@ -105,18 +116,20 @@ def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, A
         cluster = clusters.get(int(plan["cluster_id"]), {})
         history = list(plan["history"] or [])
         history_text = [clusters.get(cid, {}).get("description") or str(cid) for cid in history]
-        rows.append({
-            "user_id": plan["user_id"],
-            "history": history,
-            "history_descriptions": history_text,
-            "cluster_id": int(plan["cluster_id"]),
-            "description": plan["description"],
-            "candidates": list(plan["candidates"] or []),
-            "scores": [round(float(s), 4) for s in plan["scores"] or []],
-            "model_version": plan["model_version"],
-            "top_items": list(cluster.get("top_items") or []),
-            "top_titles": list(cluster.get("top_titles") or []),
-        })
+        rows.append(
+            {
+                "user_id": plan["user_id"],
+                "history": history,
+                "history_descriptions": history_text,
+                "cluster_id": int(plan["cluster_id"]),
+                "description": plan["description"],
+                "candidates": list(plan["candidates"] or []),
+                "scores": [round(float(s), 4) for s in plan["scores"] or []],
+                "model_version": plan["model_version"],
+                "top_items": list(cluster.get("top_items") or []),
+                "top_titles": list(cluster.get("top_titles") or []),
+            }
+        )
     return rows
 
 
@@ -127,8 +140,10 @@ def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
             continue
         typer.echo(
             f"\nuser {row['user_id']}  history: "
-            + " -> ".join(f"[{h}] {d}" for h, d in zip(row["history"], row["history_descriptions"],
-                                                        strict=True))
+            + " -> ".join(
+                f"[{h}] {d}"
+                for h, d in zip(row["history"], row["history_descriptions"], strict=True)
+            )
         )
         typer.echo(f"  plan: [{row['cluster_id']}] {row['description']}  ({row['model_version']})")
         typer.echo(f"  candidates: {row['candidates'][:8]}")

@@ -86,7 +86,7 @@ def push_cluster(recent: tuple[int, ...], cluster_id: int, window: int) -> tuple
     """Move ``cluster_id`` to the front of the recent unique clusters, bounded by ``window``."""
     if recent and recent[0] == cluster_id:
         return recent
-    return ((cluster_id,) + tuple(c for c in recent if c != cluster_id))[:window]
+    return (cluster_id, *(c for c in recent if c != cluster_id))[:window]
 
 
 def apply_event(

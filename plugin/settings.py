@@ -29,7 +29,9 @@ class DataSettings(Section):
     interactions: Path | None = Field(None, description="interactions file (CSV or Parquet)")
     items: Path | None = Field(None, description="items file (CSV or Parquet)")
     positive_rating: float = Field(4.0, ge=0, description="rating at or above which is positive")
-    positive_watch_ratio: float = Field(0.8, ge=0, le=10, description="watch ratio that is positive")
+    positive_watch_ratio: float = Field(
+        0.8, ge=0, le=10, description="watch ratio that is positive"
+    )
     split_quantile: float = Field(0.8, gt=0, lt=1, description="event-time quantile for the split")
 
     @model_validator(mode="after")
@@ -80,6 +82,26 @@ class PlannerSettings(Section):
     seed: int = 7
 
 
+class ModelSettings(Section):
+    """Training of the novelty and alignment models, and the quality gate."""
+
+    repository: Path = Field(PROJECT_ROOT / "model_repository", description="Triton model repo")
+    d_model: int = Field(64, ge=8, le=1024, description="novelty transformer width")
+    layers: int = Field(2, ge=1, le=12)
+    heads: int = Field(4, ge=1, le=16)
+    novelty_steps: int = Field(3000, ge=1, description="novelty training steps")
+    alignment_steps: int = Field(3000, ge=1, description="alignment training steps")
+    batch_size: int = Field(256, ge=1, le=65536)
+    learning_rate: float = Field(3e-3, gt=0, lt=1)
+    text_init: bool = Field(True, description="initialise cluster tokens from text embeddings")
+    repeat_cap: int = Field(4, ge=1, description="max weight of one (history, next) pair")
+    objective: Literal["pointwise", "pairwise"] = "pointwise"
+    min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
+    gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
+    gate_min_recall: float = Field(0.3, ge=0, le=1, description="held-out recall at n")
+    seed: int = 7
+
+
 class FeastSettings(Section):
     """Where the Feast repo lives and which online store profile it uses."""
 
@@ -126,6 +148,7 @@ class Settings(BaseSettings):
     clusters: ClusterSettings = ClusterSettings()
     sequence: SequenceSettings = SequenceSettings()
     planner: PlannerSettings = PlannerSettings()
+    models: ModelSettings = ModelSettings()
     feast: FeastSettings = FeastSettings()
     redis: RedisSettings = RedisSettings()
     replay: ReplaySettings = ReplaySettings()

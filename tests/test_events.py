@@ -1,4 +1,4 @@
-"""WatchEvent validation: good events parse, bad ones are rejected with a reason naming the field."""
+"""WatchEvent validation: good events parse; bad ones are rejected with a reason naming it."""
 
 from __future__ import annotations
 

@@ -21,14 +21,21 @@ CATALOG = ClusterCatalog(
 
 def watch(user: str, clusters: list[int]) -> list[WatchEvent]:
     return [
-        WatchEvent(event_id=f"{user}-{n}", user_id=user, item_id=f"i{c}",
-                   event_time=T0 + timedelta(minutes=n), rating=5)
+        WatchEvent(
+            event_id=f"{user}-{n}",
+            user_id=user,
+            item_id=f"i{c}",
+            event_time=T0 + timedelta(minutes=n),
+            rating=5,
+        )
         for n, c in enumerate(clusters)
     ]
 
 
 EVENTS = (
-    watch("a", [0, 1, 2]) + watch("b", [0, 1, 2]) + watch("c", [0, 1, 3])
+    watch("a", [0, 1, 2])
+    + watch("b", [0, 1, 2])
+    + watch("c", [0, 1, 3])
     + watch("d", [1, 0, 4, 0])  # the final 0 is not novel for d: inside its window
 )
 

@@ -26,16 +26,23 @@ ENGAGEMENT = DataSettings()
 RULES = SequenceSettings(history_length=2, novelty_window=4)
 
 
-def event(n: int, cluster: int, user: str = "u1", minutes: int | None = None,
-          rating: float = 5) -> WatchEvent:
+def event(
+    n: int, cluster: int, user: str = "u1", minutes: int | None = None, rating: float = 5
+) -> WatchEvent:
     return WatchEvent(
-        event_id=f"e{n:04d}", user_id=user, item_id=f"i{cluster}",
-        event_time=T0 + timedelta(minutes=n if minutes is None else minutes), rating=rating,
+        event_id=f"e{n:04d}",
+        user_id=user,
+        item_id=f"i{cluster}",
+        event_time=T0 + timedelta(minutes=n if minutes is None else minutes),
+        rating=rating,
     )
 
 
-def run(events: list[WatchEvent], states: dict[str, UserClusterSequence] | None = None,
-        rules: SequenceSettings = RULES) -> tuple[dict[str, UserClusterSequence], list[str]]:
+def run(
+    events: list[WatchEvent],
+    states: dict[str, UserClusterSequence] | None = None,
+    rules: SequenceSettings = RULES,
+) -> tuple[dict[str, UserClusterSequence], list[str]]:
     result = apply_batch(events, states or {}, CATALOG, rules, ENGAGEMENT)
     merged = {**(states or {}), **result.states}
     return merged, [r.user_id for r in result.replans]
@@ -119,8 +126,13 @@ def test_negative_engagement_updates_sequence_but_not_positive_count() -> None:
 def plan_for(state: UserClusterSequence) -> ExplorationPlan:
     assert state.last_event_time is not None
     return ExplorationPlan(
-        user_id=state.user_id, history=state.history(2), cluster_id=9, candidates=(9,),
-        scores=(1.0,), model_version="test", as_of=state.last_event_time,
+        user_id=state.user_id,
+        history=state.history(2),
+        cluster_id=9,
+        candidates=(9,),
+        scores=(1.0,),
+        model_version="test",
+        as_of=state.last_event_time,
     )
 
 

@@ -32,14 +32,31 @@ SEQUENCE_VIEW = "user_cluster_sequence"
 PLAN_VIEW = "exploration_plan"
 CLUSTER_VIEW = "cluster_items"
 SEQUENCE_FEATURES = (
-    "recent_clusters", "history", "last_event_id", "last_event_time_us", "event_count",
-    "positive_count", "planned_history", "planned_at_us",
-)
-PLAN_FEATURES = (
-    "cluster_id", "description", "candidates", "scores", "history", "model_version",
+    "recent_clusters",
+    "history",
+    "last_event_id",
+    "last_event_time_us",
+    "event_count",
+    "positive_count",
+    "planned_history",
     "planned_at_us",
 )
-CLUSTER_FEATURES = ("top_items", "top_titles", "description", "parent_description", "catalog_version")
+PLAN_FEATURES = (
+    "cluster_id",
+    "description",
+    "candidates",
+    "scores",
+    "history",
+    "model_version",
+    "planned_at_us",
+)
+CLUSTER_FEATURES = (
+    "top_items",
+    "top_titles",
+    "description",
+    "parent_description",
+    "catalog_version",
+)
 
 
 def to_micros(moment: datetime) -> int:
@@ -81,15 +98,23 @@ class FeastStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = FeatureStore(config=repo_config(settings), repo_path=str(settings.feast.repo_path))
+        self.store = FeatureStore(
+            config=repo_config(settings), repo_path=str(settings.feast.repo_path)
+        )
 
     def apply(self) -> None:
         """Register the entities, views and feature service (idempotent)."""
         defs = load_definitions(self.settings.feast.repo_path)
-        self.store.apply([
-            defs.user, defs.cluster, defs.user_cluster_sequence, defs.exploration_plan,
-            defs.cluster_items, defs.ranker,
-        ])
+        self.store.apply(
+            [
+                defs.user,
+                defs.cluster,
+                defs.user_cluster_sequence,
+                defs.exploration_plan,
+                defs.cluster_items,
+                defs.ranker,
+            ]
+        )
 
     # -- sequences -------------------------------------------------------------------------
 
@@ -126,7 +151,8 @@ class FeastStore:
                 event_count=int(row["event_count"] or 0),
                 positive_count=int(row["positive_count"] or 0),
                 planned_history=tuple(int(c) for c in row["planned_history"] or ()),
-                planned_at=from_micros(planned_at) if planned_at is not None and planned_at >= 0
+                planned_at=from_micros(planned_at)
+                if planned_at is not None and planned_at >= 0
                 else None,
             )
         return found

@@ -40,8 +40,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeastStore
 
 def state(user: str, minutes: int, **changes: Any) -> UserClusterSequence:
     base = UserClusterSequence(
-        user_id=user, recent_clusters=(3, 1, 4), last_event_time=T0 + timedelta(minutes=minutes),
-        last_event_id=f"e{minutes}", event_count=minutes, positive_count=1,
+        user_id=user,
+        recent_clusters=(3, 1, 4),
+        last_event_time=T0 + timedelta(minutes=minutes),
+        last_event_id=f"e{minutes}",
+        event_count=minutes,
+        positive_count=1,
     )
     return replace(base, **changes)
 
@@ -62,8 +66,13 @@ def test_newer_state_replaces_older(store: FeastStore) -> None:
 
 def test_plans_round_trip_with_descriptions(store: FeastStore) -> None:
     plan = ExplorationPlan(
-        user_id="u1", history=(3, 1), cluster_id=2, candidates=(2, 5, 0), scores=(0.5, 0.3, 0.2),
-        model_version="frequency-test", as_of=T0,
+        user_id="u1",
+        history=(3, 1),
+        cluster_id=2,
+        candidates=(2, 5, 0),
+        scores=(0.5, 0.3, 0.2),
+        model_version="frequency-test",
+        as_of=T0,
     )
     store.write_plans([plan], lambda c: f"cluster {c}")
     assert store.read_plans(["u1", "u2"]) == {"u1": plan}

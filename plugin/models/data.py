@@ -1,0 +1,187 @@
+"""Training data for the two models, from the training split only.
+
+Novel transitions
+-----------------
+Each user's events are walked in time order through the same sequence rule as the core
+(:func:`plugin.sequence.push_cluster`): the history is the K most recent unique clusters, and a
+*novel transition* is a move to a cluster outside the user's novelty window W. A transition
+enters the novelty model's data only when the user engaged positively with the target
+(the paper curates from positively engaged sequences). Each user contributes a given
+(history, next) pair once: that is the deduplication.
+
+Balanced sampling
+-----------------
+Popular targets would otherwise dominate and the novelty model would collapse onto them.
+Each distinct (history, next) pair gets weight ``min(users, cap) / sqrt(popularity(next))``:
+repeats are capped, and a target's total pull grows with the square root of its popularity
+instead of linearly. Training batches are drawn with these weights.
+
+Alignment feedback
+------------------
+Labels are aggregated over all users with the same history: for history h and candidate c,
+``label = positive novel moves h -> c / all novel moves out of h``, the share of users with
+that history whose next novel engagement was a positive one in c. Histories seen fewer than
+``min_count`` times are dropped. Pointwise rows cover every (h, c) with c outside h (most are
+0); pairwise preferences pair each c with a positive label with c' of a lower label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from plugin.catalog import ClusterCatalog
+from plugin.events import WatchEvent
+from plugin.sequence import push_cluster
+from plugin.settings import DataSettings
+
+
+@dataclass(frozen=True)
+class NovelMove:
+    """One user's novel move: the recent clusters before it, the target, and its engagement."""
+
+    user_id: str
+    history: tuple[int, ...]
+    target: int
+    positive: bool
+    recent: tuple[int, ...] = ()  # the whole novelty window, which a plan had to avoid
+    at: datetime | None = None
+
+
+def novel_moves(
+    events: Iterable[WatchEvent],
+    catalog: ClusterCatalog,
+    k: int,
+    window: int,
+    engagement: DataSettings,
+) -> list[NovelMove]:
+    """Every novel move in the events, in time order, with the history of length <= K."""
+    recent: dict[str, tuple[int, ...]] = {}
+    moves: list[NovelMove] = []
+    for event in sorted(events, key=lambda e: e.order_key):
+        cluster = catalog.cluster_of(event.item_id)
+        if cluster is None:
+            continue
+        user_recent = recent.get(event.user_id, ())
+        if user_recent and cluster not in user_recent:
+            positive = event.is_positive(
+                engagement.positive_rating, engagement.positive_watch_ratio
+            )
+            moves.append(
+                NovelMove(
+                    event.user_id, user_recent[:k], cluster, positive, user_recent, event.event_time
+                )
+            )
+        recent[event.user_id] = push_cluster(user_recent, cluster, window)
+    return moves
+
+
+@dataclass(frozen=True)
+class NoveltyData:
+    """Distinct positive (history, next) pairs with their balanced sampling weights."""
+
+    histories: np.ndarray  # [N, K] cluster ids, most recent first, -1 padded
+    targets: np.ndarray  # [N]
+    weights: np.ndarray  # [N], sums to 1
+    users: np.ndarray  # [N] distinct users behind each pair
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def pad_history(history: tuple[int, ...], k: int) -> list[int]:
+    return list(history[:k]) + [-1] * (k - len(history[:k]))
+
+
+def novelty_data(moves: Iterable[NovelMove], k: int, cap: int = 4) -> NoveltyData:
+    """Deduplicate positive moves per user, then weight pairs by the balanced rule above."""
+    pair_users: dict[tuple[tuple[int, ...], int], set[str]] = defaultdict(set)
+    for move in moves:
+        if move.positive:
+            pair_users[(move.history, move.target)].add(move.user_id)
+    pairs = sorted(pair_users)
+    if not pairs:
+        raise ValueError("no positive novel transitions in the training data")
+    users = np.array([len(pair_users[p]) for p in pairs], dtype=np.float64)
+    popularity: Counter[int] = Counter()
+    for (_, target), count in zip(pairs, users, strict=True):
+        popularity[target] += int(count)
+    weights = np.minimum(users, cap) / np.sqrt([popularity[t] for _, t in pairs])
+    return NoveltyData(
+        histories=np.array([pad_history(h, k) for h, _ in pairs], dtype=np.int64),
+        targets=np.array([t for _, t in pairs], dtype=np.int64),
+        weights=weights / weights.sum(),
+        users=users.astype(np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class FeedbackLabels:
+    """Collective feedback aggregated per (history, candidate)."""
+
+    histories: np.ndarray  # [M, K]
+    candidates: np.ndarray  # [M]
+    labels: np.ndarray  # [M] positive share in [0, 1]
+    support: np.ndarray  # [M] novel moves out of the history
+    pairs: np.ndarray  # [P, 2]: row of the preferred candidate, row of a less preferred one
+    min_count: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def feedback_labels(
+    moves: Iterable[NovelMove], n_clusters: int, k: int, min_count: int = 5, seed: int = 7
+) -> FeedbackLabels:
+    """Aggregate moves into pointwise labels and pairwise preferences (see module docstring)."""
+    out_of: Counter[tuple[int, ...]] = Counter()
+    positive: Counter[tuple[tuple[int, ...], int]] = Counter()
+    for move in moves:
+        out_of[move.history] += 1
+        if move.positive:
+            positive[(move.history, move.target)] += 1
+    kept = sorted(h for h, count in out_of.items() if count >= min_count)
+    if not kept:
+        raise ValueError(f"no history with at least {min_count} novel moves")
+    histories: list[list[int]] = []
+    candidates: list[int] = []
+    labels: list[float] = []
+    support: list[int] = []
+    pair_rows: list[tuple[int, int]] = []
+    rng = np.random.default_rng(seed)
+    for history in kept:
+        first = len(labels)
+        for cluster in range(n_clusters):
+            if cluster in history:
+                continue
+            histories.append(pad_history(history, k))
+            candidates.append(cluster)
+            labels.append(positive[(history, cluster)] / out_of[history])
+            support.append(out_of[history])
+        block = np.arange(first, len(labels))
+        block_labels = np.array(labels[first:])
+        for row in block[block_labels > 0]:
+            lower = block[block_labels < labels[row]]
+            # A handful of sampled lower-label partners per positive keeps pairs O(M).
+            for other in rng.choice(lower, size=min(8, len(lower)), replace=False):
+                pair_rows.append((int(row), int(other)))
+    return FeedbackLabels(
+        histories=np.array(histories, dtype=np.int64),
+        candidates=np.array(candidates, dtype=np.int64),
+        labels=np.array(labels, dtype=np.float32),
+        support=np.array(support, dtype=np.int64),
+        pairs=np.array(pair_rows, dtype=np.int64).reshape(-1, 2),
+        min_count=min_count,
+    )
+
+
+def moves_fingerprint(moves: Iterable[NovelMove]) -> str:
+    digest = hashlib.sha256()
+    for move in moves:
+        digest.update(f"{move.user_id}|{move.history}|{move.target}|{move.positive}\n".encode())
+    return digest.hexdigest()[:16]

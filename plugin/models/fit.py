@@ -1,0 +1,143 @@
+"""Fit both models on a workspace's training part and gate them on its held-out part."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from plugin.models.alignment import AlignmentModel, Objective
+from plugin.models.data import (
+    FeedbackLabels,
+    NovelMove,
+    NoveltyData,
+    feedback_labels,
+    moves_fingerprint,
+    novel_moves,
+    novelty_data,
+)
+from plugin.models.novelty import NoveltyModel
+from plugin.models.text import embed_texts
+from plugin.models.training import (
+    GateResult,
+    TrainingRun,
+    alignment_config,
+    novelty_config,
+    quality_gate,
+    train_alignment,
+    train_novelty,
+)
+from plugin.settings import Settings
+from plugin.wiring import Workspace
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train_moves: list[NovelMove]
+    heldout_moves: list[NovelMove]
+    novelty: NoveltyData
+    feedback: FeedbackLabels
+
+
+@dataclass(frozen=True)
+class FittedModels:
+    novelty: NoveltyModel
+    alignment: AlignmentModel
+    gate: GateResult
+    novelty_run: TrainingRun
+    alignment_run: TrainingRun
+    manifest: dict[str, Any]
+
+
+def training_data(workspace: Workspace, settings: Settings) -> TrainingData:
+    """Novel moves of the training and held-out parts, and the two models' training sets."""
+    k, window = settings.sequence.history_length, settings.sequence.novelty_window
+    all_moves = novel_moves(workspace.dataset.events(), workspace.catalog, k, window, settings.data)
+    # Held-out moves keep the state users had built up in the training part.
+    split = workspace.test.interactions["event_time"].min()
+    train_moves = [m for m in all_moves if m.at is not None and m.at < split]
+    heldout = [m for m in all_moves if m.at is not None and m.at >= split]
+    return TrainingData(
+        train_moves=train_moves,
+        heldout_moves=heldout,
+        novelty=novelty_data(train_moves, k, cap=settings.models.repeat_cap),
+        feedback=feedback_labels(
+            train_moves, len(workspace.catalog), k, settings.models.min_count, settings.models.seed
+        ),
+    )
+
+
+def cluster_text_vectors(workspace: Workspace, settings: Settings) -> tuple[torch.Tensor, ...]:
+    catalog = workspace.catalog
+    leaves = [catalog.describe(c.cluster_id) for c in catalog.clusters]
+    parents = [p.description for p in catalog.parents]
+    vectors = embed_texts(leaves + parents, settings.var_dir / "cache")
+    return vectors[: len(leaves)], vectors[len(leaves) :]
+
+
+def fit_models(
+    workspace: Workspace,
+    settings: Settings,
+    data: TrainingData | None = None,
+    objective: Objective | None = None,
+    text_init: bool | None = None,
+    progress: bool = False,
+) -> FittedModels:
+    """Train novelty and alignment, run the gate, and assemble the version manifest."""
+    data = data or training_data(workspace, settings)
+    models = settings.models
+    k = settings.sequence.history_length
+    objective = objective or models.objective
+    text_init = models.text_init if text_init is None else text_init
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    vectors = cluster_text_vectors(workspace, settings) if text_init else None
+    text_seconds = time.perf_counter() - started
+    novelty, novelty_run = train_novelty(
+        data.novelty,
+        novelty_config(workspace.catalog, k, models),
+        models,
+        (vectors[0], vectors[1]) if vectors else None,
+        progress,
+    )
+    alignment, alignment_run = train_alignment(
+        data.feedback, alignment_config(len(workspace.catalog), k, objective), models, progress
+    )
+    gate = quality_gate(
+        novelty,
+        data.heldout_moves,
+        settings.planner.candidates,
+        settings.planner.temperature,
+        settings.planner.seed,
+        models,
+    )
+    manifest = {
+        "dataset": workspace.dataset.name,
+        "data_hash": workspace.train.fingerprint(),
+        "moves_hash": moves_fingerprint(data.train_moves),
+        "catalog_version": workspace.catalog.version,
+        "history_length": k,
+        "novelty_window": settings.sequence.novelty_window,
+        "objective": objective,
+        "text_init": text_init,
+        "training_pairs": len(data.novelty),
+        "feedback_rows": len(data.feedback),
+        "feedback_pairs": len(data.feedback.pairs),
+        "seconds": {
+            "text_embeddings": round(text_seconds, 2),
+            "novelty": round(novelty_run.seconds, 2),
+            "alignment": round(alignment_run.seconds, 2),
+        },
+        "final_loss": {
+            "novelty": round(novelty_run.final_loss, 4),
+            "alignment": round(alignment_run.final_loss, 4),
+        },
+        "gate": gate.as_dict(),
+        "settings": models.model_dump(mode="json"),
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "torch": torch.__version__,
+    }
+    return FittedModels(novelty, alignment, gate, novelty_run, alignment_run, manifest)

@@ -1,0 +1,81 @@
+"""Shared fixtures: a settings tree under a tmp dir, and real servers started once per session.
+
+The servers (redis-server, tansu, tritonserver) run attached to the test process on free
+127.0.0.1 ports with their logs under pytest's tmp dir, and are stopped at session end.
+Missing binaries fail with the make target to run (`make system-deps`, `make triton`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.servers import KafkaBroker, RedisServer, TritonServer, quiet_kafka
+from plugin.settings import Settings, load_settings
+
+# kafka-python warns ~200 times at import, half of it from importlib's own module, which
+# pytest's module-based filters cannot catch; import it once here, quietly.
+with quiet_kafka():
+    import kafka  # noqa: F401
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The default settings tree with ``var_dir`` in this test's tmp dir."""
+    return load_settings(var_dir=tmp_path / "var")
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's servers write their logs."""
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def redis_server(server_logs: Path) -> Iterator[RedisServer]:
+    """A redis-server for the whole session (``.host``, ``.port``, ``.client()``)."""
+    with RedisServer(log_path=server_logs / "redis.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(server_logs: Path) -> Iterator[KafkaBroker]:
+    """A tansu broker for the whole session (``.bootstrap_servers``, ``.create_topics``).
+
+    Topics live for the whole session: give each test its own topic names.
+    """
+    with KafkaBroker(log_path=server_logs / "tansu.log") as broker:
+        yield broker
+
+
+class TritonFactory:
+    """Starts ``TritonServer``s on request and stops all of them at session end."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.servers: list[TritonServer] = []
+
+    def __call__(self, model_repository: Path, **kwargs: Any) -> TritonServer:
+        """A started server over ``model_repository``; ``kwargs`` go to :class:`TritonServer`."""
+        kwargs.setdefault("name", f"triton-{len(self.servers) + 1}")
+        kwargs.setdefault("log_path", self.log_dir / f"{kwargs['name']}.log")
+        server = TritonServer(model_repository, **kwargs)
+        self.servers.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server_factory(server_logs: Path) -> Iterator[TritonFactory]:
+    """Call it with a model repository to get a running Triton; all are stopped at the end."""
+    factory = TritonFactory(server_logs)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
