@@ -18,8 +18,7 @@ import torch
 
 from plugin.frequency import TransitionFrequencyPlanner
 from plugin.models.data import NovelMove
-from plugin.models.novelty import greedy_candidates
-from plugin.models.planner import BestOfNPlanner, allowed_mask, histories_tensor, plans_from
+from plugin.models.planner import BestOfNPlanner, histories_tensor
 from plugin.planning import PlanRequest
 
 METRICS = ("hit_at_1", "positive_hit_at_1", "hit_at_n", "novelty_rate", "coverage", "gini")
@@ -83,9 +82,7 @@ def best_of_n_method(
     planner: BestOfNPlanner, n: int
 ) -> Callable[[Sequence[NovelMove]], MethodOutput]:
     def run(chunk: Sequence[NovelMove]) -> MethodOutput:
-        requests = requests_for(chunk)
-        proposal = planner.propose(requests, n=n)
-        plans = plans_from(requests, proposal, planner.model_version)
+        plans = planner.plan(requests_for(chunk), n=n)
         return MethodOutput([p.cluster_id for p in plans], [list(p.candidates) for p in plans])
 
     return run
@@ -94,11 +91,14 @@ def best_of_n_method(
 def novelty_sample_method(
     planner: BestOfNPlanner, n: int
 ) -> Callable[[Sequence[NovelMove]], MethodOutput]:
-    """The first Gumbel sample (the plan at n=1), with the n samples as its candidate set."""
+    """The first novel sample (best-of-n at n=1); its candidate set is the n samples."""
 
     def run(chunk: Sequence[NovelMove]) -> MethodOutput:
-        proposal = planner.propose(requests_for(chunk), n=n)
-        rows = [[c for c in row if c >= 0] for row in proposal.candidates.tolist()]
+        rankings = planner.rank([m.history for m in chunk])
+        rows = [
+            [c for c in ranking.order if c not in m.recent][:n]
+            for m, ranking in zip(chunk, rankings, strict=True)
+        ]
         return MethodOutput([r[0] for r in rows], rows)
 
     return run
@@ -107,15 +107,18 @@ def novelty_sample_method(
 def novelty_greedy_method(
     planner: BestOfNPlanner, n: int
 ) -> Callable[[Sequence[NovelMove]], MethodOutput]:
+    """The novelty model's most likely novel clusters, without sampling or alignment."""
+
     def run(chunk: Sequence[NovelMove]) -> MethodOutput:
-        k, n_clusters = planner.novelty.config.history_length, planner.novelty.config.n_clusters
+        k = planner.novelty.config.history_length
         with torch.inference_mode():
             log_probs = planner.novelty.cluster_log_probs(
                 histories_tensor([m.history for m in chunk], k)
             )
-        allowed = allowed_mask([frozenset(m.recent) for m in chunk], n_clusters)
-        top, _ = greedy_candidates(log_probs, allowed, n)
-        rows = [[c for c in row if c >= 0] for row in top.tolist()]
+        order = log_probs.argsort(dim=1, descending=True, stable=True).tolist()
+        rows = [
+            [c for c in row if c not in m.recent][:n] for m, row in zip(chunk, order, strict=True)
+        ]
         return MethodOutput([r[0] for r in rows], rows)
 
     return run

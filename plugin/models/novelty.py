@@ -176,17 +176,12 @@ def history_seed(seed: int, history: tuple[int, ...]) -> int:
     return int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def sample_candidates(
-    log_probs: Tensor,
-    allowed: Tensor,
-    n: int,
-    temperature: float,
-    seeds: list[int],
-) -> tuple[Tensor, Tensor]:
-    """Gumbel-top-n: n distinct allowed clusters per row, sampled at ``temperature``.
+def perturbed_order(log_probs: Tensor, temperature: float, seeds: list[int]) -> Tensor:
+    """Every cluster per row, ordered by ``log p / T + Gumbel noise``, best first: [B, C].
 
-    Returns candidate ids [B, n] and their novelty log-probs [B, n]; where a row has fewer
-    than n allowed clusters, its tail is -1 with log-prob -inf.
+    The first n clusters of a row that a user may see are an exact sample of n distinct
+    clusters without replacement at temperature T (Gumbel-top-n). Filtering the order for a
+    user's novelty window keeps that property, which is why plans can be cached per history.
     """
     rows, clusters = log_probs.shape
     noise = torch.empty(rows, clusters)
@@ -194,18 +189,4 @@ def sample_candidates(
         generator = torch.Generator().manual_seed(seed)
         uniform = torch.rand(clusters, generator=generator).clamp(1e-12, 1 - 1e-12)
         noise[row] = -torch.log(-torch.log(uniform))
-    keys = (log_probs / temperature + noise).masked_fill(~allowed, float("-inf"))
-    return _top(keys, log_probs, n)
-
-
-def greedy_candidates(log_probs: Tensor, allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """The n most likely allowed clusters per row (no sampling)."""
-    return _top(log_probs.masked_fill(~allowed, float("-inf")), log_probs, n)
-
-
-def _top(keys: Tensor, log_probs: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    k = min(n, keys.shape[1])
-    top_keys, index = keys.topk(k, dim=1)
-    chosen_lp = log_probs.gather(1, index)
-    valid = torch.isfinite(top_keys)
-    return torch.where(valid, index, -1), torch.where(valid, chosen_lp, float("-inf"))
+    return (log_probs / temperature + noise).argsort(dim=1, descending=True, stable=True)

@@ -1,7 +1,13 @@
 """Best-of-n planning with the two models: novelty proposes n, alignment picks the best.
 
-:func:`propose_and_score` is the tensor-level step shared by the in-process planner and the
-Triton planner model, so both produce identical plans for the same inputs and seed.
+Planning goes through a per-history :class:`HistoryRanking`: every cluster in Gumbel order
+(the novelty model's sample without replacement at temperature T) with its alignment score.
+A user's n candidates are the first n clusters of that order outside their novelty window,
+and the plan is the best of those by alignment. The ranking depends on the history alone, so
+
+* the in-process planner, the Triton planner model and the plan cache share one code path
+  (:func:`rank_histories` then :func:`select`), and give identical plans;
+* the plan cache can store rankings per history and still honour each user's own window.
 """
 
 from __future__ import annotations
@@ -13,17 +19,18 @@ import torch
 from torch import Tensor
 
 from plugin.models.alignment import AlignmentModel
-from plugin.models.novelty import NoveltyModel, history_seed, sample_candidates
+from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
 from plugin.planning import ExplorationPlan, PlanRequest, best_of_n
 
 
 @dataclass(frozen=True)
-class Proposal:
-    """Tensors of one planned batch: candidates [B, n] (-1 padded), their scores."""
+class HistoryRanking:
+    """All clusters for one history, in sampling order, with their two models' scores."""
 
-    candidates: Tensor
-    novelty_log_probs: Tensor
-    alignment_scores: Tensor
+    history: tuple[int, ...]
+    order: tuple[int, ...]
+    novelty_log_probs: tuple[float, ...]
+    alignment_scores: tuple[float, ...]
 
 
 def histories_tensor(histories: Sequence[tuple[int, ...]], k: int) -> Tensor:
@@ -41,20 +48,48 @@ def allowed_mask(excluded: Sequence[frozenset[int]], n_clusters: int) -> Tensor:
 
 
 @torch.inference_mode()
-def propose_and_score(
+def rank_histories(
     novelty: NoveltyModel,
     alignment: AlignmentModel,
     histories: Tensor,
-    allowed: Tensor,
-    n: int,
     temperature: float,
     seeds: list[int],
-) -> Proposal:
-    """Sample n distinct novel candidates per history and score each with the alignment model."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One novelty pass and one alignment pass for a batch of histories [B, K].
+
+    Returns the sampling order [B, C], and the novelty log-probs and alignment scores of
+    the clusters in that order [B, C].
+    """
     log_probs = novelty.cluster_log_probs(histories)
-    candidates, candidate_lp = sample_candidates(log_probs, allowed, n, temperature, seeds)
-    scores = alignment(histories, candidates)
-    return Proposal(candidates, candidate_lp, scores)
+    order = perturbed_order(log_probs, temperature, seeds)
+    return order, log_probs.gather(1, order), alignment(histories, order)
+
+
+def rankings_from(
+    histories: Sequence[tuple[int, ...]], order: Tensor, log_probs: Tensor, scores: Tensor
+) -> list[HistoryRanking]:
+    return [
+        HistoryRanking(tuple(h), tuple(o), tuple(lp), tuple(s))
+        for h, o, lp, s in zip(
+            histories, order.tolist(), log_probs.tolist(), scores.tolist(), strict=True
+        )
+    ]
+
+
+def select(
+    request: PlanRequest, ranking: HistoryRanking, n: int, model_version: str
+) -> ExplorationPlan:
+    """The user's n candidates (first n novel clusters of the ranking), best by alignment."""
+    candidates: list[int] = []
+    scores: list[float] = []
+    for cluster, score in zip(ranking.order, ranking.alignment_scores, strict=True):
+        if cluster in request.excluded:
+            continue
+        candidates.append(cluster)
+        scores.append(score)
+        if len(candidates) == n:
+            break
+    return best_of_n(request, candidates, scores, model_version)
 
 
 class BestOfNPlanner:
@@ -80,33 +115,25 @@ class BestOfNPlanner:
     def model_version(self) -> str:
         return self._version
 
-    def propose(self, requests: Sequence[PlanRequest], n: int | None = None) -> Proposal:
+    def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
+        """Rankings for distinct histories (duplicates are ranked once)."""
+        unique = list(dict.fromkeys(histories))
+        if not unique:
+            return []
         k = self.novelty.config.history_length
-        return propose_and_score(
+        order, log_probs, scores = rank_histories(
             self.novelty,
             self.alignment,
-            histories_tensor([r.history for r in requests], k),
-            allowed_mask([r.excluded for r in requests], self.novelty.config.n_clusters),
-            self.n if n is None else n,
+            histories_tensor(unique, k),
             self.temperature,
-            [history_seed(self.seed, r.history) for r in requests],
+            [history_seed(self.seed, h) for h in unique],
         )
+        by_history = dict(zip(unique, rankings_from(unique, order, log_probs, scores), strict=True))
+        return [by_history[h] for h in histories]
 
-    def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
-        if not requests:
-            return []
-        proposal = self.propose(requests)
-        return plans_from(requests, proposal, self.model_version)
-
-
-def plans_from(
-    requests: Sequence[PlanRequest], proposal: Proposal, model_version: str
-) -> list[ExplorationPlan]:
-    """Turn a batch's tensors into plans: best alignment score first."""
-    plans = []
-    for row, request in enumerate(requests):
-        candidates = proposal.candidates[row].tolist()
-        scores = proposal.alignment_scores[row].tolist()
-        kept = [(c, s) for c, s in zip(candidates, scores, strict=True) if c >= 0]
-        plans.append(best_of_n(request, [c for c, _ in kept], [s for _, s in kept], model_version))
-    return plans
+    def plan(self, requests: Sequence[PlanRequest], n: int | None = None) -> list[ExplorationPlan]:
+        rankings = self.rank([r.history for r in requests])
+        size = self.n if n is None else n
+        return [
+            select(r, g, size, self.model_version) for r, g in zip(requests, rankings, strict=True)
+        ]

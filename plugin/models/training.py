@@ -13,8 +13,8 @@ from tqdm import tqdm
 from plugin.catalog import ClusterCatalog
 from plugin.models.alignment import AlignmentConfig, AlignmentModel, Objective
 from plugin.models.data import FeedbackLabels, NovelMove, NoveltyData
-from plugin.models.novelty import NoveltyConfig, NoveltyModel, history_seed, sample_candidates
-from plugin.models.planner import allowed_mask, histories_tensor
+from plugin.models.novelty import NoveltyConfig, NoveltyModel, history_seed, perturbed_order
+from plugin.models.planner import histories_tensor
 from plugin.settings import ModelSettings
 
 
@@ -189,11 +189,11 @@ def quality_gate(
         histories = histories_tensor([m.history for m in chunk], k)
         validity += float(model.validity(histories).sum())
         log_probs = model.cluster_log_probs(histories)
-        allowed = allowed_mask([frozenset(m.recent) for m in chunk], model.config.n_clusters)
         seeds = [history_seed(seed, m.history) for m in chunk]
-        candidates, _ = sample_candidates(log_probs, allowed, n, temperature, seeds)
-        targets = torch.tensor([m.target for m in chunk])
-        hits += int((candidates == targets[:, None]).any(dim=1).sum())
+        order = perturbed_order(log_probs, temperature, seeds).tolist()
+        for move, row in zip(chunk, order, strict=True):
+            candidates = [c for c in row if c not in move.recent][:n]
+            hits += move.target in candidates
     return GateResult(
         validity=validity / len(positive),
         recall_at_n=hits / len(positive),
