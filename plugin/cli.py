@@ -29,6 +29,10 @@ InteractionsOpt = Annotated[
 ItemsOpt = Annotated[Path | None, typer.Option("--items", help="items file, CSV or Parquet")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+PlannerOpt = Annotated[
+    str | None,
+    typer.Option("--planner", help="frequency | best-of-n | triton (default: settings)"),
+]
 
 
 def settings_from(
@@ -117,12 +121,15 @@ def replay_command(
     batch_size: Annotated[int | None, typer.Option(help="events per micro-batch")] = None,
     limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
     samples: Annotated[int, typer.Option(help="sample plans to print")] = 5,
+    planner: PlannerOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Stream a dataset's events in time order through the core and write sequences and plans
     to Feast; ends with a summary (events/s, users, replans) and sample plans."""
-    settings = settings_from(dataset, interactions, items, replay={"batch_size": batch_size})
+    settings = settings_from(
+        dataset, interactions, items, replay={"batch_size": batch_size}, planner={"kind": planner}
+    )
     report = _run_replay(settings, limit=limit, samples=samples, progress=not quiet)
     _write_json(json_path, report)
 
@@ -130,14 +137,116 @@ def replay_command(
 @app.command()
 def demo(
     limit: Annotated[int | None, typer.Option(help="replay only the first N events")] = None,
+    planner: PlannerOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """The main job on the embedded default: build clusters, replay movielens-100k into Feast
-    (SQLite) with the transition-frequency planner, and print a short report."""
-    settings = settings_from()
-    _open(settings, rebuild=False)
+    """The main job on the embedded default: build clusters, train the novelty and alignment
+    models if no trained version fits them, replay movielens-100k into Feast (SQLite) with the
+    best-of-n planner, and print a short report."""
+    import shutil
+
+    from plugin.models.fit import matching_version, train_version
+
+    settings = settings_from(planner={"kind": planner})
+    # The demo starts from an empty online store of its own: state is idempotent, so a second
+    # replay into the same store would (correctly) skip every event as already applied.
+    demo_dir = settings.var_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    if settings.feast.online_store == "sqlite":
+        settings.feast.sqlite_path = demo_dir / "online_store.db"
+        settings.feast.registry_path = demo_dir / "registry.db"
+    if settings.planner.kind == "best-of-n":
+        workspace = _open(settings, rebuild=False, progress=not quiet)
+        if matching_version(workspace, settings) is None:
+            typer.echo("no trained models for this catalog yet: training them (about a minute)")
+            version, fitted = train_version(workspace, settings, progress=not quiet)
+            if not fitted.gate.passed:
+                fail(f"version {version} failed the quality gate: {fitted.gate.reasons()}")
     report = _run_replay(settings, limit=limit, samples=5, progress=not quiet)
+    _write_json(json_path, report)
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    objective: Annotated[
+        str | None, typer.Option(help="alignment objective: pointwise | pairwise")
+    ] = None,
+    text_init: Annotated[
+        bool | None,
+        typer.Option("--text-init/--no-text-init", help="init cluster tokens from text"),
+    ] = None,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the novelty and alignment models on the training part, run the quality gate, and
+    write both as a new numbered version under model_repository/<model>/<version>/."""
+    from plugin.models.fit import train_version
+    from plugin.reporting import print_training
+
+    settings = settings_from(
+        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
+    )
+    workspace = _open(settings, rebuild=False, progress=not quiet)
+    try:
+        version, fitted = train_version(workspace, settings, progress=not quiet)
+    except ValueError as exc:
+        fail(str(exc))
+    print_training(version, fitted.manifest)
+    _write_json(json_path, {"version": version, **fitted.manifest})
+    if not fitted.gate.passed:
+        typer.secho(
+            f"version {version} FAILED the quality gate ({'; '.join(fitted.gate.reasons())}); "
+            "it will not be published",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+
+
+@app.command()
+def evaluate(
+    dataset: DatasetOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    version: Annotated[
+        int | None, typer.Option(help="evaluate this trained version (default: train afresh)")
+    ] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="alignment objective when training afresh")
+    ] = None,
+    text_init: Annotated[
+        bool | None,
+        typer.Option("--text-init/--no-text-init", help="init cluster tokens from text"),
+    ] = None,
+    json_path: JsonOpt = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="PNG of the n-scaling curve and trade-off")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Offline exploration evaluation on a time split: every method plans each held-out novel
+    engagement; prints the table, writes JSON and a PNG plot."""
+    from plugin.evaluation import run_evaluation
+    from plugin.reporting import print_evaluation
+
+    settings = settings_from(
+        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
+    )
+    workspace = _open(settings, rebuild=False, progress=not quiet)
+    try:
+        report = run_evaluation(workspace, settings, version=version, progress=not quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    print_evaluation(report)
+    plot = plot_path or (json_path.with_suffix(".png") if json_path else None)
+    if plot is not None:
+        from plugin.evaluation import plot as draw
+
+        draw(report, plot)
+        typer.echo(f"wrote {plot}")
     _write_json(json_path, report)
 
 
@@ -157,12 +266,12 @@ def lookup(
     _write_json(json_path, {"plans": rows})
 
 
-def _open(settings: Settings, rebuild: bool) -> Any:
+def _open(settings: Settings, rebuild: bool, progress: bool = True) -> Any:
     from plugin.datasets import DatasetError
     from plugin.wiring import open_workspace
 
     try:
-        return open_workspace(settings, rebuild=rebuild, progress=True)
+        return open_workspace(settings, rebuild=rebuild, progress=progress)
     except (DatasetError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
 
@@ -176,10 +285,13 @@ def _run_replay(
     from plugin.pipeline import BatchProcessor
     from plugin.replay import replay
     from plugin.reporting import lookup_plans, print_lookup, print_replay
-    from plugin.wiring import frequency_planner
+    from plugin.wiring import build_planner
 
-    workspace = _open(settings, rebuild=False)
-    planner = frequency_planner(workspace, settings)
+    workspace = _open(settings, rebuild=False, progress=progress)
+    try:
+        planner = build_planner(settings, workspace)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
     store = FeastStore(settings)
     store.apply()
     store.write_catalog(workspace.catalog)

@@ -18,8 +18,12 @@ import torch
 
 from plugin.frequency import TransitionFrequencyPlanner
 from plugin.models.data import NovelMove
+from plugin.models.fit import fit_models, training_data
 from plugin.models.planner import BestOfNPlanner, histories_tensor
+from plugin.models.repository import ModelRepository
 from plugin.planning import PlanRequest
+from plugin.settings import Settings
+from plugin.wiring import Workspace, best_of_n_planner, frequency_planner
 
 METRICS = ("hit_at_1", "positive_hit_at_1", "hit_at_n", "novelty_rate", "coverage", "gini")
 N_SCALING = (1, 2, 4, 8, 16, 32)
@@ -233,3 +237,72 @@ def plot(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def run_evaluation(
+    workspace: Workspace, settings: Settings, version: int | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Fit (or load) the models on the training part and evaluate every method on the rest.
+
+    The JSON report has exactly the keys ``methods``, ``n_scaling``, ``dataset`` and ``seed``.
+    """
+    data = training_data(workspace, settings)
+    if version is None:
+        fitted = fit_models(workspace, settings, data=data, progress=progress)
+        planner = BestOfNPlanner(
+            fitted.novelty,
+            fitted.alignment,
+            settings.planner.candidates,
+            settings.planner.temperature,
+            settings.planner.seed,
+            "evaluation",
+        )
+        models: dict[str, Any] = {"trained": "afresh", **_model_facts(fitted.manifest)}
+    else:
+        planner = best_of_n_planner(settings, workspace.catalog, version)
+        manifest = ModelRepository(settings.models.repository).manifest(version)
+        models = {"trained": f"version {version}", **_model_facts(manifest)}
+    frequency = frequency_planner(workspace, settings)
+    popularity = Counter(m.target for m in data.train_moves if m.positive)
+    cases = data.heldout_moves
+    if not cases:
+        raise ValueError("the held-out part has no novel engagements to evaluate on")
+    results = evaluate(
+        cases,
+        planner,
+        frequency,
+        popularity,
+        len(workspace.catalog),
+        settings.planner.candidates,
+        settings.planner.seed,
+    )
+    return {
+        "methods": results["methods"],
+        "n_scaling": results["n_scaling"],
+        "dataset": {
+            "name": workspace.dataset.name,
+            "events": len(workspace.dataset.interactions),
+            "train_events": len(workspace.train.interactions),
+            "test_events": len(workspace.test.interactions),
+            "split_quantile": settings.data.split_quantile,
+            "cases": len(cases),
+            "positive_cases": sum(m.positive for m in cases),
+            "clusters": len(workspace.catalog),
+            "catalog_version": workspace.catalog.version,
+            "history_length": settings.sequence.history_length,
+            "novelty_window": settings.sequence.novelty_window,
+            "n": settings.planner.candidates,
+            "temperature": settings.planner.temperature,
+            "models": models,
+        },
+        "seed": settings.planner.seed,
+    }
+
+
+def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "objective": manifest["objective"],
+        "text_init": manifest["text_init"],
+        "gate": manifest["gate"],
+        "seconds": manifest["seconds"],
+    }

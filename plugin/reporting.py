@@ -28,6 +28,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -139,12 +141,66 @@ def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
             typer.echo(f"\nuser {row['user_id']}: no plan yet")
             continue
         typer.echo(
-            f"\nuser {row['user_id']}  history: "
+            f"\nuser {row['user_id']}  history (oldest -> newest): "
             + " -> ".join(
                 f"[{h}] {d}"
-                for h, d in zip(row["history"], row["history_descriptions"], strict=True)
+                for h, d in reversed(
+                    list(zip(row["history"], row["history_descriptions"], strict=True))
+                )
             )
         )
         typer.echo(f"  plan: [{row['cluster_id']}] {row['description']}  ({row['model_version']})")
         typer.echo(f"  candidates: {row['candidates'][:8]}")
         typer.echo(f"  top items: {'; '.join(row['top_titles'][:5])}")
+
+
+def print_training(version: int, manifest: dict[str, Any]) -> None:
+    gate = manifest["gate"]
+    seconds = manifest["seconds"]
+    rows = [
+        ("version", version),
+        ("catalog", manifest["catalog_version"]),
+        ("training pairs (novelty)", manifest["training_pairs"]),
+        (
+            "feedback rows / pairs",
+            f"{manifest['feedback_rows']:,} / {manifest['feedback_pairs']:,}",
+        ),
+        ("alignment objective", manifest["objective"]),
+        ("text-initialised tokens", manifest["text_init"]),
+        (
+            "seconds: text / novelty / alignment",
+            f"{seconds['text_embeddings']} / {seconds['novelty']} / {seconds['alignment']}",
+        ),
+        ("gate: validity", gate["validity"]),
+        (f"gate: recall@{gate['n']}", gate["recall_at_n"]),
+        ("gate", "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])),
+    ]
+    typer.echo("\n" + table(["training", "value"], rows))
+
+
+def print_evaluation(report: dict[str, Any]) -> None:
+    from plugin.evaluation import METRICS
+
+    rows = [
+        (name, *(round(metrics[m], 4) for m in METRICS))
+        for name, metrics in report["methods"].items()
+    ]
+    data = report["dataset"]
+    typer.echo(
+        f"\n{data['name']}: {data['cases']:,} held-out novel engagements "
+        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}"
+    )
+    typer.echo(table(["method", *METRICS], rows))
+    scaling = [
+        (
+            row["n"],
+            round(row["hit_at_1"], 4),
+            round(row["positive_hit_at_1"], 4),
+            round(row["hit_at_n"], 4),
+            round(row["coverage"], 4),
+        )
+        for row in report["n_scaling"]
+    ]
+    typer.echo(
+        "\n" + table(["n", "hit_at_1", "positive_hit_at_1", "hit_at_n", "coverage"], scaling)
+    )

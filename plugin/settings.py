@@ -76,7 +76,7 @@ class SequenceSettings(Section):
 class PlannerSettings(Section):
     """Which planner produces plans, and its sampling parameters."""
 
-    kind: Literal["frequency", "best-of-n", "triton"] = "frequency"
+    kind: Literal["frequency", "best-of-n", "triton"] = "best-of-n"
     candidates: int = Field(16, ge=1, le=256, description="n: candidates sampled per plan")
     temperature: float = Field(1.5, gt=0, le=10, description="novelty sampling temperature")
     seed: int = 7
@@ -130,6 +130,61 @@ class RedisSettings(Section):
         return ",".join(parts)
 
 
+class TritonSettings(Section):
+    """Triton Inference Server: where it listens, and how the planner client treats it.
+
+    ``explore triton up`` starts a local server on these ports (127.0.0.1 only); the Triton
+    planner connects over gRPC with a per-call timeout, bounded retries with exponential
+    backoff, and a circuit breaker that fails fast while the server is down.
+    """
+
+    host: str = Field("127.0.0.1", description="server address the clients connect to")
+    http_port: int = Field(8000, ge=1, le=65535, description="HTTP/REST port")
+    grpc_port: int = Field(8001, ge=1, le=65535, description="gRPC port (the planner client)")
+    metrics_port: int = Field(8002, ge=1, le=65535, description="Prometheus /metrics port")
+    planner_model: str = Field("planner", min_length=1, description="the BLS planner model")
+    request_timeout_s: float = Field(10.0, gt=0, le=600, description="per inference call")
+    connect_timeout_s: float = Field(5.0, gt=0, le=600, description="health and admin calls")
+    load_timeout_s: float = Field(180.0, gt=0, le=3600, description="one model load")
+    start_timeout_s: float = Field(120.0, gt=0, le=3600, description="`triton up` readiness")
+    max_rows_per_request: int = Field(
+        64, ge=1, le=256, description="plan requests sent in one Triton request (batch rows)"
+    )
+    retries: int = Field(2, ge=0, le=10, description="retries of a failed call after the first")
+    backoff_initial_s: float = Field(0.05, ge=0, le=60, description="first retry delay")
+    backoff_max_s: float = Field(1.0, ge=0, le=600, description="retry delay cap")
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="consecutive failed calls that open the circuit"
+    )
+    breaker_reset_s: float = Field(
+        10.0, gt=0, le=3600, description="how long an open circuit fails fast before a probe"
+    )
+    log_verbose: int = Field(0, ge=0, le=3, description="tritonserver --log-verbose")
+    ssl: bool = Field(False, description="TLS on the gRPC channel")
+    root_certificates: Path | None = Field(None, description="PEM CA bundle (TLS)")
+    private_key: Path | None = Field(None, description="PEM client key (mutual TLS)")
+    certificate_chain: Path | None = Field(None, description="PEM client chain (mutual TLS)")
+    auth_header: str = Field("triton-api-key", description="header that carries auth_token")
+    auth_token: SecretStr | None = Field(None, description="sent on every call when set")
+
+    @model_validator(mode="after")
+    def _tls_is_consistent(self) -> TritonSettings:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("private_key and certificate_chain must be given together")
+        uses_certs = self.root_certificates or self.private_key
+        if uses_certs and not self.ssl:
+            raise ValueError("certificates are set but ssl is false")
+        if len({self.http_port, self.grpc_port, self.metrics_port}) != 3:
+            raise ValueError("http_port, grpc_port and metrics_port must differ")
+        return self
+
+    def headers(self) -> dict[str, str] | None:
+        """Per-call metadata; carries the secret token, so never log it."""
+        if self.auth_token is None:
+            return None
+        return {self.auth_header: self.auth_token.get_secret_value()}
+
+
 class ReplaySettings(Section):
     """The embedded driver: events per micro-batch."""
 
@@ -152,6 +207,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     redis: RedisSettings = RedisSettings()
     replay: ReplaySettings = ReplaySettings()
+    triton: TritonSettings = TritonSettings()
 
 
 class SettingsError(ValueError):

@@ -15,6 +15,9 @@ from plugin.catalog import ClusterCatalog
 from plugin.clustering import build_catalog
 from plugin.datasets import Dataset, load_dataset
 from plugin.frequency import TransitionFrequencyPlanner, count_novel_transitions
+from plugin.models.planner import BestOfNPlanner
+from plugin.models.repository import ModelRepository
+from plugin.planning import Planner
 from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,3 +63,34 @@ def frequency_planner(workspace: Workspace, settings: Settings) -> TransitionFre
         window=settings.sequence.novelty_window,
     )
     return TransitionFrequencyPlanner(counts, workspace.catalog, n=settings.planner.candidates)
+
+
+def best_of_n_planner(
+    settings: Settings, catalog: ClusterCatalog, version: int | None = None
+) -> BestOfNPlanner:
+    """The in-process best-of-n planner over a trained version (the newest by default)."""
+    trained = ModelRepository(settings.models.repository).load(version)
+    trained_on = trained.manifest.get("catalog_version")
+    if trained_on != catalog.version:
+        raise ValueError(
+            f"model version {trained.version} was trained on catalog {trained_on}, but the "
+            f"current catalog is {catalog.version}; run `explore train`"
+        )
+    return BestOfNPlanner(
+        trained.novelty,
+        trained.alignment,
+        n=settings.planner.candidates,
+        temperature=settings.planner.temperature,
+        seed=settings.planner.seed,
+        model_version=trained.label,
+    )
+
+
+def build_planner(settings: Settings, workspace: Workspace) -> Planner:
+    """The planner named by ``settings.planner.kind``."""
+    kind = settings.planner.kind
+    if kind == "frequency":
+        return frequency_planner(workspace, settings)
+    if kind == "best-of-n":
+        return best_of_n_planner(settings, workspace.catalog)
+    raise ValueError(f"planner.kind {kind!r} is not available in this build")

@@ -20,6 +20,7 @@ from plugin.models.data import (
     novelty_data,
 )
 from plugin.models.novelty import NoveltyModel
+from plugin.models.repository import ModelRepository
 from plugin.models.text import embed_texts
 from plugin.models.training import (
     GateResult,
@@ -141,3 +142,28 @@ def fit_models(
         "torch": torch.__version__,
     }
     return FittedModels(novelty, alignment, gate, novelty_run, alignment_run, manifest)
+
+
+def train_version(
+    workspace: Workspace, settings: Settings, progress: bool = False
+) -> tuple[int, FittedModels]:
+    """Fit both models and write them as the next numbered version."""
+    fitted = fit_models(workspace, settings, progress=progress)
+    version = ModelRepository(settings.models.repository).write(
+        fitted.novelty, fitted.alignment, fitted.manifest
+    )
+    return version, fitted
+
+
+def matching_version(workspace: Workspace, settings: Settings) -> int | None:
+    """The newest trained version made from this workspace's catalog and training data."""
+    repository = ModelRepository(settings.models.repository)
+    for version in reversed(repository.versions()):
+        manifest = repository.manifest(version)
+        if (
+            manifest.get("catalog_version") == workspace.catalog.version
+            and manifest.get("data_hash") == workspace.train.fingerprint()
+            and manifest.get("gate", {}).get("passed")
+        ):
+            return version
+    return None
