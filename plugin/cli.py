@@ -125,8 +125,12 @@ def replay_command(
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stream a dataset's events in time order through the core and write sequences and plans
-    to Feast; ends with a summary (events/s, users, replans) and sample plans."""
+    """Replay a dataset's events through the core into Feast.
+
+    Events stream in time order and micro-batches through the same batch processor the Kafka
+    worker uses; sequences and plans are written to the Feast online store. Ends with a
+    summary (events/s, users, replans) and sample plans.
+    """
     settings = settings_from(
         dataset, interactions, items, replay={"batch_size": batch_size}, planner={"kind": planner}
     )
@@ -141,9 +145,12 @@ def demo(
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """The main job on the embedded default: build clusters, train the novelty and alignment
-    models if no trained version fits them, replay movielens-100k into Feast (SQLite) with the
-    best-of-n planner, and print a short report."""
+    """Run the main job on the embedded default and print a short report.
+
+    Builds the clusters, trains the novelty and alignment models if no trained version fits
+    them, and replays movielens-100k into a fresh Feast (SQLite) store with the best-of-n
+    planner.
+    """
     import shutil
 
     from plugin.models.fit import matching_version, train_version
@@ -182,8 +189,11 @@ def train(
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the novelty and alignment models on the training part, run the quality gate, and
-    write both as a new numbered version under model_repository/<model>/<version>/."""
+    """Train the novelty and alignment models and write a new version.
+
+    Both are fit on the training part of the time split; the quality gate runs on the
+    held-out part; both models go under model_repository/<model>/<version>/.
+    """
     from plugin.models.fit import train_version
     from plugin.reporting import print_training
 
@@ -227,8 +237,11 @@ def evaluate(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Offline exploration evaluation on a time split: every method plans each held-out novel
-    engagement; prints the table, writes JSON and a PNG plot."""
+    """Evaluate every planning method offline on a time split.
+
+    Each method plans each held-out novel engagement; prints the table, and writes JSON and a
+    PNG plot (n-scaling curve and novelty/relevance trade-off).
+    """
     from plugin.evaluation import run_evaluation
     from plugin.reporting import print_evaluation
 
@@ -255,7 +268,10 @@ def lookup(
     user_ids: Annotated[list[str], typer.Argument(help="users to look up")],
     json_path: JsonOpt = None,
 ) -> None:
-    """Look up users' plans the way a ranker does: plan, description and top items, from Feast."""
+    """Look up users' plans from Feast the way a ranker does.
+
+    Prints each plan with its description and the planned cluster's top items.
+    """
     from plugin.adapters.feast_store import FeastStore
     from plugin.reporting import lookup_plans, print_lookup
 

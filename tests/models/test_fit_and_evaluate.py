@@ -1,0 +1,90 @@
+"""Fitting on a real dataset, the quality gate, and the evaluation report's shape and rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plugin.evaluation import N_SCALING, gini, plot, run_evaluation
+from plugin.models.fit import matching_version, train_version
+from plugin.settings import Settings, load_settings
+from plugin.wiring import Workspace, best_of_n_planner, open_workspace
+
+
+def quick_settings(tmp_path: Path, **models: object) -> Settings:
+    return load_settings(
+        var_dir=tmp_path,
+        models={
+            "repository": tmp_path / "model_repository",
+            "novelty_steps": 120,
+            "alignment_steps": 120,
+            "text_init": False,
+            **models,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return open_workspace(quick_settings(tmp_path_factory.mktemp("ws")))
+
+
+def test_gini_of_plan_spread() -> None:
+    assert gini([5, 5, 5, 5]) == pytest.approx(0.0)
+    assert gini([0, 0, 0, 20]) == pytest.approx(0.75)
+    assert gini([0, 0]) == 0.0
+
+
+@pytest.mark.slow
+def test_train_writes_a_gated_version_that_plans(workspace: Workspace, tmp_path: Path) -> None:
+    settings = quick_settings(tmp_path)
+    version, fitted = train_version(workspace, settings)
+    assert version == 1
+    manifest = fitted.manifest
+    assert manifest["catalog_version"] == workspace.catalog.version
+    assert manifest["data_hash"] == workspace.train.fingerprint()
+    assert set(manifest["gate"]) >= {"passed", "validity", "recall_at_n"}
+    assert 0.0 <= manifest["gate"]["validity"] <= 1.0
+    assert (settings.models.repository / "novelty" / "1" / "weights.pt").exists()
+    assert (settings.models.repository / "alignment" / "1" / "manifest.json").exists()
+    if fitted.gate.passed:
+        assert matching_version(workspace, settings) == 1
+    planner = best_of_n_planner(settings, workspace.catalog, version)
+    assert planner.model_version.startswith("best-of-n-v1-")
+
+
+@pytest.mark.slow
+def test_an_impossible_gate_fails_with_reasons(workspace: Workspace, tmp_path: Path) -> None:
+    settings = quick_settings(tmp_path, gate_min_validity=1.0, gate_min_recall=1.0)
+    _, fitted = train_version(workspace, settings)
+    assert not fitted.gate.passed
+    assert any("recall@" in reason for reason in fitted.gate.reasons())
+    assert matching_version(workspace, settings) is None
+
+
+@pytest.mark.slow
+def test_evaluation_report_has_the_agreed_shape(workspace: Workspace, tmp_path: Path) -> None:
+    settings = quick_settings(tmp_path, objective="pairwise")
+    report = run_evaluation(workspace, settings)
+    assert set(report) == {"methods", "n_scaling", "dataset", "seed"}
+    assert set(report["methods"]) == {
+        "best_of_n",
+        "novelty_greedy",
+        "novelty_sample",
+        "transition_frequency",
+        "popularity",
+        "random",
+    }
+    for metrics in report["methods"].values():
+        assert metrics["novelty_rate"] == 1.0  # every method plans outside the window
+        assert 0.0 <= metrics["positive_hit_at_1"] <= metrics["hit_at_1"] <= metrics["hit_at_n"]
+    assert [row["n"] for row in report["n_scaling"]] == list(N_SCALING)
+    # best-of-n at n=1 is exactly one novelty sample
+    assert report["n_scaling"][0]["hit_at_1"] == pytest.approx(
+        report["methods"]["novelty_sample"]["hit_at_1"]
+    )
+    assert report["dataset"]["cases"] > 1000
+    assert report["dataset"]["models"]["objective"] == "pairwise"
+    plot(report, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
