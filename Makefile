@@ -26,6 +26,7 @@ help:
 	@echo "make system-deps  install redis-server with apt-get when it is missing"
 	@echo "make triton       unpack tritonserver from the nvidia-pytriton wheel into .cache/"
 	@echo "make demo         run the embedded end-to-end demo (explore demo)"
+	@echo "make demo STACK=1 the same through tansu, redis, Triton and the Faust worker"
 	@echo "make test         ruff, mypy and pytest (starts real redis, tansu and tritonserver)"
 	@echo "make lint         ruff and mypy only"
 	@echo "make lock         recompile requirements.lock from requirements.in"
@@ -46,8 +47,9 @@ $(TRITON_STAMP): | $(VENV_STAMP)
 	$(BOOTSTRAP) triton
 	@touch $@
 
-demo: venv system-deps
-	$(BIN)/explore demo
+# STACK=1: through real Kafka (tansu), redis-server and tritonserver (explore demo --stack).
+demo: venv system-deps $(if $(STACK),triton)
+	$(BIN)/explore demo $(if $(STACK),--stack)
 
 lint: venv
 	$(BIN)/ruff check .

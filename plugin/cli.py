@@ -144,6 +144,14 @@ def demo(
     planner: PlannerOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack",
+            help="run through real tansu (Kafka), redis-server and tritonserver with the "
+            "Faust worker (planner: triton unless --planner)",
+        ),
+    ] = False,
 ) -> None:
     """Run the main job on the embedded default and print a short report.
 
@@ -155,6 +163,12 @@ def demo(
 
     from plugin.models.fit import matching_version, train_version
 
+    if stack:
+        from plugin.commands.stack import run_stack_demo
+
+        stack_settings = settings_from(planner={"kind": planner or "triton"})
+        _write_json(json_path, run_stack_demo(stack_settings, limit, progress=not quiet))
+        return
     settings = settings_from(planner={"kind": planner})
     # The demo starts from an empty online store of its own: state is idempotent, so a second
     # replay into the same store would (correctly) skip every event as already applied.
@@ -163,14 +177,18 @@ def demo(
     if settings.feast.online_store == "sqlite":
         settings.feast.sqlite_path = demo_dir / "online_store.db"
         settings.feast.registry_path = demo_dir / "registry.db"
+    version = None
     if settings.planner.kind == "best-of-n":
+        # The demo plans with the newest gated version made from this very catalog and data,
+        # training one when there is none; it does not change what is published.
         workspace = _open(settings, rebuild=False, progress=not quiet)
-        if matching_version(workspace, settings) is None:
+        version = matching_version(workspace, settings)
+        if version is None:
             typer.echo("no trained models for this catalog yet: training them (about a minute)")
             version, fitted = train_version(workspace, settings, progress=not quiet)
             if not fitted.gate.passed:
                 fail(f"version {version} failed the quality gate: {fitted.gate.reasons()}")
-    report = _run_replay(settings, limit=limit, samples=5, progress=not quiet)
+    report = _run_replay(settings, limit=limit, samples=5, progress=not quiet, version=version)
     _write_json(json_path, report)
 
 
@@ -293,7 +311,7 @@ def _open(settings: Settings, rebuild: bool, progress: bool = True) -> Any:
 
 
 def _run_replay(
-    settings: Settings, limit: int | None, samples: int, progress: bool
+    settings: Settings, limit: int | None, samples: int, progress: bool, version: int | None = None
 ) -> dict[str, Any]:
     from itertools import islice
 
@@ -305,7 +323,7 @@ def _run_replay(
 
     workspace = _open(settings, rebuild=False, progress=progress)
     try:
-        planner = build_planner(settings, workspace)
+        planner = build_planner(settings, workspace, version)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     store = FeastStore(settings)
@@ -343,6 +361,18 @@ def _write_json(path: Path | None, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     typer.echo(f"wrote {path}")
+
+
+# -- command groups --
+from plugin.commands.stack import register as register_streaming  # noqa: E402
+
+register_streaming(app)  # stack, worker, produce, precompute
+from plugin.commands.bench import bench_app  # noqa: E402  (light: heavy imports are lazy)
+from plugin.commands.triton import models_app, triton_app  # noqa: E402
+
+app.add_typer(triton_app, name="triton")
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

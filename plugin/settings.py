@@ -93,7 +93,9 @@ class ModelSettings(Section):
     alignment_steps: int = Field(3000, ge=1, description="alignment training steps")
     batch_size: int = Field(256, ge=1, le=65536)
     learning_rate: float = Field(3e-3, gt=0, lt=1)
-    text_init: bool = Field(True, description="initialise cluster tokens from text embeddings")
+    text_init: bool = Field(
+        False, description="initialise cluster tokens from text embeddings (measured: no gain)"
+    )
     repeat_cap: int = Field(4, ge=1, description="max weight of one (history, next) pair")
     objective: Literal["pointwise", "pairwise"] = "pointwise"
     min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
@@ -191,6 +193,88 @@ class ReplaySettings(Section):
     batch_size: int = Field(1000, ge=1, le=100_000)
 
 
+class KafkaSettings(Section):
+    """The Kafka cluster, the worker's topics and its consumer group."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    events_topic: str = Field("watch-events", description="watch events, keyed by user_id")
+    dead_letter_topic: str = Field(
+        "watch-events-dead-letter", description="rejected events: raw payload and reason"
+    )
+    plans_topic: str = Field("exploration-plans", description="plan updates for downstream")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the events topic")
+    output_partitions: int = Field(1, ge=1, le=1024, description="dead-letter and plan topics")
+    group_id: str = Field(
+        "interest-explorer", pattern=r"^[A-Za-z0-9._-]+$", description="consumer group"
+    )
+    session_timeout_s: float = Field(
+        4.0, ge=1, le=60, description="group session timeout (group joins wait about half)"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="PEM CA bundle for SSL / SASL_SSL")
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        given = [self.sasl_mechanism, self.sasl_username, self.sasl_password]
+        if uses_sasl and any(value is None for value in given):
+            raise ValueError(
+                "SASL needs sasl_mechanism, sasl_username and sasl_password together"
+            )
+        if not uses_sasl and any(value is not None for value in given):
+            raise ValueError("sasl_* fields are set but security_protocol is not SASL_*")
+        topics = {self.events_topic, self.dead_letter_topic, self.plans_topic}
+        if len(topics) != 3:
+            raise ValueError("events_topic, dead_letter_topic and plans_topic must differ")
+        return self
+
+    def broker_list(self) -> list[str]:
+        """``bootstrap_servers`` split into ``host:port`` entries."""
+        return [part.strip() for part in self.bootstrap_servers.split(",") if part.strip()]
+
+
+class WorkerSettings(Section):
+    """The Faust worker: micro-batches, the replan deadline, metrics and logs."""
+
+    batch_size: int = Field(500, ge=1, le=100_000, description="events per micro-batch (max)")
+    batch_within_s: float = Field(
+        0.2, gt=0, le=60, description="flush a partial micro-batch after this many seconds"
+    )
+    plan_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="replans that take longer are left pending"
+    )
+    commit_interval_s: float = Field(0.5, gt=0, le=60, description="offset commit interval")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=10_000, description="longest a fetch waits for data (Faust fixes 1500)"
+    )
+    process_retries: int = Field(
+        5, ge=0, le=100, description="retries of a failed batch before the worker exits"
+    )
+    retry_backoff_s: float = Field(0.5, ge=0, le=60, description="first retry delay (doubles)")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus port (0: off)")
+    metrics_host: str = Field("127.0.0.1", description="Prometheus bind address")
+    log_format: Literal["json", "text"] = "json"
+    stats_path: Path | None = Field(
+        None, description="JSON summary written while running (default var/run/worker-stats)"
+    )
+
+
+class CacheSettings(Section):
+    """The plan cache: per-history rankings in Redis (the paper's lookup table)."""
+
+    enabled: bool = True
+    ttl_s: int = Field(86_400, ge=1, description="seconds a cached ranking lives")
+    key_prefix: str = Field("explore:ranking", min_length=1, pattern=r"^[A-Za-z0-9:._-]+$")
+    precompute_all_max: int = Field(
+        50_000, ge=0, description="precompute every K-tuple when there are at most this many"
+    )
+    precompute_batch: int = Field(256, ge=1, le=65_536, description="histories per rank call")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -207,6 +291,9 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     redis: RedisSettings = RedisSettings()
     replay: ReplaySettings = ReplaySettings()
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    cache: CacheSettings = CacheSettings()
     triton: TritonSettings = TritonSettings()
 
 

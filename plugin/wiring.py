@@ -10,15 +10,19 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from plugin.catalog import ClusterCatalog
 from plugin.clustering import build_catalog
 from plugin.datasets import Dataset, load_dataset
 from plugin.frequency import TransitionFrequencyPlanner, count_novel_transitions
 from plugin.models.planner import BestOfNPlanner
-from plugin.models.repository import ModelRepository
+from plugin.models.repository import ModelRepository, version_label
 from plugin.planning import Planner
 from plugin.settings import Settings
+
+if TYPE_CHECKING:  # the adapter pulls in tritonclient: imported only when used
+    from plugin.adapters.triton_planner import TritonPlanner
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +72,16 @@ def frequency_planner(workspace: Workspace, settings: Settings) -> TransitionFre
 def best_of_n_planner(
     settings: Settings, catalog: ClusterCatalog, version: int | None = None
 ) -> BestOfNPlanner:
-    """The in-process best-of-n planner over a trained version (the newest by default)."""
-    trained = ModelRepository(settings.models.repository).load(version)
-    trained_on = trained.manifest.get("catalog_version")
-    if trained_on != catalog.version:
-        raise ValueError(
-            f"model version {trained.version} was trained on catalog {trained_on}, but the "
-            f"current catalog is {catalog.version}; run `explore train`"
-        )
+    """The in-process best-of-n planner over a trained version.
+
+    By default the published version (``explore models publish``), or the newest trained
+    one while nothing has been published.
+    """
+    repository = ModelRepository(settings.models.repository)
+    if version is None:
+        version = repository.default_version()
+    trained = repository.load(version)
+    _check_catalog(trained.version, trained.manifest, catalog)
     return BestOfNPlanner(
         trained.novelty,
         trained.alignment,
@@ -86,11 +92,100 @@ def best_of_n_planner(
     )
 
 
-def build_planner(settings: Settings, workspace: Workspace) -> Planner:
-    """The planner named by ``settings.planner.kind``."""
+def _check_catalog(version: int, manifest: dict[str, Any], catalog: ClusterCatalog) -> None:
+    trained_on = manifest.get("catalog_version")
+    if trained_on != catalog.version:
+        raise ValueError(
+            f"model version {version} was trained on catalog {trained_on}, but the "
+            f"current catalog is {catalog.version}; run `explore train` (and "
+            "`explore models publish` to serve the new version)"
+        )
+
+
+def triton_planner(
+    settings: Settings, catalog: ClusterCatalog, connect: bool = True
+) -> TritonPlanner:
+    """A :class:`~plugin.adapters.triton_planner.TritonPlanner` on ``settings.triton``.
+
+    Plans record the label of the version Triton served, read from that version's manifest
+    in ``settings.models.repository``; a served version trained on another catalog is an
+    error. With ``connect`` the server and its planner model are checked now, and a
+    ``ValueError`` says what to start if they are not there.
+    """
+    from plugin.adapters.triton_planner import TritonPlanner, TritonPlannerError
+
+    repository = ModelRepository(settings.models.repository)
+
+    def label(version: int) -> str:
+        manifest = repository.manifest(version)
+        _check_catalog(version, manifest, catalog)
+        return version_label(version, str(manifest.get("catalog_version", "")))
+
+    planner = TritonPlanner(
+        settings.triton,
+        n=settings.planner.candidates,
+        temperature=settings.planner.temperature,
+        seed=settings.planner.seed,
+        n_clusters=len(catalog),
+        label=label,
+    )
+    if connect:
+        try:
+            planner.connect()
+        except TritonPlannerError as exc:
+            planner.close()
+            raise ValueError(str(exc)) from None
+    return planner
+
+
+def build_planner(
+    settings: Settings, workspace: Workspace, version: int | None = None
+) -> Planner:
+    """The planner named by ``settings.planner.kind`` (best-of-n: ``version`` or published)."""
     kind = settings.planner.kind
     if kind == "frequency":
         return frequency_planner(workspace, settings)
     if kind == "best-of-n":
-        return best_of_n_planner(settings, workspace.catalog)
+        return best_of_n_planner(settings, workspace.catalog, version)
+    if kind == "triton":
+        return triton_planner(settings, workspace.catalog)
     raise ValueError(f"planner.kind {kind!r} is not available in this build")
+
+
+def redis_client(settings: Settings) -> Any:
+    """A redis-py client on ``settings.redis`` (the online store's server; the plan cache).
+
+    It fails fast (one retry, short timeouts): the plan cache is an optimisation, and a slow
+    Redis must not stretch a batch when planning without it is possible.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    password = settings.redis.password
+    return redis.Redis(
+        host=settings.redis.host,
+        port=settings.redis.port,
+        db=settings.redis.db,
+        password=password.get_secret_value() if password is not None else None,
+        ssl=settings.redis.ssl,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+    )
+
+
+def cached_planner(settings: Settings, planner: Planner) -> Any:
+    """``planner`` behind the Redis plan cache (a ``CachedPlanner``), or None when the cache
+    is off or the planner has no per-history ranking (the frequency baseline)."""
+    from plugin.adapters.plan_cache import CachedPlanner, RankingCache, supports_ranking
+
+    if not settings.cache.enabled:
+        return None
+    if not supports_ranking(planner):
+        log.info("planner %s has no rank(): plans bypass the cache", planner.model_version)
+        return None
+    cache = RankingCache(
+        redis_client(settings), settings.cache, settings.planner.temperature, settings.planner.seed
+    )
+    return CachedPlanner(planner, cache, n=settings.planner.candidates)  # type: ignore[arg-type]

@@ -4,12 +4,22 @@ The novelty and alignment models are versioned in lockstep: ``explore train`` wr
 under the same number, so "version 3" names one consistent planner. Each version directory
 holds ``weights.pt`` (config + state dict) and ``manifest.json`` (data hash, catalog hash,
 metrics, gate). Weights are build outputs: git-ignored and reproducible from ``explore train``.
+
+**Publishing** makes a version the one that serves: only a version whose quality gate passed,
+and only through :meth:`ModelRepository.publish`, which places Triton's thin ``model.py``
+shells (tracked templates ``model_repository/<model>/model.py``) into the version directories,
+writes the planner's version directory, and moves the pointer ``published.json``
+(git-ignored). The pointer keeps the previously published versions for rollback; the
+in-process planner serves the published version too, so "published" means the same thing
+with or without Triton.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +32,41 @@ NOVELTY = "novelty"
 ALIGNMENT = "alignment"
 WEIGHTS = "weights.pt"
 MANIFEST = "manifest.json"
+PLANNER = "planner"
+SHELL = "model.py"
+CONFIG = "config.pbtxt"
+PUBLISHED = "published.json"
+# The tracked configs and model.py templates (the project's own model repository).
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "model_repository"
+# How many earlier publications the pointer remembers for rollback.
+ROLLBACK_DEPTH = 10
+
+
+class PublishError(ValueError):
+    """A version cannot be published (missing, incomplete, or failed its quality gate)."""
+
+
+def version_label(version: int, catalog_version: str) -> str:
+    """What plans record as their model version, for any planner serving ``version``."""
+    return f"best-of-n-v{version}-{catalog_version[:8]}"
+
+
+@dataclass(frozen=True)
+class PublishedPointer:
+    """The published version and the ones before it, newest first (for rollback)."""
+
+    version: int
+    previous: tuple[int, ...] = ()
+    updated_at: str = ""
+    history: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "previous": list(self.previous),
+            "updated_at": self.updated_at,
+            "history": list(self.history),
+        }
 
 
 @dataclass(frozen=True)
@@ -36,7 +81,7 @@ class ModelVersion:
     @property
     def label(self) -> str:
         """What plans record as their model version."""
-        return f"best-of-n-v{self.version}-{self.manifest.get('catalog_version', '')[:8]}"
+        return version_label(self.version, str(self.manifest.get("catalog_version", "")))
 
 
 class ModelRepository:
@@ -98,10 +143,14 @@ class ModelRepository:
             )
         return number
 
+    def complete_versions(self) -> list[int]:
+        """Versions with both models complete, ascending."""
+        return sorted(set(self.versions(NOVELTY)) & set(self.versions(ALIGNMENT)))
+
     def load(self, version: int | None = None) -> ModelVersion:
         """Load a version of both models (the newest complete one by default)."""
         if version is None:
-            available = sorted(set(self.versions(NOVELTY)) & set(self.versions(ALIGNMENT)))
+            available = self.complete_versions()
             if not available:
                 raise FileNotFoundError(f"{self.root}: no trained models; run `explore train`")
             version = available[-1]
@@ -111,6 +160,132 @@ class ModelRepository:
             alignment=load_alignment(self.root / ALIGNMENT / str(version) / WEIGHTS),
             manifest=self.manifest(version),
         )
+
+    # -- publishing ------------------------------------------------------------------------
+
+    @property
+    def pointer_path(self) -> Path:
+        return self.root / PUBLISHED
+
+    def published(self) -> PublishedPointer | None:
+        """The published pointer, or None if nothing was ever published here."""
+        try:
+            raw = json.loads(self.pointer_path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise PublishError(f"{self.pointer_path} is not valid JSON: {exc}") from None
+        return PublishedPointer(
+            version=int(raw["version"]),
+            previous=tuple(int(v) for v in raw.get("previous", [])),
+            updated_at=str(raw.get("updated_at", "")),
+            history=tuple(raw.get("history", [])),
+        )
+
+    def default_version(self) -> int | None:
+        """The published version if there is one, else the newest complete version."""
+        pointer = self.published()
+        if pointer is not None:
+            return pointer.version
+        available = self.complete_versions()
+        return available[-1] if available else None
+
+    def gate(self, version: int) -> dict[str, Any]:
+        """The quality gate recorded in a version's manifest (``passed`` False if absent)."""
+        gate = self.manifest(version).get("gate") or {}
+        return {"passed": False, "reasons": ["no quality gate recorded"], **gate}
+
+    def check_publishable(self, version: int) -> None:
+        """Raise :class:`PublishError` unless ``version`` is complete and passed its gate."""
+        if version not in self.complete_versions():
+            raise PublishError(
+                f"version {version} is not a complete trained version in {self.root} "
+                f"(complete: {self.complete_versions() or 'none'}); run `explore train`"
+            )
+        gate = self.gate(version)
+        if not gate.get("passed"):
+            reasons = "; ".join(gate.get("reasons") or []) or "gate not passed"
+            raise PublishError(f"version {version} failed its quality gate ({reasons})")
+
+    def prepare_serving(self, version: int, templates: Path = TEMPLATES) -> list[Path]:
+        """Make ``version`` loadable by Triton: shells, the planner version, and configs.
+
+        Copies each model's tracked ``model.py`` template into ``<model>/<version>/`` and, for
+        a repository other than the tracked one, the tracked ``config.pbtxt`` files. Writes
+        ``planner/<version>/manifest.json`` with what the planner model needs to know.
+        Returns the files written. Refuses a version that is not publishable.
+        """
+        self.check_publishable(version)
+        written: list[Path] = []
+        novelty_config = _saved_config(self.root / NOVELTY / str(version) / WEIGHTS)
+        manifest = self.manifest(version)
+        for model in (NOVELTY, ALIGNMENT, PLANNER):
+            folder = self.root / model / str(version)
+            folder.mkdir(parents=True, exist_ok=True)
+            template_dir = templates / model
+            if template_dir.resolve() != (self.root / model).resolve():
+                shutil.copyfile(template_dir / CONFIG, self.root / model / CONFIG)
+                written.append(self.root / model / CONFIG)
+            shutil.copyfile(template_dir / SHELL, folder / SHELL)
+            written.append(folder / SHELL)
+        planner_manifest = {
+            "model": PLANNER,
+            "version": version,
+            "label": version_label(version, str(manifest.get("catalog_version", ""))),
+            "catalog_version": manifest.get("catalog_version"),
+            "novelty_version": version,
+            "alignment_version": version,
+            "n_clusters": int(novelty_config["n_clusters"]),
+            "history_length": int(novelty_config["history_length"]),
+        }
+        path = self.root / PLANNER / str(version) / MANIFEST
+        path.write_text(json.dumps(planner_manifest, indent=2))
+        written.append(path)
+        return written
+
+    def record_published(self, version: int) -> PublishedPointer:
+        """Point ``published.json`` at ``version``; the old one goes first on ``previous``."""
+        self.check_publishable(version)
+        current = self.published()
+        previous: list[int] = []
+        history: list[dict[str, Any]] = []
+        if current is not None:
+            history = list(current.history)
+            if current.version != version:
+                previous = [current.version, *current.previous]
+            else:
+                previous = list(current.previous)
+        previous = [v for v in dict.fromkeys(previous) if v != version][:ROLLBACK_DEPTH]
+        return self._write_pointer(version, previous, history, "publish")
+
+    def record_rollback(self) -> PublishedPointer:
+        """Point ``published.json`` at the previously published version."""
+        current = self.published()
+        if current is None or not current.previous:
+            raise PublishError("nothing to roll back to: no earlier published version")
+        target, rest = current.previous[0], list(current.previous[1:])
+        return self._write_pointer(target, rest, list(current.history), "rollback")
+
+    def rollback_target(self) -> int | None:
+        current = self.published()
+        return current.previous[0] if current is not None and current.previous else None
+
+    def _write_pointer(
+        self, version: int, previous: list[int], history: list[dict[str, Any]], action: str
+    ) -> PublishedPointer:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        history = [*history, {"action": action, "version": version, "at": now}][-50:]
+        pointer = PublishedPointer(version, tuple(previous), now, tuple(history))
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.pointer_path.with_name(PUBLISHED + ".tmp")
+        tmp.write_text(json.dumps(pointer.as_dict(), indent=2) + "\n")
+        tmp.replace(self.pointer_path)  # atomic: readers never see half a pointer
+        return pointer
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    saved = torch.load(path, weights_only=True)
+    return dict(saved["config"])
 
 
 def load_novelty(path: Path) -> NoveltyModel:

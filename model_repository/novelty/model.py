@@ -1,0 +1,9 @@
+"""Triton's entry point for one novelty version: a thin shell over plugin.serving.backend.
+
+`explore models publish` copies this file into model_repository/novelty/<version>/. The logic
+lives in the installed project because the backend stub ignores PYTHONPATH.
+"""
+
+from plugin.serving.backend import NoveltyBackend as TritonPythonModel
+
+__all__ = ["TritonPythonModel"]

@@ -1,0 +1,296 @@
+"""The plan cache: the paper's lookup table of plans per cluster history, in Redis.
+
+What is cached is the planner's per-history :class:`HistoryRanking`, not the plan: a plan is
+``select(request, ranking, n, version)``, a pure function of the ranking and the user's
+excluded clusters. So a cached plan is the uncached plan by construction, and one entry serves
+every user with that history whatever their novelty window holds.
+
+Keys carry everything the ranking depends on besides the history::
+
+    <prefix>:<model_version>:t<temperature>:s<seed>:<c1>,<c2>
+
+so publishing a new model version, or changing the temperature or seed, starts a fresh
+table; old entries expire by TTL. Per batch: one MGET, one ``rank`` call for all the misses,
+one pipelined SET. A Redis failure degrades to planning without the cache, never to a failed
+batch.
+
+Only planners that expose ``rank`` can be cached (best-of-n in-process, Triton). The
+transition-frequency baseline plans straight from counts and has no ranking: it bypasses the
+cache (:func:`supports_ranking` is False for it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast, runtime_checkable
+
+import redis
+
+from plugin.catalog import ClusterCatalog
+from plugin.events import WatchEvent
+from plugin.models.planner import HistoryRanking, select
+from plugin.planning import ExplorationPlan, PlanRequest
+from plugin.sequence import push_cluster
+from plugin.settings import CacheSettings
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RankingPlanner(Protocol):
+    """A planner whose plans come from per-history rankings."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]: ...
+
+
+def supports_ranking(planner: object) -> bool:
+    """Whether the planner exposes ``rank`` (and so can sit behind the cache)."""
+    return callable(getattr(planner, "rank", None))
+
+
+def encode_ranking(ranking: HistoryRanking) -> bytes:
+    # JSON keeps Python floats exact (shortest round-trip repr), so a cached ranking selects
+    # the very plan the planner would.
+    return json.dumps(
+        {
+            "h": ranking.history,
+            "o": ranking.order,
+            "n": ranking.novelty_log_probs,
+            "a": ranking.alignment_scores,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_ranking(raw: bytes) -> HistoryRanking:
+    data = json.loads(raw)
+    return HistoryRanking(
+        history=tuple(int(c) for c in data["h"]),
+        order=tuple(int(c) for c in data["o"]),
+        novelty_log_probs=tuple(float(v) for v in data["n"]),
+        alignment_scores=tuple(float(v) for v in data["a"]),
+    )
+
+
+class RankingCache:
+    """Rankings per (model version, temperature, seed, history) in Redis, with a TTL."""
+
+    def __init__(
+        self, client: redis.Redis, settings: CacheSettings, temperature: float, seed: int
+    ) -> None:
+        self.client = client
+        self.ttl_s = settings.ttl_s
+        self.prefix = settings.key_prefix
+        self.sampling = f"t{temperature!r}:s{seed}"
+
+    def namespace(self, model_version: str) -> str:
+        return f"{self.prefix}:{model_version}:{self.sampling}"
+
+    def key(self, model_version: str, history: tuple[int, ...]) -> str:
+        return f"{self.namespace(model_version)}:{','.join(str(c) for c in history)}"
+
+    def get_many(
+        self, model_version: str, histories: Sequence[tuple[int, ...]]
+    ) -> list[HistoryRanking | None]:
+        """One MGET; entries that are missing or unreadable come back as None."""
+        if not histories:
+            return []
+        keys = [self.key(model_version, h) for h in histories]
+        raw = cast(list[bytes | None], self.client.mget(keys))
+        found: list[HistoryRanking | None] = []
+        for history, value in zip(histories, raw, strict=True):
+            ranking = None
+            if value is not None:
+                try:
+                    ranking = decode_ranking(value)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("unreadable plan-cache entry for history %s", history)
+            found.append(ranking if ranking is not None and ranking.history == history else None)
+        return found
+
+    def put_many(self, model_version: str, rankings: Iterable[HistoryRanking]) -> int:
+        """One pipelined round trip of SET with the TTL; the number written."""
+        pipe = self.client.pipeline(transaction=False)
+        count = 0
+        for ranking in rankings:
+            key = self.key(model_version, ranking.history)
+            pipe.set(key, encode_ranking(ranking), ex=self.ttl_s)
+            count += 1
+        if count:
+            pipe.execute()
+        return count
+
+    def size(self, model_version: str) -> int:
+        """Entries of one model version (SCAN, for reports; not for the hot path)."""
+        pattern = f"{self.namespace(model_version)}:*"
+        return sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
+
+
+@dataclass
+class CacheStats:
+    """Per plan request: a hit is a request whose history was cached before its batch."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    rank_calls: int = 0
+    histories_ranked: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.hit_rate
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": round(rate, 4) if rate is not None else None,
+            "errors": self.errors,
+            "rank_calls": self.rank_calls,
+            "histories_ranked": self.histories_ranked,
+        }
+
+
+class CachedPlanner:
+    """A :class:`~plugin.planning.Planner` that looks rankings up before asking ``planner``."""
+
+    def __init__(self, planner: RankingPlanner, cache: RankingCache, n: int) -> None:
+        self.planner = planner
+        self.cache = cache
+        self.n = n
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+
+    @property
+    def model_version(self) -> str:
+        return self.planner.model_version
+
+    def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
+        """Rankings for ``histories``: cached ones from Redis, the rest in one planner call."""
+        return [ranking for ranking, _ in self._lookup(histories)]
+
+    def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
+        found = self._lookup([request.history for request in requests])
+        return [
+            select(request, ranking, self.n, version)
+            for request, (ranking, version) in zip(requests, found, strict=True)
+        ]
+
+    def _lookup(self, histories: Sequence[tuple[int, ...]]) -> list[tuple[HistoryRanking, str]]:
+        """Each history's ranking with the model version that made it."""
+        unique = list(dict.fromkeys(histories))
+        # A planner can switch versions between calls (a Triton publish), so the version is
+        # read per call: before, for the lookup; after, for what the planner just served.
+        version = self.planner.model_version
+        try:
+            cached = self.cache.get_many(version, unique)
+        except redis.RedisError as exc:
+            log.warning("plan cache unavailable, planning without it: %s", exc)
+            cached = [None] * len(unique)
+            self._count(errors=1)
+        found = {h: (r, version) for h, r in zip(unique, cached, strict=True) if r is not None}
+        missing = [h for h in unique if h not in found]
+        if missing:
+            fresh = self.planner.rank(missing)
+            served = self.planner.model_version
+            found.update((h, (r, served)) for h, r in zip(missing, fresh, strict=True))
+            try:
+                self.cache.put_many(served, fresh)
+            except redis.RedisError as exc:
+                log.warning("plan cache write failed: %s", exc)
+                self._count(errors=1)
+        hits = sum(1 for h in histories if h not in missing)
+        self._count(
+            hits=hits,
+            misses=len(histories) - hits,
+            rank_calls=int(bool(missing)),
+            histories_ranked=len(missing),
+        )
+        return [found[h] for h in histories]
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+
+def all_histories(n_clusters: int, k: int) -> Iterator[tuple[int, ...]]:
+    """Every planning history: ordered tuples of 1..K distinct clusters."""
+    for length in range(1, k + 1):
+        yield from itertools.permutations(range(n_clusters), length)
+
+
+def count_all_histories(n_clusters: int, k: int) -> int:
+    total, term = 0, 1
+    for length in range(k):
+        term *= n_clusters - length
+        total += term
+    return total
+
+
+def seen_histories(
+    events: Iterable[WatchEvent], catalog: ClusterCatalog, k: int, window: int
+) -> list[tuple[int, ...]]:
+    """Every planning history users reached in ``events`` (applied in time order), once each."""
+    recent: dict[str, tuple[int, ...]] = {}
+    seen: dict[tuple[int, ...], None] = {}
+    for event in sorted(events, key=lambda e: e.order_key):
+        cluster = catalog.cluster_of(event.item_id)
+        if cluster is None:
+            continue
+        updated = push_cluster(recent.get(event.user_id, ()), cluster, window)
+        recent[event.user_id] = updated
+        seen[updated[:k]] = None
+    return list(seen)
+
+
+@dataclass
+class PrecomputeReport:
+    source: str
+    histories: int = 0
+    written: int = 0
+    rank_calls: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "histories": self.histories,
+            "written": self.written,
+            "rank_calls": self.rank_calls,
+            "seconds": round(self.seconds, 3),
+            "histories_per_second": round(self.histories / self.seconds, 1)
+            if self.seconds
+            else None,
+        }
+
+
+def precompute(
+    planner: RankingPlanner,
+    cache: RankingCache,
+    histories: Iterable[tuple[int, ...]],
+    batch_size: int,
+    source: str,
+) -> PrecomputeReport:
+    """Rank ``histories`` in chunks of ``batch_size`` and store every ranking."""
+    report = PrecomputeReport(source=source)
+    started = time.perf_counter()
+    iterator = iter(histories)
+    while chunk := list(itertools.islice(iterator, batch_size)):
+        rankings = planner.rank(chunk)
+        report.rank_calls += 1
+        report.histories += len(chunk)
+        report.written += cache.put_many(planner.model_version, rankings)
+    report.seconds = time.perf_counter() - started
+    return report
