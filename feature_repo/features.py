@@ -60,6 +60,11 @@ user_cluster_sequence = FeatureView(
             description="history of the last confirmed plan",
         ),
         Field(name="planned_at_us", dtype=Int64, description="event time of that plan, epoch us"),
+        Field(
+            name="revision_us",
+            dtype=Int64,
+            description="strictly increasing per-user write stamp (the rows' event timestamp)",
+        ),
     ],
     source=_push_source("user_cluster_sequence"),
     online=True,

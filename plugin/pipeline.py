@@ -69,9 +69,10 @@ class BatchProcessor:
         after_core = time.perf_counter()
         plans = self.planner.plan(result.replans) if result.replans else []
         after_plan = time.perf_counter()
-        if plans:
-            self.store.write_plans(plans, self.catalog.describe)
         updated = {**result.states, **confirm_plans(result.states, plans)}
+        if plans:
+            revisions = {plan.user_id: updated[plan.user_id].revision_us for plan in plans}
+            self.store.write_plans(plans, self.catalog.describe, revisions)
         self.store.write_sequences(updated.values())
         finished = time.perf_counter()
         timings.read = after_read - started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from plugin.catalog import ClusterCatalog
@@ -20,8 +20,13 @@ class SequencePlanStore(Protocol):
     def write_sequences(self, states: Iterable[UserClusterSequence]) -> None: ...
 
     def write_plans(
-        self, plans: Sequence[ExplorationPlan], describe: Callable[[int], str]
-    ) -> None: ...
+        self,
+        plans: Sequence[ExplorationPlan],
+        describe: Callable[[int], str],
+        revisions: Mapping[str, int] | None = None,
+    ) -> None:
+        """Write plans stamped with their users' state revisions (see ``plugin.sequence``)."""
+        ...
 
     def read_plans(self, user_ids: Sequence[str]) -> dict[str, ExplorationPlan]: ...
 

@@ -16,6 +16,10 @@ Rules
 * **Unknown items** (not in the catalog) are counted and skipped.
 * **Sequence.** ``recent_clusters`` holds the user's most recent unique clusters, most recent
   first, at most W (the novelty window). The planning history is its first K entries.
+* **Revision.** Every state change gets a per-user revision stamp that strictly increases:
+  ``max(last event time, previous revision + 1 us)``. Stores that keep only writes newer than
+  the stored one (Feast's Redis store) are stamped with it, so two batches that end on events
+  of the same second, or a plan confirmed without a new event, are never dropped.
 * **Replan.** A user needs a replan when their history differs from the history of their last
   confirmed plan, and at least ``replan_debounce_s`` of event time has passed since that plan.
   A pending replan survives in the state (history != planned_history), so a crash between the
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from plugin.catalog import ClusterCatalog
 from plugin.events import WatchEvent
 from plugin.planning import ExplorationPlan, PlanRequest
 from plugin.settings import DataSettings, SequenceSettings
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class UserClusterSequence:
     positive_count: int = 0
     planned_history: tuple[int, ...] = ()
     planned_at: datetime | None = None
+    # A store write stamp, not part of the user's state: equal states may differ in it.
+    revision_us: int = field(default=0, compare=False)
 
     def history(self, k: int) -> tuple[int, ...]:
         """The planning history: the K most recent unique clusters, most recent first."""
@@ -80,6 +88,18 @@ class BatchResult:
     states: dict[str, UserClusterSequence]
     replans: list[PlanRequest]
     stats: BatchStats = field(default_factory=BatchStats)
+
+
+def to_micros(moment: datetime) -> int:
+    """Epoch microseconds, exact (no float rounding)."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def next_revision(state: UserClusterSequence) -> UserClusterSequence:
+    """Stamp a changed state with a revision newer than any the user had."""
+    event_us = to_micros(state.last_event_time) if state.last_event_time else 0
+    return replace(state, revision_us=max(event_us, state.revision_us + 1))
 
 
 def push_cluster(recent: tuple[int, ...], cluster_id: int, window: int) -> tuple[int, ...]:
@@ -169,6 +189,8 @@ def apply_batch(
     debounce = timedelta(seconds=sequence.replan_debounce_s)
     replans: list[PlanRequest] = []
     for user_id in sorted(current):
+        if user_id in changed:
+            current[user_id] = next_revision(current[user_id])
         state = current[user_id]
         if needs_replan(state, k, debounce):
             replans.append(plan_request(state, k))
@@ -198,7 +220,7 @@ def confirm_plans(
         state = states.get(plan.user_id)
         if state is None:
             continue
-        confirmed[plan.user_id] = replace(
-            state, planned_history=plan.history, planned_at=plan.as_of
+        confirmed[plan.user_id] = next_revision(
+            replace(state, planned_history=plan.history, planned_at=plan.as_of)
         )
     return confirmed

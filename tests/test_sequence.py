@@ -175,3 +175,14 @@ def test_replan_request_excludes_the_novelty_window() -> None:
     assert request.history == (5, 4)
     assert request.excluded == frozenset({5, 4, 3, 2})
     assert request.as_of == T0 + timedelta(minutes=5)
+
+
+def test_revisions_strictly_increase_even_within_one_second() -> None:
+    same_time = [event(n, n, minutes=1) for n in range(1, 4)]
+    states, _ = run(same_time[:1])
+    first = states["u1"].revision_us
+    states, _ = run(same_time[1:2], states)
+    second = states["u1"].revision_us
+    confirmed = confirm_plans(states, [plan_for(states["u1"])])["u1"].revision_us
+    assert first < second < confirmed
+    assert first == int((T0 + timedelta(minutes=1)).timestamp() * 1_000_000)

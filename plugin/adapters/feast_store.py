@@ -2,8 +2,9 @@
 
 Writes go through ``write_to_online_store`` once per batch and feature view; reads go through
 ``get_online_features``. Feast's Redis store silently drops a write whose event timestamp is
-not newer than the stored one, so every row is stamped with the user's last *applied* event
-time (never a wall-clock or future time), which only moves forward.
+not newer than the stored one, so a user's rows are stamped with the state's revision
+(``UserClusterSequence.revision_us``): the last applied event time, moved on by a microsecond
+where needed so that it strictly increases. It is never a wall-clock time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +24,7 @@ from feast import FeatureStore, RepoConfig
 
 from plugin.catalog import ClusterCatalog
 from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence
+from plugin.sequence import UserClusterSequence, to_micros
 from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ SEQUENCE_FEATURES = (
     "positive_count",
     "planned_history",
     "planned_at_us",
+    "revision_us",
 )
 PLAN_FEATURES = (
     "cluster_id",
@@ -57,10 +59,6 @@ CLUSTER_FEATURES = (
     "parent_description",
     "catalog_version",
 )
-
-
-def to_micros(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
 
 
 def from_micros(micros: int) -> datetime:
@@ -130,7 +128,8 @@ class FeastStore:
                 "positive_count": s.positive_count,
                 "planned_history": list(s.planned_history),
                 "planned_at_us": to_micros(s.planned_at) if s.planned_at else -1,
-                "event_timestamp": s.last_event_time,
+                "revision_us": s.revision_us,
+                "event_timestamp": from_micros(s.revision_us),
             }
             for s in states
             if s.last_event_time is not None
@@ -154,12 +153,20 @@ class FeastStore:
                 planned_at=from_micros(planned_at)
                 if planned_at is not None and planned_at >= 0
                 else None,
+                revision_us=int(row["revision_us"] or 0),
             )
         return found
 
     # -- plans -----------------------------------------------------------------------------
 
-    def write_plans(self, plans: Sequence[ExplorationPlan], describe: Callable[[int], str]) -> None:
+    def write_plans(
+        self,
+        plans: Sequence[ExplorationPlan],
+        describe: Callable[[int], str],
+        revisions: Mapping[str, int] | None = None,
+    ) -> None:
+        """Write plans; each is stamped with its user's revision (default: its event time)."""
+        revisions = revisions or {}
         rows = [
             {
                 "user_id": p.user_id,
@@ -170,7 +177,7 @@ class FeastStore:
                 "history": list(p.history),
                 "model_version": p.model_version,
                 "planned_at_us": to_micros(p.as_of),
-                "event_timestamp": p.as_of,
+                "event_timestamp": from_micros(revisions.get(p.user_id, to_micros(p.as_of))),
             }
             for p in plans
         ]

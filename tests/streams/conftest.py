@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,10 @@ class MemoryStore:
         self.sequences.update({s.user_id: s for s in states})
 
     def write_plans(
-        self, plans: Sequence[ExplorationPlan], describe: Callable[[int], str]
+        self,
+        plans: Sequence[ExplorationPlan],
+        describe: Callable[[int], str],
+        revisions: Mapping[str, int] | None = None,
     ) -> None:
         self.calls.append("write_plans")
         self.plans.update({p.user_id: p for p in plans})
