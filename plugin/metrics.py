@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import values as prometheus_values
 
 # Fields of a WatchEvent: a rejection names one of these, or something a client made up.
 _EVENT_FIELDS = frozenset(
@@ -48,7 +50,7 @@ def rejection_kind(reason: str) -> str:
 class LatencyRecorder:
     """The most recent ``capacity`` samples, for exact percentiles in reports (thread-safe)."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
+    def __init__(self, capacity: int = 100_000) -> None:
         self._samples: deque[float] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self.count = 0  # every sample ever added, kept or not
@@ -86,11 +88,44 @@ def _nearest_rank(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
+REJECTION_KINDS = (
+    "not_json",
+    "too_large",
+    "not_object",
+    "key_mismatch",
+    *sorted(f"invalid_{field}" for field in _EVENT_FIELDS),
+    "invalid_other",
+)
+
+
+@contextmanager
+def _in_process_values() -> Iterator[None]:
+    # Importing feast.metrics before prometheus_client switches prometheus_client to
+    # multiprocess (mmap) values, process-wide; a new metric then starts from the last value
+    # any metric of its name had in this process. The worker exports its own registry from
+    # one process, so its metrics keep plain in-memory values: made here, children included.
+    saved = prometheus_values.ValueClass
+    prometheus_values.ValueClass = prometheus_values.MutexValue
+    try:
+        yield
+    finally:
+        prometheus_values.ValueClass = saved
+
+
 class WorkerMetrics:
-    """What the Faust worker exports: flow, rejections, planning, cache, store and lag."""
+    """What the Faust worker exports: flow, rejections, planning, cache, store and lag.
+
+    Every labelled series with a known label set exists from the start (at 0).
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        with _in_process_values():
+            self._create(registry or CollectorRegistry())
+        self.plan_latency = LatencyRecorder()
+        self.state_latency = LatencyRecorder()
+
+    def _create(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         r = self.registry
         self.events_in = Counter("explore_events_in", "Watch events consumed", registry=r)
         self.events_applied = Counter(
@@ -159,8 +194,14 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
-        self.plan_latency = LatencyRecorder()
-        self.state_latency = LatencyRecorder()
+        for kind in REJECTION_KINDS:
+            self.rejections.labels(reason=kind)
+        for why in ("stale", "unknown_item"):
+            self.events_skipped.labels(why=why)
+        for why in ("timeout", "busy", "error"):
+            self.replans_deferred.labels(why=why)
+        for op in ("read", "write"):
+            self.store_seconds.labels(op=op)
 
     def reject(self, reason: str) -> None:
         self.rejections.labels(reason=rejection_kind(reason)).inc()

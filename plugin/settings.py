@@ -242,7 +242,7 @@ class WorkerSettings(Section):
 
     batch_size: int = Field(500, ge=1, le=100_000, description="events per micro-batch (max)")
     batch_within_s: float = Field(
-        0.2, gt=0, le=60, description="flush a partial micro-batch after this many seconds"
+        0.1, gt=0, le=60, description="flush a partial micro-batch after this many seconds"
     )
     plan_timeout_s: float = Field(
         5.0, gt=0, le=600, description="replans that take longer are left pending"

@@ -37,7 +37,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -211,13 +211,25 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
                 for event in batch:
                     await stream.ack(event)
                 observe_lag(records)
-                worker.write_stats(summary, every_s=1.0)
         finally:
             worker.write_stats(summary)
 
+    ticks = 0
+
     @app.timer(interval=1.0)
     async def refresh_stats() -> None:
+        nonlocal ticks
         worker.write_stats(summary)
+        ticks += 1
+        if ticks % 30 == 0:  # a heartbeat in the logs; the details are in /metrics
+            snapshot = worker.snapshot()
+            log.info(
+                "progress",
+                extra={
+                    key: snapshot[key]
+                    for key in ("events", "rejected", "plans", "replans_deferred", "plan_cache")
+                },
+            )
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -229,7 +241,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
     return app
 
 
-def _exit_unacked(records: list[Record], exc: BaseException) -> None:
+def _exit_unacked(records: list[Record], exc: BaseException) -> NoReturn:
     """Give up on a batch without acking it: exit now, skipping Faust's graceful stop."""
     log.critical(
         "batch failed after all retries; exiting without committing it: %s",

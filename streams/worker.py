@@ -23,7 +23,7 @@ from plugin.adapters.kafka_io import DeadLetter, PlanUpdate, SourceRecord
 from plugin.adapters.plan_cache import CachedPlanner
 from plugin.catalog import ClusterCatalog
 from plugin.events import EventRejection, WatchEvent, parse_event
-from plugin.metrics import WorkerMetrics
+from plugin.metrics import WorkerMetrics, rejection_kind
 from plugin.pipeline import BatchOutcome, BatchProcessor, BatchTimings
 from plugin.settings import Settings
 from streams.deadline import DeadlinePlanner
@@ -122,7 +122,6 @@ class StreamWorker:
         self.assigned: list[str] = []
         self._cache_seen = (0, 0)
         self._lock = threading.Lock()
-        self._stats_written = 0.0
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ class StreamWorker:
         newest: dict[str, Record] = {}
         by_user: dict[str, list[Record]] = {}
         outbound: list[Outbound] = []
-        rejected: dict[str, int] = {}
+        reasons: list[str] = []
         for record in records:
             result = parse_event(record.value or b"", now=now)
             if isinstance(result, WatchEvent) and record.key is not None:
@@ -154,9 +153,7 @@ class StreamWorker:
             if isinstance(result, EventRejection):
                 letter = DeadLetter.from_raw(result.reason, record.value, record.source(), now)
                 outbound.append(Outbound(kafka.dead_letter_topic, record.key, letter.encode()))
-                self.metrics.reject(result.reason)
-                kind = result.reason.split(":", 1)[0][:40]
-                rejected[kind] = rejected.get(kind, 0) + 1
+                reasons.append(result.reason)
                 continue
             events.append(result)
             by_user.setdefault(result.user_id, []).append(record)
@@ -183,7 +180,8 @@ class StreamWorker:
             outbound=outbound,
             seconds=time.perf_counter() - started,
         )
-        self._observe(report, by_user, done, rejected)
+        # Metrics only once the batch went through: a retried batch must not count twice.
+        self._observe(report, by_user, done, reasons)
         return report
 
     def _observe(
@@ -191,10 +189,12 @@ class StreamWorker:
         report: BatchReport,
         by_user: dict[str, list[Record]],
         done: float,
-        rejected: dict[str, int],
+        reasons: list[str],
     ) -> None:
         m = self.metrics
         m.events_in.inc(report.records)
+        for reason in reasons:
+            m.reject(reason)
         m.batches.inc()
         m.batch_events.observe(report.records)
         m.batch_seconds.observe(report.seconds)
@@ -241,8 +241,9 @@ class StreamWorker:
             t.last_batch_at = done
             if t.first_batch_at is None:
                 t.first_batch_at = done - report.seconds
-            for kind, count in rejected.items():
-                t.rejections[kind] = t.rejections.get(kind, 0) + count
+            for reason in reasons:
+                kind = rejection_kind(reason)
+                t.rejections[kind] = t.rejections.get(kind, 0) + 1
 
     # -- summaries ---------------------------------------------------------------------------
 
@@ -289,12 +290,8 @@ class StreamWorker:
         summary["updated_at"] = datetime.now(tz=UTC).isoformat()
         return summary
 
-    def write_stats(self, path: Path, every_s: float = 0.0) -> None:
-        """Write :meth:`snapshot` as JSON (atomically), at most once per ``every_s`` seconds."""
-        now = time.monotonic()
-        if every_s and now - self._stats_written < every_s:
-            return
-        self._stats_written = now
+    def write_stats(self, path: Path) -> None:
+        """Write :meth:`snapshot` as JSON, atomically (readers never see half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(self.snapshot(), indent=2))

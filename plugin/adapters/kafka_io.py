@@ -11,13 +11,12 @@ Watch events are JSON objects (the :class:`~plugin.events.WatchEvent` fields), k
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -305,6 +304,21 @@ def read_topic(
         consumer.close()
 
 
+def list_topics(settings: Settings) -> dict[str, int]:
+    """Every topic of the cluster but internal ones, with its partition count."""
+    with quiet_kafka():
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(
+            **client_options(settings.kafka), client_id="interest-explorer-admin"
+        )
+    try:
+        names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
+        return {m["name"]: len(m["partitions"]) for m in admin.describe_topics(names)}
+    finally:
+        admin.close()
+
+
 def committed_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
     """The worker group's committed offset per partition of the events topic (0 if none)."""
     name = topic or settings.kafka.events_topic
@@ -348,11 +362,3 @@ def wait_for_commits(
             raise TimeoutError(f"worker did not commit in {timeout_s:.0f} s: lag {behind}")
         time.sleep(poll_s)
 
-
-def utc_now() -> datetime:
-    return datetime.now(tz=UTC)
-
-
-def parse_json(raw: bytes) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(raw)
-    return loaded

@@ -12,6 +12,7 @@ happen inside the commands so ``explore --help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -131,6 +132,7 @@ def stack_up(
     from plugin.servers.process import default_log_path
 
     config = load_with(
+        kafka={"bootstrap_servers": f"127.0.0.1:{kafka_port}" if kafka_port else None},
         redis={"port": redis_port},
         triton={
             "http_port": triton_http_port,
@@ -138,11 +140,6 @@ def stack_up(
             "metrics_port": triton_metrics_port,
         },
     )
-    if kafka_port is not None:
-        config = load_with(
-            **{name: getattr(config, name).model_dump() for name in ("redis", "triton")},
-            kafka={"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
-        )
     config = with_stack_store(config)
     if config.redis.host not in LOCAL_HOSTS:
         fail(f"the local stack runs redis on 127.0.0.1; redis.host is {config.redis.host!r}")
@@ -176,6 +173,8 @@ def stack_up(
     typer.echo(f"feast: repo applied on redis {config.redis.host}:{config.redis.port}")
     if triton:
         payload["triton_models"] = _load_published(config)
+    serving = write_serving_config(config)
+    typer.echo(f"feast serve: .venv/bin/feast -c {config.feast.repo_path} -f {serving} serve")
     env_path = stack_env_path(config)
     env_path.parent.mkdir(parents=True, exist_ok=True)
     env_path.write_text(
@@ -183,6 +182,22 @@ def stack_up(
     )
     typer.echo(f"settings for other shells: source {env_path}")
     write_json(json_path, payload)
+
+
+def write_serving_config(config: Settings) -> Path:
+    """``<var_dir>/run/feature_store.yaml``: the Redis profile with this stack's connection and
+    registry, for the Feast CLI (``feast serve``). It may hold the Redis password: mode 0600."""
+    import yaml
+
+    document = yaml.safe_load((config.feast.repo_path / "feature_store.redis.yaml").read_text())
+    document["registry"] = str(config.feast.registry_path.resolve())
+    document["online_store"]["connection_string"] = config.redis.connection_string()
+    path = config.var_dir / "run" / "feature_store.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
 
 
 def _create_topics(config: Settings, topics: dict[str, int]) -> dict[str, int]:
@@ -254,16 +269,9 @@ def stack_status(json_path: JsonOpt = None) -> None:
 
 
 def _kafka_status(config: Settings) -> dict[str, Any]:
-    from plugin.adapters.kafka_io import committed_offsets
-    from plugin.servers.tansu import _admin, quiet_kafka
+    from plugin.adapters.kafka_io import committed_offsets, list_topics
 
-    with quiet_kafka():
-        admin = _admin(config.kafka.bootstrap_servers)
-        try:
-            names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
-            described = {m["name"]: len(m["partitions"]) for m in admin.describe_topics(names)}
-        finally:
-            admin.close()
+    described = list_topics(config)
     typer.echo("topics: " + (", ".join(f"{t} ({p})" for t, p in described.items()) or "none"))
     committed: dict[int, int] = {}
     if config.kafka.events_topic in described:
@@ -426,6 +434,8 @@ def precompute_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``stack``, ``worker``, ``produce`` and ``precompute`` to the ``explore`` app."""
+    # kafka-python logs every connection at INFO; the commands say what matters themselves.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     app.add_typer(stack_app, name="stack")
     app.command("worker")(worker_command)
     app.command("produce")(produce_command)

@@ -234,7 +234,7 @@ def test_snapshot_reports_throughput_latency_and_totals(
     worker.write_stats(path)
     summary = worker.snapshot()
     assert summary["events"] == 2 and summary["rejected"] == 1
-    assert summary["rejections"] == {"not JSON": 1}
+    assert summary["rejections"] == {"not_json": 1}
     assert summary["event_to_plan"]["count"] == 1
     assert summary["plans"] == 1 and summary["planned_users"] == 1
     assert path.exists()
