@@ -102,6 +102,30 @@ cluster_items = FeatureView(
     online=True,
 )
 
+history_candidate = Entity(
+    name="history_candidate",
+    join_keys=["history_candidate"],
+    value_type=ValueType.STRING,
+    description="A planning history and a candidate cluster: 'c1,c2>c' (most recent first).",
+)
+
+feedback_aggregates = FeatureView(
+    name="feedback_aggregates",
+    entities=[history_candidate],
+    ttl=timedelta(days=365),
+    schema=[
+        Field(name="answered", dtype=Int64, description="plans of c for h that users answered"),
+        Field(name="engaged", dtype=Int64, description="answers that engaged c"),
+        Field(name="engaged_positive", dtype=Int64, description="answers that engaged c well"),
+        Field(name="positive_rate", dtype=Float64, description="engaged_positive / answered"),
+        Field(name="novel", dtype=Int64, description="answers that were novel moves"),
+        Field(name="model_version", dtype=String, description="of the newest answered plan"),
+        Field(name="revision_us", dtype=Int64, description="strictly increasing write stamp"),
+    ],
+    source=_push_source("feedback_aggregates"),
+    online=True,
+)
+
 ranker = FeatureService(
     name="ranker",
     features=[exploration_plan, user_cluster_sequence[["history"]]],

@@ -364,6 +364,9 @@ def _write_json(path: Path | None, payload: Any) -> None:
 
 
 # -- command groups --
+from plugin.commands.feedback import register as register_feedback  # noqa: E402
+
+register_feedback(app)  # refresh, monitor, feedback stats|compact|fresh-eval
 from plugin.commands.stack import register as register_streaming  # noqa: E402
 
 register_streaming(app)  # stack, worker, produce, precompute

@@ -63,7 +63,10 @@ class WatchEvent(BaseModel):
         if isinstance(value, int | float):
             if not math.isfinite(value):
                 raise ValueError("must be a finite epoch time")
-            return datetime.fromtimestamp(value, tz=UTC)
+            try:
+                return datetime.fromtimestamp(value, tz=UTC)
+            except (OverflowError, OSError):
+                raise ValueError("epoch time out of range") from None
         if isinstance(value, datetime) and value.tzinfo is None:
             raise ValueError("must be timezone-aware")
         return value
@@ -73,7 +76,10 @@ class WatchEvent(BaseModel):
     def _time_in_range(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must be timezone-aware (add Z or an offset)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59-05:00 is past datetime.max in UTC
+            raise ValueError("out of the representable range") from None
 
     @field_validator("rating", "watch_ratio")
     @classmethod
@@ -146,6 +152,8 @@ def parse_event(
             )
         try:
             data = json.loads(payload)
+        except RecursionError:
+            return EventRejection(reason="not JSON: nested too deeply", payload=raw_text[:1024])
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return EventRejection(reason=f"not JSON: {exc}", payload=raw_text)
     else:

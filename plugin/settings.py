@@ -7,6 +7,7 @@ from the CLI. Every section rejects unknown fields, so a typo fails at start wit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -120,15 +121,40 @@ class RedisSettings(Section):
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
     password: SecretStr | None = None
-    ssl: bool = False
+    ssl: bool = Field(False, description="TLS to redis-server (tls-port)")
+    ssl_ca_certs: Path | None = Field(None, description="PEM CA bundle that signed the server")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="PEM client key (mutual TLS)")
+
+    @model_validator(mode="after")
+    def _tls_and_password_fit(self) -> RedisSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        if (self.ssl_ca_certs or self.ssl_certfile) and not self.ssl:
+            raise ValueError("certificates are set but ssl is false")
+        # Feast splits its connection string at commas before it decodes each value.
+        texts = [str(p) for p in (self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile) if p]
+        if self.password is not None:
+            texts.append(self.password.get_secret_value())
+        if any("," in text for text in texts):
+            raise ValueError("password and certificate paths must not contain a comma")
+        return self
 
     def connection_string(self) -> str:
-        """Feast's Redis connection string; it carries the password, so never log it."""
+        """Feast's Redis connection string; it carries the password, so never log it.
+
+        Feast JSON-decodes each value, so text values are written JSON-quoted: a password such
+        as ``123`` or ``null`` reaches redis-py unchanged.
+        """
         parts = [f"{self.host}:{self.port}", f"db={self.db}"]
         if self.password is not None:
-            parts.append(f"password={self.password.get_secret_value()}")
+            parts.append(f"password={json.dumps(self.password.get_secret_value())}")
         if self.ssl:
             parts.append("ssl=true")
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={json.dumps(str(value))}")
         return ",".join(parts)
 
 
@@ -202,6 +228,9 @@ class KafkaSettings(Section):
         "watch-events-dead-letter", description="rejected events: raw payload and reason"
     )
     plans_topic: str = Field("exploration-plans", description="plan updates for downstream")
+    feedback_topic: str = Field(
+        "exploration-feedback", description="feedback records: how users answered plans"
+    )
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the events topic")
     output_partitions: int = Field(1, ge=1, le=1024, description="dead-letter and plan topics")
     group_id: str = Field(
@@ -227,9 +256,11 @@ class KafkaSettings(Section):
             )
         if not uses_sasl and any(value is not None for value in given):
             raise ValueError("sasl_* fields are set but security_protocol is not SASL_*")
-        topics = {self.events_topic, self.dead_letter_topic, self.plans_topic}
-        if len(topics) != 3:
-            raise ValueError("events_topic, dead_letter_topic and plans_topic must differ")
+        topics = {self.events_topic, self.dead_letter_topic, self.plans_topic, self.feedback_topic}
+        if len(topics) != 4:
+            raise ValueError(
+                "events_topic, dead_letter_topic, plans_topic and feedback_topic must differ"
+            )
         return self
 
     def broker_list(self) -> list[str]:
@@ -275,6 +306,40 @@ class CacheSettings(Section):
     precompute_batch: int = Field(256, ge=1, le=65_536, description="histories per rank call")
 
 
+class FeedbackSettings(Section):
+    """The user-feedback loop: records, their log, online aggregates, refresh and monitoring
+    (docs/FEEDBACK.md)."""
+
+    enabled: bool = Field(True, description="the worker derives feedback records from events")
+    log_dir: Path | None = Field(None, description="Parquet log (default <var_dir>/feedback)")
+    compact_parts: int = Field(
+        64, ge=2, le=100_000, description="small parts in a date folder that trigger a merge"
+    )
+    part_rows: int = Field(100_000, ge=1, description="parts this large are never merged")
+    aggregates: bool = Field(True, description="keep the feedback_aggregates view online")
+    label_weight: float = Field(
+        1.0, gt=0, le=100, description="weight of a feedback move against a dataset move"
+    )
+    refresh_novelty: bool = Field(False, description="refresh also retrains the novelty model")
+    gate_max_hit_drop: float = Field(
+        0.02, ge=0, le=1, description="refresh gate: held-out positive hit@1 may drop this much"
+    )
+    gate_min_coverage: float = Field(
+        0.5, ge=0, le=1, description="refresh gate: share of clusters some history plans"
+    )
+    monitor_window: int = Field(
+        2000, ge=10, le=10_000_000, description="feedback records in the monitoring window"
+    )
+    fresh: bool = Field(True, description="the worker keeps recent transition counts in Redis")
+    fresh_key_prefix: str = Field("explore:fresh", min_length=1, pattern=r"^[A-Za-z0-9:._-]+$")
+    fresh_bucket_s: int = Field(604_800, ge=1, description="event-time bucket of the counts")
+    fresh_buckets: int = Field(52, ge=1, le=10_000, description="buckets that count")
+    fresh_half_life_buckets: float = Field(26.0, gt=0, description="decay of older buckets")
+    fresh_weight: float = Field(
+        0.0, ge=0, le=100, description="planner boost from fresh counts (0: off; measured)"
+    )
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -295,6 +360,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     cache: CacheSettings = CacheSettings()
     triton: TritonSettings = TritonSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
 
 class SettingsError(ValueError):

@@ -162,13 +162,15 @@ def redis_client(settings: Settings) -> Any:
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
+    from plugin.security import redis_tls_options
+
     password = settings.redis.password
     return redis.Redis(
         host=settings.redis.host,
         port=settings.redis.port,
         db=settings.redis.db,
         password=password.get_secret_value() if password is not None else None,
-        ssl=settings.redis.ssl,
+        **redis_tls_options(settings.redis),
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
@@ -189,3 +191,76 @@ def cached_planner(settings: Settings, planner: Planner) -> Any:
         redis_client(settings), settings.cache, settings.planner.temperature, settings.planner.seed
     )
     return CachedPlanner(planner, cache, n=settings.planner.candidates)  # type: ignore[arg-type]
+
+
+# -- the feedback loop (plugin.feedback, docs/FEEDBACK.md) -------------------------------------
+
+
+def feedback_log_dir(settings: Settings) -> Path:
+    return settings.feedback.log_dir or settings.var_dir / "feedback"
+
+
+def feedback_log(settings: Settings) -> Any:
+    """The Parquet feedback log (a :class:`~plugin.adapters.feedback_log.FeedbackLog`)."""
+    from plugin.adapters.feedback_log import FeedbackLog
+
+    config = settings.feedback
+    return FeedbackLog(feedback_log_dir(settings), config.compact_parts, config.part_rows)
+
+
+def fresh_table(settings: Settings) -> Any:
+    """The worker's fresh-transition table in Redis, or None when ``feedback.fresh`` is off."""
+    from plugin.adapters.fresh_transitions import RedisFreshTransitions, window_of
+
+    config = settings.feedback
+    if not config.fresh:
+        return None
+    return RedisFreshTransitions(
+        redis_client(settings),
+        window_of(config),
+        settings.sequence.history_length,
+        prefix=config.fresh_key_prefix,
+    )
+
+
+def attach_feedback(worker: Any, settings: Settings) -> Any:
+    """Give a :class:`~streams.worker.StreamWorker` its feedback loop: the collector over the
+    worker's own store (plans read, aggregates written there), the Parquet log, the fresh
+    table and the monitor on the worker's metrics registry. With ``feedback.fresh_weight``
+    above 0 the worker's planner also gets the fresh boost (measured: no gain on MovieLens,
+    so it is off by default). Returns the collector, or None when feedback is off."""
+    from plugin.feedback import FeedbackCollector
+    from plugin.fresh import FreshBoostPlanner
+    from plugin.monitoring import FeedbackMonitor
+
+    config = settings.feedback
+    if not config.enabled:
+        return None
+    store = worker.processor.store
+    inner_store = getattr(store, "inner", store)
+    aggregates = (
+        inner_store
+        if config.aggregates and hasattr(inner_store, "write_feedback_aggregates")
+        else None
+    )
+    fresh = fresh_table(settings)
+    monitor = FeedbackMonitor(len(worker.catalog), config.monitor_window, worker.metrics.registry)
+    collector = FeedbackCollector(
+        inner_store,
+        worker.catalog,
+        settings.sequence,
+        settings.data,
+        feedback_log(settings),
+        aggregates,
+        fresh,
+        monitor,
+    )
+    worker.attach_feedback(collector)
+    deadline = worker.processor.planner
+    ranking: Any = getattr(deadline, "planner", None)
+    if config.fresh_weight > 0 and fresh is not None and callable(getattr(ranking, "rank", None)):
+        deadline.planner = FreshBoostPlanner(
+            ranking, fresh, settings.planner.candidates, config.fresh_weight
+        )
+        log.info("plans get the fresh-transition boost (weight %s)", config.fresh_weight)
+    return collector

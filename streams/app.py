@@ -7,6 +7,8 @@ Topics (names and partition counts from ``settings.kafka``)
   for every rejected event, with its raw payload, reason and source offset.
 * plans (``exploration-plans``), keyed by ``user_id``: a
   :class:`~plugin.adapters.kafka_io.PlanUpdate` for every plan written to Feast.
+* feedback (``exploration-feedback``), keyed by ``user_id``: a
+  :class:`~plugin.feedback.FeedbackRecord` for every plan a user answered.
 
 Delivery: at-least-once in, effectively-once out
 -------------------------------------------------
@@ -155,7 +157,14 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
         kafka.plans_topic: app.topic(
             kafka.plans_topic, partitions=kafka.output_partitions, **topic_args
         ),
+        kafka.feedback_topic: app.topic(
+            kafka.feedback_topic, partitions=kafka.output_partitions, **topic_args
+        ),
     }
+    if worker.feedback is None:  # feedback records: docs/FEEDBACK.md
+        from plugin.wiring import attach_feedback
+
+        attach_feedback(worker, settings)
     # One thread: batches are applied strictly one after another, as the core requires.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
     metrics = worker.metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -66,13 +67,19 @@ def run_worker(settings: Settings, loglevel: int = logging.INFO) -> None:
         },
     )
     app = build_app(settings, worker)
-    faust.Worker(
+    runner = faust.Worker(
         app,
         loglevel=loglevel,
         quiet=True,
         override_logging=False,
         redirect_stdouts=False,
-    ).execute_from_commandline()
+    )
+    # Start-up leaves about half a million long-lived objects (torch, Feast, Faust, the
+    # catalog). A full collection scans them all: 250-450 ms on 2 busy CPUs, a stall of
+    # every in-flight event. Frozen, they are never scanned again (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
+    runner.execute_from_commandline()
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

@@ -23,6 +23,7 @@ from plugin.adapters.kafka_io import DeadLetter, PlanUpdate, SourceRecord
 from plugin.adapters.plan_cache import CachedPlanner
 from plugin.catalog import ClusterCatalog
 from plugin.events import EventRejection, WatchEvent, parse_event
+from plugin.feedback import FeedbackCollector
 from plugin.metrics import WorkerMetrics, rejection_kind
 from plugin.pipeline import BatchOutcome, BatchProcessor, BatchTimings
 from plugin.settings import Settings
@@ -46,7 +47,7 @@ class Record:
         produced = (
             datetime.fromtimestamp(self.timestamp, tz=UTC) if self.timestamp is not None else None
         )
-        key = self.key.decode("utf-8", "replace") if self.key is not None else None
+        key = _bounded(_key_text(self.key))
         return SourceRecord(
             topic=self.topic,
             partition=self.partition,
@@ -100,6 +101,32 @@ def _key_text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
+# A Kafka key is not bounded by the event's size limit: cut it where it is copied into a
+# reason or a dead letter, so a hostile key cannot make the dead letter too large to send.
+MAX_KEY_CHARS = 256
+
+
+def _bounded(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_KEY_CHARS:
+        return text
+    return text[:MAX_KEY_CHARS] + "…"
+
+
+def parse_record(value: bytes | None, now: datetime) -> WatchEvent | EventRejection:
+    """:func:`~plugin.events.parse_event` that never raises: an error the validation did not
+    expect becomes a rejection too. One hostile record must not fail its batch, or the batch
+    is retried until the worker exits, and a restarted worker meets the same record again."""
+    try:
+        return parse_event(value or b"", now=now)
+    except RecursionError:  # json.loads on thousands of nested brackets
+        return EventRejection(reason="not JSON: nested too deeply", payload="")
+    except Exception as exc:  # e.g. OverflowError: a time zone moves a date past year 1/9999
+        detail = " ".join(str(exc).split())[:200]
+        return EventRejection(
+            reason=f"event: cannot be validated ({type(exc).__name__}: {detail})", payload=""
+        )
+
+
 class StreamWorker:
     """Validates, processes and turns one batch of records into output messages."""
 
@@ -122,6 +149,13 @@ class StreamWorker:
         self.assigned: list[str] = []
         self._cache_seen = (0, 0)
         self._lock = threading.Lock()
+        self.feedback: FeedbackCollector | None = None
+
+    def attach_feedback(self, collector: FeedbackCollector) -> None:
+        """Derive feedback records in every batch (:mod:`plugin.feedback`): the collector taps
+        the processor's store for the pre-batch states, and its records join the outbound."""
+        collector.attach(self.processor)
+        self.feedback = collector
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -140,26 +174,40 @@ class StreamWorker:
         outbound: list[Outbound] = []
         reasons: list[str] = []
         for record in records:
-            result = parse_event(record.value or b"", now=now)
+            result = parse_record(record.value, now)
             if isinstance(result, WatchEvent) and record.key is not None:
                 key = _key_text(record.key)
                 if key != result.user_id:
                     # Another worker may own the user's real partition: applying it here
                     # could race with that worker's writes.
                     result = EventRejection(
-                        reason=f"key: {key!r} does not match user_id {result.user_id!r}",
+                        reason=f"key: {_bounded(key)!r} does not match user_id {result.user_id!r}",
                         payload="",
                     )
+            if isinstance(result, WatchEvent) and self.catalog.cluster_of(result.item_id) is None:
+                # The core would skip it and count it; as a dead letter it can be replayed
+                # once a catalog rebuild knows the item (docs/ROBUSTNESS.md).
+                result = EventRejection(
+                    reason=f"item_id: unknown item {result.item_id!r} (not in the cluster catalog)",
+                    payload="",
+                )
             if isinstance(result, EventRejection):
                 letter = DeadLetter.from_raw(result.reason, record.value, record.source(), now)
-                outbound.append(Outbound(kafka.dead_letter_topic, record.key, letter.encode()))
+                key_bytes = record.key[:MAX_KEY_CHARS] if record.key is not None else None
+                outbound.append(Outbound(kafka.dead_letter_topic, key_bytes, letter.encode()))
                 reasons.append(result.reason)
                 continue
             events.append(result)
             by_user.setdefault(result.user_id, []).append(record)
             newest[result.user_id] = record
 
-        outcome = self.processor.process(events) if events else None
+        feedback = self.feedback
+        if not events:
+            outcome = None
+        elif feedback is not None:  # plans read once, feedback logged before the batch writes
+            outcome = feedback.run(self.processor.process, events)
+        else:
+            outcome = self.processor.process(events)
         done = time.time()
         written_at = datetime.now(tz=UTC)
         if outcome is not None:
@@ -172,6 +220,11 @@ class StreamWorker:
                     trigger.source() if trigger is not None else None,
                 )
                 outbound.append(Outbound(kafka.plans_topic, plan.user_id.encode(), update.encode()))
+        if feedback is not None:
+            for answer in feedback.take():
+                outbound.append(
+                    Outbound(kafka.feedback_topic, answer.user_id.encode(), answer.encode())
+                )
         report = BatchReport(
             records=len(records),
             accepted=len(events),
@@ -287,6 +340,7 @@ class StreamWorker:
         summary["event_to_state"] = self.metrics.state_latency.summary()
         summary["plan_cache"] = self.cache.stats.as_dict() if self.cache else None
         summary["assigned"] = list(self.assigned)
+        summary["feedback"] = self.feedback.snapshot() if self.feedback is not None else None
         summary["updated_at"] = datetime.now(tz=UTC).isoformat()
         return summary
 

@@ -22,7 +22,9 @@ import pandas as pd
 import yaml
 from feast import FeatureStore, RepoConfig
 
+from plugin.adapters.fast_redis_online_store import BatchedRedisPath
 from plugin.catalog import ClusterCatalog
+from plugin.feedback import FeedbackAggregate
 from plugin.planning import ExplorationPlan
 from plugin.sequence import UserClusterSequence, to_micros
 from plugin.settings import Settings
@@ -51,6 +53,16 @@ PLAN_FEATURES = (
     "history",
     "model_version",
     "planned_at_us",
+)
+FEEDBACK_VIEW = "feedback_aggregates"
+FEEDBACK_FEATURES = (
+    "answered",
+    "engaged",
+    "engaged_positive",
+    "positive_rate",
+    "novel",
+    "model_version",
+    "revision_us",
 )
 CLUSTER_FEATURES = (
     "top_items",
@@ -99,6 +111,9 @@ class FeastStore:
         self.store = FeatureStore(
             config=repo_config(settings), repo_path=str(settings.feast.repo_path)
         )
+        # The fast Redis store's batched path (plain rows, two round trips per batch), when
+        # the profile selects it; otherwise the SDK path below. See docs/BENCHMARKS.md.
+        self.batched = BatchedRedisPath.of(self.store)
 
     def apply(self) -> None:
         """Register the entities, views and feature service (idempotent)."""
@@ -111,8 +126,12 @@ class FeastStore:
                 defs.exploration_plan,
                 defs.cluster_items,
                 defs.ranker,
+                defs.history_candidate,
+                defs.feedback_aggregates,
             ]
         )
+        if self.batched is not None:
+            self.batched.forget_views()
 
     # -- sequences -------------------------------------------------------------------------
 
@@ -225,10 +244,51 @@ class FeastStore:
     def read_clusters(self, cluster_ids: Sequence[int]) -> list[dict[str, Any]]:
         return self._read(CLUSTER_VIEW, CLUSTER_FEATURES, "cluster_id", list(cluster_ids))
 
+    # -- feedback aggregates (plugin.feedback) ---------------------------------------------
+
+    def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
+        """Write per-(history, candidate) counts, each stamped with its own revision."""
+        self._write(
+            FEEDBACK_VIEW,
+            [
+                {
+                    "history_candidate": r.key,
+                    "answered": r.answered,
+                    "engaged": r.engaged,
+                    "engaged_positive": r.engaged_positive,
+                    "positive_rate": r.positive_rate,
+                    "novel": r.novel,
+                    "model_version": r.model_version,
+                    "revision_us": r.revision_us,
+                    "event_timestamp": from_micros(r.revision_us),
+                }
+                for r in rows
+            ],
+        )
+
+    def read_feedback_aggregates(self, keys: Sequence[str]) -> dict[str, FeedbackAggregate]:
+        """The stored counts of ``keys`` ('c1,c2>c'); keys never written are absent."""
+        found: dict[str, FeedbackAggregate] = {}
+        for row in self._read(FEEDBACK_VIEW, FEEDBACK_FEATURES, "history_candidate", list(keys)):
+            if row["answered"] is None:
+                continue
+            found[row["history_candidate"]] = FeedbackAggregate(
+                key=row["history_candidate"],
+                answered=int(row["answered"]),
+                engaged=int(row["engaged"] or 0),
+                engaged_positive=int(row["engaged_positive"] or 0),
+                novel=int(row["novel"] or 0),
+                model_version=row["model_version"] or "",
+                revision_us=int(row["revision_us"] or 0),
+            )
+        return found
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _write(self, view: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
+        if rows and self.batched is not None:
+            self.batched.write(view, rows)
+        elif rows:
             self.store.write_to_online_store(view, df=pd.DataFrame(rows))
 
     def _read(
@@ -236,6 +296,8 @@ class FeastStore:
     ) -> list[dict[str, Any]]:
         if not keys:
             return []
+        if self.batched is not None:
+            return self.batched.read(view, features, keys)
         response = self.store.get_online_features(
             features=[f"{view}:{name}" for name in features], entity_rows={key: keys}
         ).to_dict()

@@ -165,6 +165,7 @@ def topic_partitions(kafka: KafkaSettings) -> dict[str, int]:
         kafka.events_topic: kafka.partitions,
         kafka.dead_letter_topic: kafka.output_partitions,
         kafka.plans_topic: kafka.output_partitions,
+        kafka.feedback_topic: kafka.output_partitions,  # FeedbackRecord (plugin.feedback)
     }
 
 

@@ -1,155 +1,37 @@
-"""`explore bench planner`: plans/s of the in-process and the Triton planner, side by side.
+"""`explore bench ...`: benchmarks of the real path. Each prints tables and writes JSON.
 
-Each cell of the grid (planner x batch size x concurrency) runs for a fixed time: ``concurrency``
-threads each call ``planner.plan(batch)`` in a loop on batches drawn from a fixed pool of
-synthetic requests (K-cluster histories and novelty windows of the configured sizes, seeded).
-The Triton planner is the real client (gRPC, retries, breaker) against a real server: by
-default a private one started over the model repository on free ports with the published
-version loaded, or the one ``explore triton up`` runs (``--server running``). For Triton the
-server's own figures for the interval (rows per batch, queue and compute time per request)
-come from its /metrics.
+* ``all``: every part below against one private stack (tansu, redis-server, tritonserver on
+  free 127.0.0.1 ports), then a PNG plot; a few minutes on a 2-CPU machine;
+* ``worker``, ``latency``, ``feast``, ``sweep``, ``profile``: one part each;
+* ``planner``: the planner grid (in-process vs Triton, any batch sizes and concurrencies);
+* ``report``: print and plot a saved run again.
+
+The logic lives in ``plugin.bench``; docs/BENCHMARKS.md has the measured tables.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import statistics
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from plugin.bench.planner import (
+    PlanFn,
+    measure,
+    scrape_metrics,
+    server_figures,
+    synthetic_requests,
+    triton_endpoint,
+)
 from plugin.commands.triton import fail, settings, text_table, warn
-from plugin.planning import ExplorationPlan, PlanRequest
-from plugin.settings import Settings
+
+__all__ = ["bench_app", "synthetic_requests"]
 
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
-
-PlanFn = Callable[[Sequence[PlanRequest]], list[ExplorationPlan]]
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def synthetic_requests(
-    count: int, n_clusters: int, k: int, window: int, seed: int = 0
-) -> list[PlanRequest]:
-    """Requests with K distinct history clusters and a novelty window that contains them."""
-    rng = random.Random(seed)
-    out = []
-    for index in range(count):
-        history = tuple(rng.sample(range(n_clusters), k))
-        others = [c for c in range(n_clusters) if c not in history]
-        seen = rng.sample(others, min(len(others) - 1, max(0, window - k)))
-        out.append(PlanRequest(f"u{index}", history, frozenset(history + tuple(seen)), EPOCH))
-    return out
-
-
-def measure(
-    plan: PlanFn, pool: Sequence[PlanRequest], batch: int, concurrency: int, seconds: float
-) -> dict[str, Any]:
-    """Run ``concurrency`` threads calling ``plan`` on ``batch``-sized slices for ``seconds``."""
-    batches = [list(pool[i : i + batch]) for i in range(0, len(pool) - batch + 1, batch)]
-    for warm in batches[: max(2, concurrency)]:
-        plan(warm)
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    start_gate = threading.Barrier(concurrency + 1)
-    deadline = 0.0
-
-    def worker(offset: int) -> None:
-        local: list[float] = []
-        start_gate.wait()
-        i = offset
-        while time.perf_counter() < deadline:
-            chunk = batches[i % len(batches)]
-            i += concurrency
-            began = time.perf_counter()
-            try:
-                plan(chunk)
-            except Exception as exc:
-                with lock:
-                    errors.append(repr(exc))
-                break
-            local.append(time.perf_counter() - began)
-        with lock:
-            latencies.extend(local)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    deadline = time.perf_counter() + seconds
-    started = time.perf_counter()
-    start_gate.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    calls = len(latencies)
-    ordered = sorted(latencies)
-    return {
-        "batch": batch,
-        "concurrency": concurrency,
-        "calls": calls,
-        "plans": calls * batch,
-        "seconds": round(elapsed, 3),
-        "plans_per_s": round(calls * batch / elapsed, 1) if elapsed else 0.0,
-        "p50_ms": round(statistics.median(ordered) * 1000, 2) if ordered else None,
-        "p99_ms": round(ordered[int(0.99 * (calls - 1))] * 1000, 2) if ordered else None,
-        "errors": errors[:3],
-    }
-
-
-@contextmanager
-def triton_endpoint(config: Settings, server: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
-    """Settings pointing at a Triton that serves the published version, and load figures."""
-    from plugin.models.repository import ModelRepository
-    from plugin.servers import TritonServer, default_log_path
-    from plugin.serving.control import ModelControl
-
-    repo = ModelRepository(config.models.repository)
-    if server == "running":
-        with ModelControl(config.triton, repo) as ctl:
-            ctl.require()
-            yield config, {"server": "running", "serving": ctl.ready_versions()}
-        return
-    triton = TritonServer(
-        config.models.repository,
-        name="triton-bench",
-        log_path=default_log_path("triton-bench", config.var_dir),
-        log_verbose=config.triton.log_verbose,
-        start_timeout=config.triton.start_timeout_s,
-    )
-    with triton:
-        own = config.model_copy(
-            update={
-                "triton": config.triton.model_copy(
-                    update={
-                        "http_port": triton.http_port,
-                        "grpc_port": triton.grpc_port,
-                        "metrics_port": triton.metrics_port,
-                    }
-                )
-            }
-        )
-        with ModelControl(own.triton, repo) as ctl:
-            report = ctl.load()
-        loads = [
-            {"model": s.model, "versions": list(s.versions), "seconds": round(s.seconds, 3)}
-            for s in report.steps
-        ]
-        yield (
-            own,
-            {
-                "server": "own",
-                "startup_s": round(triton.startup_seconds or 0.0, 2),
-                "loads": loads,
-            },
-        )
 
 
 def _parse_sizes(values: Sequence[str], name: str) -> list[int]:
@@ -219,7 +101,7 @@ def bench_planner(
                 before = after() if after else None
                 row = {"planner": name, **measure(plan, pool, size, callers, seconds)}
                 if after and before is not None:
-                    row.update(_server_figures(before, after()))
+                    row.update(server_figures(before, after()))
                 results.append(row)
                 typer.echo(
                     f"{name:10} batch {size:3} x {callers:2}: {row['plans_per_s']:>9,.0f} plans/s"
@@ -235,7 +117,7 @@ def bench_planner(
                 meta["triton"] = info
                 remote = triton_planner(endpoint, catalog)
                 try:
-                    grid("triton", remote.plan, lambda: _scrape(endpoint))
+                    grid("triton", remote.plan, lambda: scrape_metrics(endpoint))
                 finally:
                     remote.close()
     except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as exc:
@@ -252,37 +134,209 @@ def bench_planner(
     typer.echo(f"wrote {path}")
 
 
-def _scrape(config: Settings) -> dict[str, Any]:
-    from plugin.serving.metrics import scrape
-
-    url = f"http://{config.triton.host}:{config.triton.metrics_port}/metrics"
-    try:
-        return {"metrics": scrape(url)}
-    except OSError:
-        return {}
-
-
-def _server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    from plugin.serving.metrics import difference
-
-    if "metrics" not in before or "metrics" not in after:
-        return {}
-    planner = [
-        m
-        for (model, _), m in difference(after["metrics"], before["metrics"]).items()
-        if model == "planner"
-    ]
-    if not planner:
-        return {}
-    m = planner[0]
-    return {
-        "rows/batch": round(m.avg_batch_rows, 1),
-        "queue ms": round(m.avg_queue_ms, 3),
-        "compute ms": round(m.avg_compute_ms, 3),
-    }
-
-
 def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+# -- the real-path benchmarks (plugin.bench) ----------------------------------------------------
+
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="folder for the JSON and the plot (var/bench)")
+]
+EventsOpt = Annotated[int, typer.Option(help="timed events per workload (worker, sweep)")]
+
+
+def _run(parts: Sequence[str], name: str, out: Path | None, **changes: Any) -> None:
+    """Run ``parts`` with the options changed, print the tables, write JSON and the plot."""
+    from plugin.bench.report import plot, render, write_json
+    from plugin.bench.stack import BenchSetupError
+    from plugin.bench.suite import BenchOptions, run_suite
+
+    config = settings()
+    options = BenchOptions(**{k: v for k, v in changes.items() if v is not None})
+    try:
+        doc = run_suite(config, parts, options, echo=typer.echo)
+    except (BenchSetupError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        fail(str(exc))
+    folder = out or config.var_dir / "bench"
+    typer.echo("\n" + render(doc))
+    write_json(folder / f"{name}.json", doc)
+    typer.echo(f"\nwrote {folder / f'{name}.json'}")
+    image = plot(doc, folder / f"{name}.png")
+    if image is not None:
+        typer.echo(f"wrote {image}")
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"{name} takes comma-separated numbers, got {text!r}")
+    if not values or any(v <= 0 for v in values):
+        fail(f"{name} takes positive numbers, got {text!r}")
+    return values
+
+
+def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    return None if text is None else tuple(_parse_sizes([text], name))
+
+
+def _orders(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    from plugin.bench.workload import ORDERS
+
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or set(values) - set(ORDERS):
+        fail(f"--orders takes {' and/or '.join(ORDERS)}, got {text!r}")
+    return values
+
+
+@bench_app.command("all")
+def bench_all(
+    out: OutOpt = None,
+    events: EventsOpt = 20_000,
+    rates: Annotated[str | None, typer.Option(help="offered events/s, comma-separated")] = None,
+    rate_seconds: Annotated[float, typer.Option(help="seconds at each rate")] = 10.0,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smaller run (about a minute), for a smoke check")
+    ] = False,
+) -> None:
+    """Every benchmark against one private stack: worker events/s (naive vs batched),
+    latency at fixed rates through Kafka, planner plans/s, Feast rows/s, the batch-size sweep
+    and the profile; tables, var/bench/all.json and var/bench/all.png."""
+    changes: dict[str, Any] = {
+        "events": events,
+        "rates": _floats(rates, "--rates"),
+        "rate_seconds": rate_seconds,
+    }
+    if quick:
+        changes.update(QUICK)
+    _run(("worker", "latency", "planner", "feast", "sweep", "profile"), "all", out, **changes)
+
+
+# What --quick changes: every part, a fraction of the time.
+QUICK: dict[str, Any] = {
+    "events": 3000,
+    "orders": ("interleaved",),
+    "naive_seconds": 2.0,
+    "batched_seconds": 5.0,
+    "rates": (1000.0,),
+    "rate_seconds": 4.0,
+    "backlog": 2000,
+    "feedback_rate": 0.0,
+    "feast_sizes": (1, 100, 500),
+    "feast_seconds": 0.5,
+    "sweep_sizes": (1, 100, 500),
+    "sweep_seconds": 1.5,
+    "planner_seconds": 1.0,
+    "profile_events": 2000,
+}
+
+
+@bench_app.command("worker")
+def bench_worker(
+    out: OutOpt = None,
+    events: EventsOpt = 20_000,
+    orders: Annotated[str | None, typer.Option(help="interleaved and/or time")] = None,
+    naive_seconds: Annotated[float, typer.Option(help="time budget of the naive path")] = 8.0,
+) -> None:
+    """Worker events/s: the naive per-event path against the batched ones, for sequence
+    updates only and with replans, same events and servers (var/bench/worker.json)."""
+    _run(
+        ("worker",),
+        "worker",
+        out,
+        events=events,
+        orders=_orders(orders),
+        naive_seconds=naive_seconds,
+    )
+
+
+@bench_app.command("latency")
+def bench_latency(
+    out: OutOpt = None,
+    rates: Annotated[str | None, typer.Option(help="offered events/s, comma-separated")] = None,
+    rate_seconds: Annotated[float, typer.Option(help="seconds at each rate")] = 10.0,
+    backlog: Annotated[int, typer.Option(help="events produced before the worker starts")] = 20_000,
+    batch_within: Annotated[
+        float | None, typer.Option(help="override worker.batch_within_s")
+    ] = None,
+    feedback_rate: Annotated[
+        float, typer.Option(help="also this rate with the feedback loop on (0: skip)")
+    ] = 1000.0,
+) -> None:
+    """Event-to-plan latency p50/p95/p99 at fixed offered rates through tansu, the Faust
+    worker (a child process), Feast on Redis and Triton (var/bench/latency.json)."""
+    _run(
+        ("latency",),
+        "latency",
+        out,
+        rates=_floats(rates, "--rates"),
+        rate_seconds=rate_seconds,
+        backlog=backlog,
+        batch_within_s=batch_within,
+        feedback_rate=feedback_rate,
+    )
+
+
+@bench_app.command("feast")
+def bench_feast(
+    out: OutOpt = None,
+    sizes: Annotated[str | None, typer.Option(help="rows per call, comma-separated")] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per cell")] = 1.5,
+) -> None:
+    """Feast online-store rows/s: the SDK path (write_to_online_store, push,
+    get_online_features) against the fast Redis store (var/bench/feast.json)."""
+    _run(("feast",), "feast", out, feast_sizes=_ints(sizes, "--sizes"), feast_seconds=seconds)
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    out: OutOpt = None,
+    sizes: Annotated[str | None, typer.Option(help="batch sizes, comma-separated")] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per batch size")] = 4.0,
+    events: EventsOpt = 20_000,
+) -> None:
+    """Worker events/s and ms per batch across batch sizes (var/bench/sweep.json)."""
+    _run(
+        ("sweep",),
+        "sweep",
+        out,
+        sweep_sizes=_ints(sizes, "--sizes"),
+        sweep_seconds=seconds,
+        events=events,
+    )
+
+
+@bench_app.command("profile")
+def bench_profile(
+    out: OutOpt = None,
+    events: Annotated[int, typer.Option(help="events profiled per workload")] = 10_000,
+) -> None:
+    """cProfile of the batched worker path, by area and top functions, on the SDK store and
+    on the fast store (var/bench/profile.json)."""
+    _run(("profile",), "profile", out, profile_events=events)
+
+
+@bench_app.command("report")
+def bench_report(
+    path: Annotated[Path, typer.Argument(help="a JSON written by explore bench")],
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="also draw the plot here (PNG)")
+    ] = None,
+) -> None:
+    """Print a saved run's tables again (and plot it)."""
+    from plugin.bench.report import plot, render
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: {exc}")
+    typer.echo(render(doc))
+    if plot_path is not None and plot(doc, plot_path) is not None:
+        typer.echo(f"wrote {plot_path}")

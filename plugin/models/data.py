@@ -53,6 +53,17 @@ class NovelMove:
     at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class PlanOutcome:
+    """A plan of ``candidate`` for ``history`` that a user answered (``plugin.feedback``): one
+    more trial of that pair, a success when the user engaged the candidate positively."""
+
+    history: tuple[int, ...]
+    candidate: int
+    success: bool
+    weight: float = 1.0
+
+
 def novel_moves(
     events: Iterable[WatchEvent],
     catalog: ClusterCatalog,
@@ -136,16 +147,36 @@ class FeedbackLabels:
 
 
 def feedback_labels(
-    moves: Iterable[NovelMove], n_clusters: int, k: int, min_count: int = 5, seed: int = 7
+    moves: Iterable[NovelMove],
+    n_clusters: int,
+    k: int,
+    min_count: int = 5,
+    seed: int = 7,
+    outcomes: Iterable[PlanOutcome] = (),
 ) -> FeedbackLabels:
-    """Aggregate moves into pointwise labels and pairwise preferences (see module docstring)."""
+    """Aggregate moves into pointwise labels and pairwise preferences (see module docstring).
+
+    ``outcomes`` (answered plans, weighted) add to their own pair only:
+    ``label(h, c) = (positive moves h -> c + successes of c for h)
+    / (moves out of h + answered plans of c for h)``, so a planned cluster that users answer
+    badly loses label against the other candidates of its history.
+    """
     out_of: Counter[tuple[int, ...]] = Counter()
     positive: Counter[tuple[tuple[int, ...], int]] = Counter()
     for move in moves:
         out_of[move.history] += 1
         if move.positive:
             positive[(move.history, move.target)] += 1
-    kept = sorted(h for h, count in out_of.items() if count >= min_count)
+    trials: defaultdict[tuple[tuple[int, ...], int], float] = defaultdict(float)
+    successes: defaultdict[tuple[tuple[int, ...], int], float] = defaultdict(float)
+    answered: defaultdict[tuple[int, ...], float] = defaultdict(float)
+    for outcome in outcomes:
+        pair = (outcome.history, outcome.candidate)
+        trials[pair] += outcome.weight
+        successes[pair] += outcome.weight * outcome.success
+        answered[outcome.history] += outcome.weight
+    seen = set(out_of) | set(answered)
+    kept = sorted(h for h in seen if out_of[h] + answered.get(h, 0.0) >= min_count)
     if not kept:
         raise ValueError(f"no history with at least {min_count} novel moves")
     histories: list[list[int]] = []
@@ -159,10 +190,14 @@ def feedback_labels(
         for cluster in range(n_clusters):
             if cluster in history:
                 continue
+            pair = (history, cluster)
+            denominator = out_of[history] + trials.get(pair, 0.0)
+            if denominator <= 0:
+                continue  # no move out of h and no plan of c for h: nothing is known
             histories.append(pad_history(history, k))
             candidates.append(cluster)
-            labels.append(positive[(history, cluster)] / out_of[history])
-            support.append(out_of[history])
+            labels.append((positive[pair] + successes.get(pair, 0.0)) / denominator)
+            support.append(round(denominator))
         block = np.arange(first, len(labels))
         block_labels = np.array(labels[first:])
         for row in block[block_labels > 0]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from plugin.models.data import (
     FeedbackLabels,
     NovelMove,
     NoveltyData,
+    PlanOutcome,
     feedback_labels,
     moves_fingerprint,
     novel_moves,
@@ -167,3 +169,26 @@ def matching_version(workspace: Workspace, settings: Settings) -> int | None:
         ):
             return version
     return None
+
+
+def with_feedback(
+    data: TrainingData,
+    outcomes: Sequence[PlanOutcome],
+    moves: Sequence[NovelMove],
+    n_clusters: int,
+    settings: Settings,
+) -> TrainingData:
+    """``data`` plus the feedback log (``plugin.feedback.feedback_selection``): the answered
+    plans join the alignment labels as trials of their (history, candidate) pairs, and the
+    novel answers join the novelty pairs. The held-out moves, and so the gates, stay the
+    dataset's own."""
+    k, models = settings.sequence.history_length, settings.models
+    novelty_moves = [*data.train_moves, *moves]
+    return TrainingData(
+        train_moves=novelty_moves,
+        heldout_moves=data.heldout_moves,
+        novelty=novelty_data(novelty_moves, k, cap=models.repeat_cap),
+        feedback=feedback_labels(
+            data.train_moves, n_clusters, k, models.min_count, models.seed, outcomes=outcomes
+        ),
+    )

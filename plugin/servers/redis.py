@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from plugin.security import ServerTLS
 from plugin.servers.process import LocalServer, ServerError, free_port
 
 
@@ -26,7 +27,8 @@ class RedisServer(LocalServer):
     """``redis-server`` on 127.0.0.1 without persistence.
 
     A ``password`` is passed to the server on stdin (``redis-server -``), so it appears
-    neither in the process table nor in the log or the state file.
+    neither in the process table nor in the log or the state file. With ``tls`` the server
+    listens on ``port`` with TLS only (its plaintext port is off).
     """
 
     default_name = "redis"
@@ -36,6 +38,7 @@ class RedisServer(LocalServer):
         port: int | None = None,
         password: SecretStr | None = None,
         *,
+        tls: ServerTLS | None = None,
         name: str | None = None,
         log_path: Path | None = None,
         start_timeout: float = 10.0,
@@ -46,12 +49,25 @@ class RedisServer(LocalServer):
         )
         self.port = port or free_port(self.host)
         self.password = password
+        self.tls = tls
 
     def command(self) -> list[str]:
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.certfile),
+                "--tls-key-file", str(self.tls.keyfile),
+                "--tls-auth-clients", "yes" if self.tls.require_client_cert else "no",
+            ]  # fmt: skip
+            if self.tls.ca_certs is not None:
+                listen += ["--tls-ca-cert-file", str(self.tls.ca_certs)]
         return [
             redis_server_binary(),
             "-",  # read config from stdin first; the flags below are applied after it
-            "--port", str(self.port),
+            *listen,
             "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
@@ -68,6 +84,14 @@ class RedisServer(LocalServer):
     def client(self, **kwargs: Any) -> redis.Redis:
         """A redis-py client for this server (``kwargs`` go to :class:`redis.Redis`)."""
         password = self.password.get_secret_value() if self.password is not None else None
+        if self.tls is not None:
+            # The server's own files make a trusted client (a client certificate where the
+            # server asks for one): the readiness probe and tests need no other material.
+            kwargs.setdefault("ssl", True)
+            kwargs.setdefault("ssl_ca_certs", str(self.tls.ca_certs or self.tls.certfile))
+            if self.tls.require_client_cert:
+                kwargs.setdefault("ssl_certfile", str(self.tls.certfile))
+                kwargs.setdefault("ssl_keyfile", str(self.tls.keyfile))
         return redis.Redis(host=self.host, port=self.port, password=password, **kwargs)
 
     def is_ready(self) -> bool:
@@ -82,9 +106,17 @@ class RedisServer(LocalServer):
         return [self.port]
 
     def endpoints(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "auth": self.password is not None}
+        found: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "auth": self.password is not None,
+        }
+        if self.tls is not None:
+            found["tls"] = True
+        return found
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT`` (without the password)."""
-        return f"redis://{self.host}:{self.port}"
+        """``redis://127.0.0.1:PORT``, ``rediss://`` with TLS (without the password)."""
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{self.host}:{self.port}"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plugin.security import ServerTLS
 from plugin.servers.process import LocalServer, ServerError, free_port
 from plugin.settings import PROJECT_ROOT
 
@@ -51,6 +52,10 @@ class TritonServer(LocalServer):
     anything else is loaded later through the client's ``load_model``. Configs must be
     complete (``--disable-auto-complete-config``). Readiness is ``/v2/health/live``: the
     server-level ``/ready`` stays false after any failed model load.
+
+    ``grpc_tls`` serves gRPC (the planner client's protocol) over TLS, mutual TLS with
+    ``require_client_cert``. Triton's HTTP and metrics endpoints have no TLS: they stay on
+    127.0.0.1.
     """
 
     default_name = "triton"
@@ -65,6 +70,7 @@ class TritonServer(LocalServer):
         load_models: Sequence[str] = (),
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
+        grpc_tls: ServerTLS | None = None,
         install: TritonInstall | None = None,
         name: str | None = None,
         log_path: Path | None = None,
@@ -81,6 +87,7 @@ class TritonServer(LocalServer):
         self.load_models = tuple(load_models)
         self.log_verbose = log_verbose
         self.extra_args = tuple(extra_args)
+        self.grpc_tls = grpc_tls
         self.install = install or TritonInstall()
 
     @property
@@ -122,6 +129,17 @@ class TritonServer(LocalServer):
             f"--log-verbose={self.log_verbose}",
         ]
         argv += [f"--load-model={model}" for model in self.load_models]
+        tls = self.grpc_tls
+        if tls is not None:
+            argv += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={tls.certfile}",
+                f"--grpc-server-key={tls.keyfile}",
+            ]
+            if tls.ca_certs is not None:
+                argv.append(f"--grpc-root-cert={tls.ca_certs}")
+            if tls.require_client_cert:
+                argv.append("--grpc-use-ssl-mutual=true")
         return argv + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -162,4 +180,5 @@ class TritonServer(LocalServer):
             "grpc_port": self.grpc_port,
             "metrics_port": self.metrics_port,
             "model_repository": str(self.model_repository),
+            **({"grpc_tls": True} if self.grpc_tls is not None else {}),
         }

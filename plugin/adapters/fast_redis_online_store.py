@@ -1,0 +1,391 @@
+"""A Feast Redis online store with a batched write and read path for plain Python rows.
+
+Why: profiling the worker (docs/BENCHMARKS.md) showed the Feast SDK write path costing about
+half of every batch. ``FeatureStore.write_to_online_store`` turns the rows into a DataFrame,
+then an Arrow table, then protobuf values column by column through the generic type map,
+before the Redis store writes them; ``get_online_features`` does the reverse plus a response
+object. The Redis commands themselves are a small part.
+
+:class:`FastRedisOnlineStore` is Feast's :class:`RedisOnlineStore` (every inherited method,
+so ``feast serve``, ``get_online_features``, ``push`` and ``materialize`` work unchanged) plus
+:meth:`~FastRedisOnlineStore.write_rows` and :meth:`~FastRedisOnlineStore.read_rows`, which go
+from Python values to Redis and back directly. They keep Feast's layout exactly, so the
+standard ``type: redis`` store reads what they write and the other way round:
+
+* one hash per entity, key ``serialize_entity_key(entity, v3) + project``;
+* a field per feature, ``mmh3("<view>:<feature>")``, holding the serialised ``ValueProto``;
+* ``_ts:<view>`` holding the row's event time as a serialised protobuf ``Timestamp``;
+* the same rule as Feast's store: a row whose event time is not newer than the stored one
+  (or than an earlier row of the same batch) is skipped.
+
+A batch is two pipelined round trips (read the stored timestamps, then HSET), whatever its size.
+Select it with the class path as ``type:`` in ``feature_store.redis.yaml``;
+:class:`BatchedRedisPath` is what :class:`~plugin.adapters.feast_store.FeastStore` uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from feast import FeatureStore, FeatureView
+from feast.infra.online_stores.helpers import _mmh3
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import (
+    DoubleList,
+    Int64List,
+    StringList,
+)
+from feast.protos.feast.types.Value_pb2 import (
+    Value as ValueProto,
+)
+from feast.repo_config import RepoConfig
+from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
+
+STORE_TYPE: Final = "plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"
+StoreType = Literal["plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"]
+TIMESTAMP_FIELD = "event_timestamp"
+# Entity keys are cached per store; bounded so a long-running worker does not grow forever.
+_KEY_CACHE_MAX = 200_000
+
+# Rows per script call: bounds how long one call holds the Redis server.
+_ROWS_PER_SCRIPT = 1000
+
+# KEYS: entity hashes. ARGV: ts field, TTL (0: none), F, F feature fields, then per key:
+# seconds, nanos, the serialised Timestamp, F serialised values. A row is written when the
+# stored stamp is not positive or is older, the rule of Feast's RedisOnlineStore; reading the
+# stamp after the earlier rows' HSETs makes a later duplicate key compare with them. A stored
+# Timestamp is decoded from its protobuf bytes (field 1 seconds, field 2 nanos, varints);
+# seconds below 2^49 are exact in Lua's doubles, and a ten-byte varint is a negative int64.
+_WRITE_SCRIPT = """
+local function varint(s, pos)
+  local value, scale, count = 0, 1, 0
+  while true do
+    local byte = string.byte(s, pos)
+    if byte == nil then return value, pos end
+    pos = pos + 1
+    count = count + 1
+    if count <= 7 then
+      value = value + (byte % 128) * scale
+      scale = scale * 128
+    end
+    if byte < 128 then break end
+  end
+  if count > 7 then value = value - 2 ^ 49 end
+  return value, pos
+end
+local function stamp(raw)
+  local seconds, nanos, pos = 0, 0, 1
+  if not raw then return seconds, nanos end
+  while pos <= #raw do
+    local tag, value
+    tag, pos = varint(raw, pos)
+    value, pos = varint(raw, pos)
+    if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
+  end
+  return seconds, nanos
+end
+local ts_field, ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local width, first, written = count + 3, count + 4, 0
+for i, key in ipairs(KEYS) do
+  local at = first + (i - 1) * width
+  local seconds, nanos = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local old_s, old_n = stamp(redis.call('HGET', key, ts_field))
+  local stored_positive = old_s > 0 or (old_s == 0 and old_n > 0)
+  if not stored_positive or seconds > old_s or (seconds == old_s and nanos > old_n) then
+    local args = {ts_field, ARGV[at + 2]}
+    for f = 1, count do
+      args[#args + 1] = ARGV[3 + f]
+      args[#args + 1] = ARGV[at + 2 + f]
+    end
+    redis.call('HSET', key, unpack(args))
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    written = written + 1
+  end
+end
+return written
+"""
+# KEYS: entity hashes; ARGV: fields. One HMGET reply per key.
+_READ_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
+return out
+"""
+
+# Python value -> ValueProto, per Feast value type; None always becomes an empty ValueProto
+# (what Feast's type map writes for a null).
+_ENCODERS: dict[ValueType, Callable[[Any], ValueProto]] = {
+    ValueType.INT64: lambda v: ValueProto(int64_val=int(v)),
+    ValueType.INT32: lambda v: ValueProto(int32_val=int(v)),
+    ValueType.DOUBLE: lambda v: ValueProto(double_val=float(v)),
+    ValueType.FLOAT: lambda v: ValueProto(float_val=float(v)),
+    ValueType.STRING: lambda v: ValueProto(string_val=str(v)),
+    ValueType.BOOL: lambda v: ValueProto(bool_val=bool(v)),
+    ValueType.INT64_LIST: lambda v: ValueProto(int64_list_val=Int64List(val=[int(x) for x in v])),
+    ValueType.DOUBLE_LIST: lambda v: ValueProto(
+        double_list_val=DoubleList(val=[float(x) for x in v])
+    ),
+    ValueType.STRING_LIST: lambda v: ValueProto(
+        string_list_val=StringList(val=[str(x) for x in v])
+    ),
+}
+_LIST_FIELDS = frozenset({"int64_list_val", "double_list_val", "string_list_val"})
+
+
+class UnsupportedFeatureType(TypeError):
+    """A feature view uses a type the batched path does not encode (use the SDK path)."""
+
+
+class FastRedisOnlineStoreConfig(RedisOnlineStoreConfig):
+    """The Redis store's settings, unchanged; only ``type`` names this class."""
+
+    type: StoreType = STORE_TYPE  # type: ignore[assignment]
+
+
+def encode_value(value: Any, value_type: ValueType) -> ValueProto:
+    """One Python value as the ``ValueProto`` Feast's type map would make of it."""
+    if value is None:
+        return ValueProto()
+    encoder = _ENCODERS.get(value_type)
+    if encoder is None:
+        raise UnsupportedFeatureType(f"the batched Redis path cannot encode {value_type.name}")
+    return encoder(value)
+
+
+def decode_value(raw: bytes | None) -> Any:
+    """A stored ``ValueProto`` back to a Python value (None when absent or null)."""
+    if not raw:
+        return None
+    proto = ValueProto.FromString(raw)
+    kind = proto.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    value = getattr(proto, kind)
+    return list(value.val) if kind in _LIST_FIELDS else value
+
+
+def _timestamp_nanos(raw: bytes | None) -> int:
+    if not raw:
+        return 0
+    stamp = Timestamp.FromString(raw)
+    return stamp.seconds * 1_000_000_000 + stamp.nanos
+
+
+class FastRedisOnlineStore(RedisOnlineStore):
+    """Feast's Redis online store plus a batched path for plain Python rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: dict[tuple[str, str, Any], bytes] = {}
+        self._fields: dict[tuple[str, str], bytes] = {}
+        self._scripts: dict[str, tuple[Any, Any]] = {}
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def _entity_key(self, config: RepoConfig, table: FeatureView, value: Any) -> bytes:
+        column = table.entity_columns[0]
+        cache_key = (config.project, column.name, value)
+        cached = self._keys.get(cache_key)
+        if cached is not None:
+            return cached
+        value_type = column.dtype.to_value_type()
+        proto = EntityKeyProto(
+            join_keys=[column.name], entity_values=[encode_value(value, value_type)]
+        )
+        key: bytes = self._generate_redis_keys_for_entities(config, [proto])[0]
+        if len(self._keys) >= _KEY_CACHE_MAX:
+            self._keys.clear()
+        self._keys[cache_key] = key
+        return key
+
+    def _field(self, view: str, feature: str) -> bytes:
+        field = self._fields.get((view, feature))
+        if field is None:
+            field = self._fields[(view, feature)] = _mmh3(f"{view}:{feature}")
+        return field
+
+    @staticmethod
+    def _check(config: RepoConfig, table: FeatureView) -> None:
+        if len(table.entity_columns) != 1:
+            raise UnsupportedFeatureType(
+                f"{table.name}: the batched Redis path handles views with one entity column"
+            )
+        # Feature-view versioning renames the stored fields; the batched path does not.
+        if getattr(config.registry, "enable_online_feature_view_versioning", False):
+            raise UnsupportedFeatureType("online feature-view versioning is not supported")
+
+    # -- the batched path ----------------------------------------------------------------------
+
+    def write_rows(
+        self, config: RepoConfig, table: FeatureView, rows: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Write rows (entity column, every feature, ``event_timestamp``); returns the number
+        written.
+
+        Rows not newer than what is stored, or than an earlier row for the same entity in
+        ``rows``, are skipped, as Feast's Redis store does. On a single Redis (or a Sentinel
+        master) each chunk of rows is one script call that checks and writes every hash
+        atomically; on a Redis Cluster (keys in many slots) it is two pipelines, as in Feast.
+        """
+        self._check(config, table)
+        online = config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        client = self._get_client(online)
+        entity = table.entity_columns[0].name
+        features = [(f.name, f.dtype.to_value_type()) for f in table.features]
+        fields = [self._field(table.name, name) for name, _ in features]
+        ts_field = f"_ts:{table.name}".encode()
+        batch = [
+            _EncodedRow(
+                self._entity_key(config, table, row[entity]),
+                _timestamp(row[TIMESTAMP_FIELD]),
+                [encode_value(row[name], kind).SerializeToString() for name, kind in features],
+            )
+            for row in rows
+        ]
+        ttl = online.key_ttl_seconds or 0
+        if not self.scripted(online):
+            return _write_pipelined(client, ts_field, fields, batch, ttl)
+        script = self._script(client, "write", _WRITE_SCRIPT)
+        written = 0
+        for start in range(0, len(batch), _ROWS_PER_SCRIPT):
+            chunk = batch[start : start + _ROWS_PER_SCRIPT]
+            args: list[Any] = [ts_field, ttl, len(fields), *fields]
+            for item in chunk:
+                args += [item.stamp.seconds, item.stamp.nanos, item.stamp.SerializeToString()]
+                args += item.values
+            written += int(script(keys=[item.key for item in chunk], args=args))
+        return written
+
+    def read_rows(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_values: Sequence[Any],
+        features: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """One row per entity value, in order, with the entity column and each feature
+        (None where nothing is stored): one script call (a pipeline on a Redis Cluster)."""
+        self._check(config, table)
+        online = config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        client = self._get_client(online)
+        entity = table.entity_columns[0].name
+        fields = [self._field(table.name, name) for name in features]
+        keys = [self._entity_key(config, table, value) for value in entity_values]
+        if not self.scripted(online):
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, fields)
+                replies = pipe.execute()
+        else:
+            script = self._script(client, "read", _READ_SCRIPT)
+            replies = []
+            for start in range(0, len(keys), _ROWS_PER_SCRIPT):
+                replies += script(keys=keys[start : start + _ROWS_PER_SCRIPT], args=fields)
+        rows = []
+        for value, raw in zip(entity_values, replies, strict=True):
+            row = {entity: value}
+            row.update((name, decode_value(item)) for name, item in zip(features, raw, strict=True))
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def scripted(online: RedisOnlineStoreConfig) -> bool:
+        """Whether a batch can be one script call: not on a Redis Cluster, where the keys of
+        one call must share a slot."""
+        return online.redis_type != RedisType.redis_cluster
+
+    def _script(self, client: Any, name: str, text: str) -> Any:
+        # Registered per client: redis-py sends EVALSHA and falls back to EVAL on NOSCRIPT.
+        found = self._scripts.get(name)
+        if found is None or found[0] is not client:
+            found = self._scripts[name] = (client, client.register_script(text))
+        return found[1]
+
+
+@dataclass(frozen=True)
+class _EncodedRow:
+    key: bytes
+    stamp: Timestamp
+    values: list[bytes]
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # as feast.utils.make_tzaware does
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _write_pipelined(
+    client: Any, ts_field: bytes, fields: list[bytes], batch: list[_EncodedRow], ttl: int
+) -> int:
+    """Feast's own two round trips (read the stamps, then write the newer rows)."""
+    with client.pipeline(transaction=False) as pipe:
+        for item in batch:
+            pipe.hget(item.key, ts_field)
+        stored = pipe.execute()
+    latest: dict[bytes, int] = {}
+    written = 0
+    with client.pipeline(transaction=False) as pipe:
+        for item, previous in zip(batch, stored, strict=True):
+            nanos = item.stamp.seconds * 1_000_000_000 + item.stamp.nanos
+            newest = max(_timestamp_nanos(previous), latest.get(item.key, 0))
+            if newest and nanos <= newest:
+                continue
+            latest[item.key] = nanos
+            mapping = {
+                ts_field: item.stamp.SerializeToString(),
+                **dict(zip(fields, item.values, strict=True)),
+            }
+            pipe.hset(item.key, mapping=mapping)
+            if ttl:
+                pipe.expire(name=item.key, time=ttl)
+            written += 1
+        if written:
+            pipe.execute()
+    return written
+
+
+class BatchedRedisPath:
+    """The batched path of a :class:`FeatureStore` whose online store is the fast one.
+
+    Looks feature views up once (call :meth:`forget_views` after ``apply``)."""
+
+    def __init__(self, store: FeatureStore, online: FastRedisOnlineStore) -> None:
+        self.store = store
+        self.online = online
+        self._views: dict[str, FeatureView] = {}
+
+    @classmethod
+    def of(cls, store: FeatureStore) -> BatchedRedisPath | None:
+        """The batched path, or None when the store is configured with another online store."""
+        if not isinstance(store.config.online_store, FastRedisOnlineStoreConfig):
+            return None
+        online = store._get_provider().online_store
+        if not isinstance(online, FastRedisOnlineStore):
+            return None
+        return cls(store, online)
+
+    def view(self, name: str) -> FeatureView:
+        found = self._views.get(name)
+        if found is None:
+            found = self._views[name] = self.store.get_feature_view(name)
+        return found
+
+    def forget_views(self) -> None:
+        self._views.clear()
+
+    def write(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.online.write_rows(self.store.config, self.view(view), list(rows))
+
+    def read(
+        self, view: str, features: Sequence[str], entity_values: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        return self.online.read_rows(self.store.config, self.view(view), entity_values, features)

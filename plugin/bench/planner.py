@@ -1,0 +1,235 @@
+"""Planner plans/s: the in-process and the Triton planner, and the plan cache in front of it.
+
+Each cell (planner x batch size x concurrency) runs for a fixed time: ``concurrency`` threads
+each call ``planner.plan(batch)`` in a loop on batches drawn from a fixed pool of synthetic
+requests (K-cluster histories and novelty windows of the configured sizes, seeded). The
+Triton planner is the real client (gRPC, retries, breaker) against a real server; the
+server's own figures for the interval (rows per batch, queue and compute time per request)
+come from its /metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from plugin.planning import ExplorationPlan, PlanRequest
+from plugin.settings import Settings
+
+PlanFn = Callable[[Sequence[PlanRequest]], list[ExplorationPlan]]
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def synthetic_requests(
+    count: int, n_clusters: int, k: int, window: int, seed: int = 0
+) -> list[PlanRequest]:
+    """Requests with K distinct history clusters and a novelty window that contains them."""
+    rng = random.Random(seed)
+    out = []
+    for index in range(count):
+        history = tuple(rng.sample(range(n_clusters), k))
+        others = [c for c in range(n_clusters) if c not in history]
+        seen = rng.sample(others, min(len(others) - 1, max(0, window - k)))
+        out.append(PlanRequest(f"u{index}", history, frozenset(history + tuple(seen)), EPOCH))
+    return out
+
+
+def measure(
+    plan: PlanFn, pool: Sequence[PlanRequest], batch: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """Run ``concurrency`` threads calling ``plan`` on ``batch``-sized slices for ``seconds``."""
+    batches = [list(pool[i : i + batch]) for i in range(0, len(pool) - batch + 1, batch)]
+    for warm in batches[: max(2, concurrency)]:
+        plan(warm)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    start_gate = threading.Barrier(concurrency + 1)
+    deadline = 0.0
+
+    def worker(offset: int) -> None:
+        local: list[float] = []
+        start_gate.wait()
+        i = offset
+        while time.perf_counter() < deadline:
+            chunk = batches[i % len(batches)]
+            i += concurrency
+            began = time.perf_counter()
+            try:
+                plan(chunk)
+            except Exception as exc:
+                with lock:
+                    errors.append(repr(exc))
+                break
+            local.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    start_gate.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    calls = len(latencies)
+    ordered = sorted(latencies)
+    return {
+        "batch": batch,
+        "concurrency": concurrency,
+        "calls": calls,
+        "plans": calls * batch,
+        "seconds": round(elapsed, 3),
+        "plans_per_s": round(calls * batch / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(statistics.median(ordered) * 1000, 2) if ordered else None,
+        "p99_ms": round(ordered[int(0.99 * (calls - 1))] * 1000, 2) if ordered else None,
+        "errors": errors[:3],
+    }
+
+
+@contextmanager
+def triton_endpoint(config: Settings, server: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
+    """Settings pointing at a Triton that serves the published version, and load figures."""
+    from plugin.models.repository import ModelRepository
+    from plugin.servers import TritonServer, default_log_path
+    from plugin.serving.control import ModelControl
+
+    repo = ModelRepository(config.models.repository)
+    if server == "running":
+        with ModelControl(config.triton, repo) as ctl:
+            ctl.require()
+            yield config, {"server": "running", "serving": ctl.ready_versions()}
+        return
+    triton = TritonServer(
+        config.models.repository,
+        name="triton-bench",
+        log_path=default_log_path("triton-bench", config.var_dir),
+        log_verbose=config.triton.log_verbose,
+        start_timeout=config.triton.start_timeout_s,
+    )
+    with triton:
+        own = config.model_copy(
+            update={
+                "triton": config.triton.model_copy(
+                    update={
+                        "http_port": triton.http_port,
+                        "grpc_port": triton.grpc_port,
+                        "metrics_port": triton.metrics_port,
+                    }
+                )
+            }
+        )
+        with ModelControl(own.triton, repo) as ctl:
+            report = ctl.load()
+        loads = [
+            {"model": s.model, "versions": list(s.versions), "seconds": round(s.seconds, 3)}
+            for s in report.steps
+        ]
+        yield (
+            own,
+            {
+                "server": "own",
+                "startup_s": round(triton.startup_seconds or 0.0, 2),
+                "loads": loads,
+            },
+        )
+
+
+def scrape_metrics(config: Settings) -> dict[str, Any]:
+    from plugin.serving.metrics import scrape
+
+    url = f"http://{config.triton.host}:{config.triton.metrics_port}/metrics"
+    try:
+        return {"metrics": scrape(url)}
+    except OSError:
+        return {}
+
+
+def server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    from plugin.serving.metrics import difference
+
+    if "metrics" not in before or "metrics" not in after:
+        return {}
+    planner = [
+        m
+        for (model, _), m in difference(after["metrics"], before["metrics"]).items()
+        if model == "planner"
+    ]
+    if not planner:
+        return {}
+    m = planner[0]
+    return {
+        "rows/batch": round(m.avg_batch_rows, 1),
+        "queue ms": round(m.avg_queue_ms, 3),
+        "compute ms": round(m.avg_compute_ms, 3),
+    }
+
+
+# Cells of the short planner grid `explore bench all` runs: (planner, batch, concurrency).
+ALL_CELLS: tuple[tuple[str, int, int], ...] = (
+    ("in-process", 64, 1),
+    ("triton", 1, 1),
+    ("triton", 1, 16),
+    ("triton", 64, 1),
+    ("triton", 64, 4),
+    ("cache (all hits)", 64, 1),
+)
+
+
+def planner_grid(
+    stack: Any,
+    cells: Sequence[tuple[str, int, int]] = ALL_CELLS,
+    seconds: float = 2.0,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Plans/s of each cell on the bench stack's Triton; ``cache (all hits)`` is the Redis
+    plan cache in front of it, filled first (what the worker meets once the table is full)."""
+    import torch
+
+    from plugin.adapters.plan_cache import CachedPlanner, RankingCache, all_histories, precompute
+    from plugin.wiring import best_of_n_planner, redis_client, triton_planner
+
+    torch.set_num_threads(1)  # like each Triton stub; see docs/TRITON.md
+    config: Settings = stack.settings
+    catalog = stack.workspace.catalog
+    pool = synthetic_requests(
+        4096, len(catalog), config.sequence.history_length, config.sequence.novelty_window
+    )
+    remote = triton_planner(config, catalog)
+    planners: dict[str, tuple[PlanFn, Callable[[], dict[str, Any]] | None]] = {
+        "triton": (remote.plan, lambda: scrape_metrics(config))
+    }
+    kinds = {cell[0] for cell in cells}
+    if "in-process" in kinds:
+        planners["in-process"] = (best_of_n_planner(config, catalog, stack.version).plan, None)
+    if "cache (all hits)" in kinds:
+        arm = stack.arm("planner-cache")
+        cache = RankingCache(
+            redis_client(arm), arm.cache, arm.planner.temperature, arm.planner.seed
+        )
+        histories = all_histories(len(catalog), config.sequence.history_length)
+        precompute(remote, cache, histories, config.cache.precompute_batch, "all")
+        cached = CachedPlanner(remote, cache, n=config.planner.candidates)
+        planners["cache (all hits)"] = (cached.plan, None)
+    rows = []
+    try:
+        for name, batch, concurrency in cells:
+            plan, metrics = planners[name]
+            before = metrics() if metrics else None
+            row = {"planner": name, **measure(plan, pool, batch, concurrency, seconds)}
+            if metrics is not None and before is not None:
+                row.update(server_figures(before, metrics()))
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    finally:
+        remote.close()
+    return rows

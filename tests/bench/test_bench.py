@@ -1,0 +1,168 @@
+"""The bench code on a tiny configuration: structure and sanity, never timings.
+
+Real servers (redis-server, tritonserver, tansu) and the real worker path; the model version is
+untrained (seeded) at the catalog's real shapes, as in the streaming integration tests, so the
+test needs no training. The figures asserted are ones any working run has: every path handled
+every event it was given, the batched path beats one-event-at-a-time, the naive path called
+Triton once per replan, every replanning event of the Kafka run got its plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from plugin.bench.feast import feast_bench
+from plugin.bench.report import plot, render, targets
+from plugin.bench.stack import BenchStack, bench_stack
+from plugin.bench.suite import BenchOptions, run_suite
+from plugin.bench.sweep import sweep, sweep_rows
+from plugin.bench.worker import PATHS, ratios, worker_bench
+from plugin.bench.workload import build_workload, history_changes, interleave
+from plugin.events import WatchEvent
+from plugin.models.alignment import AlignmentConfig, AlignmentModel
+from plugin.models.novelty import NoveltyConfig, NoveltyModel
+from plugin.models.repository import ModelRepository
+from plugin.settings import Settings, load_settings
+from plugin.wiring import Workspace, open_workspace
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def bench_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The ml-100k workspace and one untrained version for its catalog, with the manifest
+    ``matching_version`` looks for."""
+    root = tmp_path_factory.mktemp("bench")
+    settings = load_settings(var_dir=root / "var", models={"repository": root / "models"})
+    workspace = open_workspace(settings)
+    catalog = workspace.catalog
+    torch.manual_seed(5)
+    novelty = NoveltyModel(
+        NoveltyConfig(
+            n_clusters=len(catalog),
+            n_parents=len(catalog.parents),
+            parent_of=tuple(c.parent_id for c in catalog.clusters),
+            history_length=settings.sequence.history_length,
+            d_model=32,
+            layers=1,
+        )
+    )
+    alignment = AlignmentModel(AlignmentConfig(n_clusters=len(catalog)))
+    manifest = {
+        "catalog_version": catalog.version,
+        "data_hash": workspace.train.fingerprint(),
+        "gate": {"passed": True, "reasons": []},
+    }
+    ModelRepository(settings.models.repository).write(novelty.eval(), alignment.eval(), manifest)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def workspace(bench_settings: Settings) -> Workspace:
+    return open_workspace(bench_settings)
+
+
+@pytest.fixture(scope="module")
+def events(workspace: Workspace) -> list[WatchEvent]:
+    return list(workspace.dataset.events())[:6000]
+
+
+@pytest.fixture(scope="module")
+def stack(bench_settings: Settings, workspace: Workspace) -> Iterator[BenchStack]:
+    with bench_stack(bench_settings, workspace) as running:
+        yield running
+
+
+def test_workloads_keep_each_users_order(workspace: Workspace, events: list[WatchEvent]) -> None:
+    catalog = workspace.catalog
+    mixed = list(interleave(events))
+    assert sorted(e.event_id for e in mixed) == sorted(e.event_id for e in events)
+    for user in {e.user_id for e in events[:50]}:
+        assert [e for e in mixed if e.user_id == user] == [e for e in events if e.user_id == user]
+    replans = build_workload(events, catalog, "replans", "interleaved", 500)
+    assert len(replans.events) == 500 and not replans.priming
+    # Interleaved: the first events of a batch belong to different users.
+    assert len({e.user_id for e in replans.events[:100]}) > 50
+    same = build_workload(events, catalog, "sequence-only", "interleaved", 500)
+    assert {e.user_id for e in same.priming} == {e.user_id for e in same.events}
+    k, window = 2, 20
+    # After priming, a sequence-only event never moves the user's history.
+    changed = history_changes(same.priming + same.events, catalog, k, window)
+    assert all(changed[: len(same.priming)]) and not any(changed[len(same.priming) :])
+
+
+def test_naive_and_batched_paths_on_the_real_servers(
+    stack: BenchStack, events: list[WatchEvent]
+) -> None:
+    results = worker_bench(
+        stack,
+        events,
+        paths=("naive", "batched-sdk", "batched", "batched+table"),
+        limit=1000,
+        naive_seconds=1.0,
+        batched_seconds=20.0,
+    )
+    by = {(r.path, r.workload): r for r in results}
+    assert set(by) == {
+        ("naive", "sequence-only"),
+        ("batched-sdk", "sequence-only"),
+        ("batched", "sequence-only"),
+        ("naive", "replans"),
+        ("batched-sdk", "replans"),
+        ("batched", "replans"),
+        ("batched+table", "replans"),
+    }
+    for (path, workload), result in by.items():
+        assert result.events > 0 and result.seconds > 0
+        if path != "naive":
+            assert result.events == 1000  # the batched paths get through all of them
+        if workload == "sequence-only":
+            assert result.replans == 0
+        else:
+            assert result.plans == result.replans > 0
+    naive = by[("naive", "replans")]
+    assert naive.planner_calls == naive.replans  # one Triton call per replan
+    assert by[("batched+table", "replans")].cache_hit_rate == 1.0
+    found = {(r["path"], r["workload"]): r["ratio"] for r in ratios(results)}
+    assert found[("batched", "replans")] > 1 and found[("batched", "sequence-only")] > 1
+    assert "batched+feedback" in PATHS
+
+
+def test_sweep_feast_and_the_report(
+    stack: BenchStack, events: list[WatchEvent], tmp_path: Path
+) -> None:
+    doc: dict[str, Any] = {
+        "meta": {"machine": {"cpus_usable": 2}, "load": {}},
+        "sweep": sweep_rows(sweep(stack, events, sizes=(10, 200), limit=600, seconds=0.5)),
+        "feast": [r.as_dict() for r in feast_bench(stack, sizes=(1, 50), seconds=0.2)],
+    }
+    assert [r["batch_size"] for r in doc["sweep"]] == [10, 200]
+    assert all(r["events"] > 0 and r["events_per_s"] > 0 for r in doc["sweep"])
+    stores = {(r["store"], r["op"], r["batch"]) for r in doc["feast"]}
+    assert ("fast", "write", 50) in stores and ("sdk push", "write", 1) in stores
+    assert all(r["rows_per_s"] > 0 for r in doc["feast"])
+    text = render(doc)
+    assert "batch-size sweep" in text and "fast write" in text
+    image = plot(doc, tmp_path / "bench.png")
+    assert image is not None and image.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_latency_through_kafka_on_a_tiny_configuration(bench_settings: Settings) -> None:
+    options = BenchOptions(rates=(300.0,), rate_seconds=1.5, backlog=200, feedback_rate=None)
+    lines: list[str] = []
+    doc: dict[str, Any] = run_suite(bench_settings, ("latency",), options, echo=lines.append)
+    assert doc["meta"]["machine"]["cpus"] >= 1 and "load" in doc["meta"]
+    phases = {p["phase"]: p for p in doc["latency"]["phases"]}
+    assert set(phases) == {"backlog", "300/s"}
+    paced = phases["300/s"]
+    assert paced["events"] == 450 and paced["planned_events"] > 0
+    assert paced["unplanned_events"] == 0  # every replanning event got its plan
+    assert 0 < paced["p50_ms"] <= paced["p95_ms"] <= paced["p99_ms"] <= paced["max_ms"]
+    assert doc["latency"]["worker_exit_code"] == 0
+    assert "event-to-plan latency" in render(doc)
+    assert not any("1,000/s" in t["target"] for t in targets(doc))  # no 1,000/s phase here

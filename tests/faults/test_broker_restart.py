@@ -1,0 +1,68 @@
+"""The Kafka broker restarts under a running worker.
+
+tansu keeps everything in memory: a restart loses the topics, their messages and the
+group's committed offsets. What the worker does (docs/ROBUSTNESS.md): it logs the lost
+connection and keeps retrying; once the broker is back its member id is unknown, so it rejoins
+the group, finds no committed offsets and starts each partition from the earliest offset
+(``kafka.auto_offset_reset``). With the topics recreated, as ``explore stack up`` does, it
+consumes the new messages exactly once more, and the state in Redis, which outlived the
+broker, carries on.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from plugin.adapters.kafka_io import event_messages, produce, topic_partitions, wait_for_commits
+from plugin.servers import KafkaBroker, RedisServer, create_topics
+from streams.runner import WorkerProcess
+from tests.faults.workbench import (
+    Workbench,
+    differences,
+    final_state,
+    reference_state,
+    stack_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_worker_survives_a_broker_restart_and_resumes_on_recreated_topics(
+    fault_bench: Workbench, tmp_path: Path
+) -> None:
+    bench = fault_bench
+    before, after = bench.events[:700], bench.events[700:]
+    with (
+        KafkaBroker(log_path=tmp_path / "tansu.log") as broker,
+        RedisServer(log_path=tmp_path / "redis.log") as redis,
+    ):
+        settings = stack_settings(
+            bench, broker.bootstrap_servers, redis.port, tmp_path, worker={"batch_size": 100}
+        )
+        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+            worker.wait_assigned(timeout_s=120)
+            alive = lambda: worker.alive  # noqa: E731
+            produced = produce(settings, event_messages(before))
+            wait_for_commits(settings, produced.end_offsets, timeout_s=60, alive=alive)
+
+            broker.stop()
+            time.sleep(2.0)  # the worker sees the broker gone: fetches and heartbeats fail
+            assert worker.alive, worker.log_tail()
+            broker.start()
+            create_topics(broker.bootstrap_servers, topic_partitions(settings.kafka))
+            produced = produce(settings, event_messages(after))
+            # New topics, offsets from 0 again, and no commits: all of them must be consumed.
+            wait_for_commits(settings, produced.end_offsets, timeout_s=90, alive=alive)
+            assert worker.stop() == 0, worker.log_tail()
+        stats = worker.stats()
+        actual = final_state(settings, bench.users)
+
+    assert stats["events"] == len(bench.events), "each message consumed once, none skipped"
+    assert stats["stale_events"] == 0
+    assert not differences(actual, reference_state(bench, tmp_path / "reference", bench.events))
+    log = worker.log_path.read_text(errors="replace")
+    assert log.count('"worker starting"') == 1
+    assert log.count('"partitions assigned"') >= 2, "it rejoined the group"

@@ -1,0 +1,132 @@
+"""Triton goes down for a while: sequences keep flowing, replans wait, and catch up after.
+
+Phases, one worker process throughout (the plan cache is off, so every replan needs Triton):
+
+A. Triton up: events are applied and planned.
+B. Triton stopped: events are still applied and committed, within the replan deadline, and
+   the replans stay pending in the users' states (the breaker then fails them fast).
+C. Triton back on the same ports: new events plan again.
+D. B's events once more (a producer's retry, say): all stale, so no state moves, but each of
+   those users' pending replan is made.
+
+The final state equals the embedded replay of A+B+C (duplicates harmless), and the worker
+never exited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from plugin.adapters.kafka_io import event_messages, produce, wait_for_commits
+from plugin.models.repository import ModelRepository
+from plugin.servers import KafkaBroker, RedisServer, TritonServer
+from plugin.serving.control import ModelControl
+from plugin.settings import TritonSettings
+from streams.runner import WorkerProcess
+from tests.faults.workbench import (
+    Workbench,
+    differences,
+    final_state,
+    reference_state,
+    stack_settings,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def serve(
+    factory: Callable[..., TritonServer], bench: Workbench, name: str, **ports: int
+) -> TritonServer:
+    """A tritonserver over the bench's repository with the published version loaded."""
+    server = factory(bench.settings.models.repository, name=name, **ports)
+    settings = triton_settings(bench, server)
+    with ModelControl(settings, ModelRepository(bench.settings.models.repository)) as control:
+        control.load()
+    return server
+
+
+def triton_settings(bench: Workbench, server: TritonServer) -> TritonSettings:
+    return bench.settings.triton.model_copy(
+        update={
+            "http_port": server.http_port,
+            "grpc_port": server.grpc_port,
+            "metrics_port": server.metrics_port,
+        }
+    )
+
+
+def test_replans_wait_for_triton_and_catch_up_without_a_crash_loop(
+    fault_bench: Workbench,
+    kafka_broker: KafkaBroker,
+    triton_server_factory: Callable[..., TritonServer],
+    tmp_path: Path,
+) -> None:
+    bench = fault_bench
+    triton = serve(triton_server_factory, bench, "triton-outage-1")
+    ports = {
+        "http_port": triton.http_port,
+        "grpc_port": triton.grpc_port,
+        "metrics_port": triton.metrics_port,
+    }
+    third = len(bench.events) // 3
+    phase_a, phase_b, phase_c = (
+        bench.events[:third],
+        bench.events[third : 2 * third],
+        bench.events[2 * third :],
+    )
+    with RedisServer(log_path=tmp_path / "redis.log") as redis:
+        settings = stack_settings(
+            bench,
+            kafka_broker.bootstrap_servers,
+            redis.port,
+            tmp_path,
+            planner="triton",
+            triton={
+                **ports,
+                "request_timeout_s": 2.0,
+                "retries": 1,
+                "backoff_initial_s": 0.05,
+                "breaker_failures": 2,
+                "breaker_reset_s": 1.0,
+            },
+            cache={"enabled": False},
+            worker={"batch_size": 100, "plan_timeout_s": 3.0},
+        )
+        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+            worker.wait_assigned(timeout_s=120)
+            alive = lambda: worker.alive  # noqa: E731
+            produced = produce(settings, event_messages(phase_a))
+            wait_for_commits(settings, produced.end_offsets, timeout_s=60, alive=alive)
+            assert worker.stats()["replans_deferred"] == 0
+
+            triton.stop()
+            produced = produce(settings, event_messages(phase_b))
+            wait_for_commits(settings, produced.end_offsets, timeout_s=60, alive=alive)
+            # The summary is refreshed every second.
+            wait_until(lambda: worker.stats()["replans_deferred"] > 0, 5, "deferred replans")
+            # Sequences moved on while Triton was down; their replans are pending.
+            stored = final_state(settings, bench.users)[0]
+            last_b = {e.user_id: e.event_id for e in phase_b}
+            assert all(stored[u].last_event_id == e for u, e in last_b.items())
+            pending = [u for u in last_b if stored[u].planned_history != stored[u].history(2)]
+            assert pending
+
+            serve(triton_server_factory, bench, "triton-outage-2", **ports)
+            produce(settings, event_messages(phase_c))
+            produced = produce(settings, event_messages(phase_b))  # D: B again
+            wait_for_commits(settings, produced.end_offsets, timeout_s=90, alive=alive)
+            assert worker.stop() == 0, worker.log_tail()
+            stats = worker.stats()  # written once more at shutdown
+        actual = final_state(settings, bench.users)
+
+    expected = reference_state(bench, tmp_path / "reference", phase_a + phase_b + phase_c)
+    assert not differences(actual, expected)
+    assert stats["events"] == len(bench.events) + len(phase_b)
+    assert stats["stale_events"] >= len(phase_b)
+    log = worker.log_path.read_text(errors="replace")
+    assert log.count('"worker starting"') == 1, "the worker never restarted"
+    assert "replans left pending" in log

@@ -1,0 +1,211 @@
+"""What the fault, hostile-input and security tests share: a workspace with one published
+(untrained, seeded) model version, the embedded reference replay, and per-test stream settings.
+
+It follows ``tests/streams/test_stream_integration.py``: the path is under test, not model
+quality, so the models are untrained at the catalog's real shapes. The worker runs as a child
+process (``streams.runner.WorkerProcess``) against servers each test starts itself, so a test
+may stop and restart them without disturbing the session's shared servers.
+
+Plans are compared without the two batching-dependent timestamps and with a tolerance on
+scores: an alignment score computed in a batch of another shape (Triton's dynamic batcher, the
+plan cache's per-history rankings) may differ in its last bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import torch
+from pydantic import SecretStr
+
+from plugin.adapters.feast_store import FeastStore
+from plugin.adapters.kafka_io import topic_partitions
+from plugin.events import WatchEvent
+from plugin.models.alignment import AlignmentConfig, AlignmentModel
+from plugin.models.novelty import NoveltyConfig, NoveltyModel
+from plugin.models.repository import ModelRepository
+from plugin.pipeline import BatchProcessor
+from plugin.planning import ExplorationPlan
+from plugin.replay import replay
+from plugin.sequence import UserClusterSequence
+from plugin.servers import create_topics, free_port
+from plugin.settings import KafkaSettings, Settings, load_settings
+from plugin.wiring import Workspace, build_planner, open_workspace
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+State = tuple[dict[str, Any], dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Workbench:
+    """The ml-100k workspace, a published model version and the first ``len(events)`` events."""
+
+    root: Path
+    settings: Settings
+    workspace: Workspace
+    events: list[WatchEvent]
+
+    @property
+    def users(self) -> list[str]:
+        return sorted({event.user_id for event in self.events})
+
+
+def make_workbench(root: Path, events: int) -> Workbench:
+    """Catalog, one untrained published version (seeded) and the first ``events`` events."""
+    settings = load_settings(var_dir=root / "var", models={"repository": root / "models"})
+    workspace = open_workspace(settings)
+    catalog = workspace.catalog
+    torch.manual_seed(3)
+    novelty = NoveltyModel(
+        NoveltyConfig(
+            n_clusters=len(catalog),
+            n_parents=len(catalog.parents),
+            parent_of=tuple(c.parent_id for c in catalog.clusters),
+            history_length=settings.sequence.history_length,
+            d_model=32,
+            layers=1,
+        )
+    )
+    alignment = AlignmentModel(AlignmentConfig(n_clusters=len(catalog)))
+    repository = ModelRepository(settings.models.repository)
+    manifest = {"catalog_version": catalog.version, "gate": {"passed": True, "reasons": []}}
+    version = repository.write(novelty.eval(), alignment.eval(), manifest)
+    repository.prepare_serving(version)
+    repository.record_published(version)
+    sliced = list(islice(workspace.dataset.events(), events))
+    return Workbench(root, settings, workspace, sliced)
+
+
+def reference_state(bench: Workbench, root: Path, events: Iterable[WatchEvent]) -> State:
+    """The embedded replay of ``events`` (SQLite, in-process best-of-n, batches of 1000)."""
+    settings = load_settings(
+        **{
+            **bench.settings.model_dump(),
+            "feast": {"sqlite_path": root / "online.db", "registry_path": root / "registry.db"},
+            "planner": {"kind": "best-of-n"},
+        }
+    )
+    store = FeastStore(settings)
+    store.apply()
+    planner = build_planner(settings, bench.workspace)
+    processor = BatchProcessor(bench.workspace.catalog, planner, store, settings)
+    replay(events, processor, batch_size=1000, progress=False)
+    return comparable(store.read_sequences(bench.users), store.read_plans(bench.users))
+
+
+def comparable(
+    sequences: dict[str, UserClusterSequence], plans: dict[str, ExplorationPlan]
+) -> State:
+    """Drop ``planned_at`` / ``as_of``: they depend on where batch boundaries fall."""
+    return (
+        {u: dataclasses.replace(s, planned_at=None) for u, s in sequences.items()},
+        {u: dataclasses.replace(p, as_of=EPOCH) for u, p in plans.items()},
+    )
+
+
+def differences(actual: State, expected: State, tolerance: float = 1e-4) -> list[str]:
+    """Where two states differ: sequences exactly, plans exactly but for scores, which may
+    differ by ``tolerance`` (an empty list when they agree)."""
+    found = []
+    for name, mine, theirs in (
+        ("sequence", actual[0], expected[0]),
+        ("plan", actual[1], expected[1]),
+    ):
+        for user in sorted(set(mine) | set(theirs)):
+            a, e = mine.get(user), theirs.get(user)
+            if name == "plan" and a is not None and e is not None:
+                close = len(a.scores) == len(e.scores) and all(
+                    abs(x - y) <= tolerance for x, y in zip(a.scores, e.scores, strict=True)
+                )
+                if close:
+                    a = dataclasses.replace(a, scores=e.scores)
+            if a != e:
+                found.append(f"{name} of user {user}: {_field_diff(a, e)}")
+    return found
+
+
+def _field_diff(actual: Any, expected: Any) -> str:
+    if actual is None or expected is None:
+        return f"{actual} != {expected}"
+    fields = [f.name for f in dataclasses.fields(actual)]
+    return "; ".join(
+        f"{name}: {getattr(actual, name)} != {getattr(expected, name)}"
+        for name in fields
+        if getattr(actual, name) != getattr(expected, name)
+    )
+
+
+def final_state(settings: Settings, users: list[str]) -> State:
+    store = FeastStore(settings)
+    return comparable(store.read_sequences(users), store.read_plans(users))
+
+
+def stack_settings(
+    bench: Workbench,
+    bootstrap_servers: str,
+    redis_port: int,
+    tmp_path: Path,
+    *,
+    redis_password: SecretStr | None = None,
+    planner: str = "best-of-n",
+    create: bool = True,
+    **sections: dict[str, Any],
+) -> Settings:
+    """Fresh topics and group on the given broker, Feast on the given Redis; ``sections``
+    update the defaults section by section (``worker={"batch_size": 50}``)."""
+    run = uuid4().hex[:8]
+    tree: dict[str, Any] = {
+        **bench.settings.model_dump(),
+        "kafka": {
+            "bootstrap_servers": bootstrap_servers,
+            "events_topic": f"watch-events-{run}",
+            "dead_letter_topic": f"dead-letters-{run}",
+            "plans_topic": f"plans-{run}",
+            "group_id": f"explorer-{run}",
+            "partitions": 4,
+            "session_timeout_s": 3.0,
+        },
+        "redis": {"host": "127.0.0.1", "port": redis_port, "password": redis_password},
+        "feast": {"online_store": "redis", "registry_path": tmp_path / "registry.db"},
+        "planner": {"kind": planner},
+        "worker": {
+            "batch_size": 200,
+            "batch_within_s": 0.1,
+            "plan_timeout_s": 30.0,
+            "metrics_port": free_port(),
+            "stats_path": tmp_path / "worker-stats.json",
+            "log_format": "json",
+        },
+    }
+    if "feedback_topic" in KafkaSettings.model_fields:  # the feedback loop's output topic
+        tree["kafka"]["feedback_topic"] = f"feedback-{run}"
+    for name, values in sections.items():
+        tree[name] = {**tree.get(name, {}), **values}
+    settings = load_settings(**tree)
+    if create:
+        create_topics(bootstrap_servers, topic_partitions(settings.kafka))
+    return settings
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+    poll_s: float = 0.2,
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s`` or when ``alive`` is false."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if alive is not None and not alive():
+            raise AssertionError(f"the worker exited while waiting for: {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s:.0f} s: {what}")
+        time.sleep(poll_s)

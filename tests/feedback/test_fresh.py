@@ -1,0 +1,87 @@
+"""Fresh transitions: the window arithmetic, the boost, and the Redis table against the
+in-memory one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from plugin.adapters.fresh_transitions import RedisFreshTransitions
+from plugin.fresh import (
+    FreshBoostPlanner,
+    FreshTransitions,
+    FreshWindow,
+    boosted_plan,
+    ranked_by_count,
+)
+from plugin.models.data import NovelMove
+from plugin.models.planner import BestOfNPlanner
+from plugin.planning import PlanRequest
+from plugin.servers import RedisServer
+
+DAY = 86_400
+
+
+def moves(kit: Any) -> list[NovelMove]:
+    t0 = kit.t0
+    return [
+        NovelMove("a", (2, 1), 7, True, (2, 1), t0),
+        NovelMove("b", (2, 1), 7, True, (2, 1), t0 + timedelta(days=1)),
+        NovelMove("c", (2, 1), 5, True, (2, 1), t0 + timedelta(days=3)),
+        NovelMove("d", (2, 3), 6, True, (2, 3), t0 + timedelta(days=3)),
+        NovelMove("e", (2, 1), 9, False, (2, 1), t0 + timedelta(days=3)),  # negative: not counted
+    ]
+
+
+def test_recent_moves_count_most_and_old_ones_drop_out(kit: Any) -> None:
+    window = FreshWindow(bucket_s=DAY, buckets=3, half_life_buckets=1.0, min_support=1.0)
+    table = FreshTransitions(window, k=2)
+    assert table.record(moves(kit)) == 4
+    at = kit.t0 + timedelta(days=3)
+    # Buckets day 3 (weight 1), day 2 (0.5), day 1 (0.25); day 0 is outside the window.
+    assert table.lookup((2, 1), at) == {7: 0.25, 5: 1.0}
+    # (2,) backs off to the most recent cluster alone: every move out of a history ending in 2.
+    assert table.lookup((2, 9), at) == {7: 0.25, 5: 1.0, 6: 1.0}
+    assert table.lookup((4,), at) == {}
+    assert ranked_by_count(table.lookup((2, 9), at), frozenset({2, 9, 6})) == [5, 7]
+
+
+def test_the_boost_reorders_only_the_proposed_candidates(
+    kit: Any, best_of_n: BestOfNPlanner
+) -> None:
+    request = PlanRequest("u", (2, 1), frozenset({2, 1}), kit.t0)
+    (ranking,) = best_of_n.rank([(2, 1)])
+    plain = best_of_n.plan([request])[0]
+    loser = plain.candidates[-1]
+    boosted = boosted_plan(request, ranking, {loser: 1e6, 0: 1e9}, 4, 1.0, "x")
+    assert set(boosted.candidates) == set(plain.candidates)
+    assert boosted.cluster_id == (0 if 0 in plain.candidates else loser)
+    assert boosted_plan(request, ranking, {}, 4, 1.0, "x").cluster_id == plain.cluster_id
+
+
+@pytest.mark.integration
+def test_the_redis_table_counts_like_the_memory_one(
+    kit: Any, redis_server: RedisServer, best_of_n: BestOfNPlanner
+) -> None:
+    client = redis_server.client(db=14)
+    client.flushdb()
+    window = FreshWindow(bucket_s=DAY, buckets=3, half_life_buckets=1.0, min_support=1.0)
+    memory = FreshTransitions(window, k=2)
+    redis_table = RedisFreshTransitions(client, window, k=2, prefix="t:fresh")
+    memory.record(moves(kit))
+    assert redis_table.record(moves(kit)) == 4
+    at = kit.t0 + timedelta(days=3)
+    queries = [((2, 1), at), ((2, 9), at), ((4,), at), ((2, 1), at + timedelta(days=5))]
+    assert redis_table.lookup_many(queries) == memory.lookup_many(queries)
+    ttl = int(client.ttl(f"t:fresh:{window.bucket(at)}:2,1"))  # type: ignore[arg-type]
+    assert 0 < ttl <= DAY * 4
+    # The planner variant plans from the same counts in one lookup per batch.
+    planner = FreshBoostPlanner(best_of_n, redis_table, n=4, weight=1.0)
+    request = PlanRequest("u", (2, 1), frozenset({2, 1}), at)
+    (plan,) = planner.plan([request])
+    (ranking,) = best_of_n.rank([(2, 1)])
+    expected = boosted_plan(request, ranking, memory.lookup((2, 1), at), 4, 1.0, "x")
+    assert plan.cluster_id == expected.cluster_id
+    assert plan.model_version == "t+fresh"

@@ -1,0 +1,143 @@
+"""The worker's feedback hook: one plan read per batch, records logged before the batch's
+writes and sent with it, nothing twice, aggregates and monitoring kept up."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from plugin.catalog import ClusterCatalog
+from plugin.feedback import FeedbackCollector, FeedbackRecord
+from plugin.metrics import WorkerMetrics
+from plugin.models.planner import BestOfNPlanner
+from plugin.monitoring import FeedbackMonitor
+from plugin.pipeline import BatchProcessor
+from plugin.settings import Settings
+from streams.deadline import DeadlinePlanner
+from streams.worker import Record, StreamWorker
+
+
+def records(*events: Any, start: int = 0) -> list[Record]:
+    now = time.time()
+    return [
+        Record("watch-events", 0, start + i, e.user_id.encode(), e.model_dump_json().encode(), now)
+        for i, e in enumerate(events)
+    ]
+
+
+def make_worker(
+    catalog: ClusterCatalog, planner: Any, store: Any, settings: Settings, sink: Any
+) -> StreamWorker:
+    metrics = WorkerMetrics()
+    deadline = DeadlinePlanner(planner, settings.worker.plan_timeout_s, metrics)
+    processor = BatchProcessor(catalog, deadline, store, settings)
+    worker = StreamWorker(processor, catalog, settings, metrics, deadline)
+    monitor = FeedbackMonitor(len(catalog), 100, metrics.registry)
+    collector = FeedbackCollector(
+        store, catalog, settings.sequence, settings.data, sink, store, None, monitor
+    )
+    worker.attach_feedback(collector)
+    return worker
+
+
+def feedback_of(report: Any, settings: Settings) -> list[FeedbackRecord]:
+    topic = settings.kafka.feedback_topic
+    return [
+        FeedbackRecord.model_validate_json(m.value) for m in report.outbound if m.topic == topic
+    ]
+
+
+def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
+    kit: Any,
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    memory_log: Any,
+    feedback_settings: Settings,
+) -> None:
+    w, s = kit.watch, feedback_settings
+    worker = make_worker(catalog, best_of_n, store, s, memory_log)
+    first = worker.handle(records(w(1, 1), w(2, 2)))
+    assert not feedback_of(first, s)  # no plan yet: nothing to answer
+    plan = store.plans["u1"]
+    store.calls.clear()
+    second = worker.handle(records(w(3, plan.cluster_id, rating=1), start=2))
+    # One plan read per batch, before the processor's own read and writes.
+    assert store.calls == ["read_plans", "read_sequences", "write_plans", "write_sequences"]
+    (answer,) = feedback_of(second, s)
+    assert answer.planned_cluster == plan.cluster_id and answer.accepted and not answer.positive
+    assert answer.history == list(plan.history) and answer.model_version == plan.model_version
+    assert [m.key for m in second.outbound if m.topic == s.kafka.feedback_topic] == [b"u1"]
+    assert memory_log.records == [answer]
+    row = store.aggregates[f"{','.join(map(str, plan.history))}>{plan.cluster_id}"]
+    assert (row.answered, row.engaged, row.engaged_positive) == (1, 1, 0)
+    metric = worker.metrics.value
+    assert metric("explore_feedback_records_total", outcome="accepted_negative") == 1
+    assert metric("explore_plan_acceptance_rate") == 0.0
+    assert metric("explore_plan_engaged_rate") == 1.0
+    assert metric("explore_plan_coverage") == pytest.approx(0.1)
+    assert worker.snapshot()["feedback"]["records"] == 1
+
+
+def test_a_replayed_batch_sends_and_logs_nothing_again(
+    kit: Any,
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    memory_log: Any,
+    feedback_settings: Settings,
+) -> None:
+    w, s = kit.watch, feedback_settings
+    worker = make_worker(catalog, best_of_n, store, s, memory_log)
+    worker.handle(records(w(1, 1), w(2, 2)))
+    batch = records(w(3, store.plans["u1"].cluster_id), start=2)
+    assert len(feedback_of(worker.handle(batch), s)) == 1
+    again = worker.handle(batch)  # at-least-once: the same records after a crash
+    assert not feedback_of(again, s)
+    assert len(memory_log.records) == 1
+    assert store.aggregates and next(iter(store.aggregates.values())).answered == 1
+
+
+def test_a_batch_that_fails_after_logging_sends_its_records_once_it_goes_through(
+    kit: Any,
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    memory_log: Any,
+    feedback_settings: Settings,
+) -> None:
+    w, s = kit.watch, feedback_settings
+    worker = make_worker(catalog, best_of_n, store, s, memory_log)
+    worker.handle(records(w(1, 1), w(2, 2)))
+    batch = records(w(3, store.plans["u1"].cluster_id), start=2)
+    store.fail_writes = 1
+    with pytest.raises(ConnectionError):
+        worker.handle(batch)
+    # Logged before the failed write: durable even if the process died here.
+    assert len(memory_log.records) == 1
+    report = worker.handle(batch)  # the agent's retry
+    assert len(feedback_of(report, s)) == 1
+    assert memory_log.records[0] == memory_log.records[-1]  # logged again, same key: deduped
+    assert next(iter(store.aggregates.values())).answered == 1
+    # The next batch sends only its own answer (to the plan the retry confirmed).
+    later = feedback_of(worker.handle(records(w(9, 2), start=3)), s)
+    assert [r.event_id for r in later] == ["e0009"]
+
+
+def test_without_feedback_the_worker_is_unchanged(
+    kit: Any,
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    feedback_settings: Settings,
+) -> None:
+    w, s = kit.watch, feedback_settings
+    metrics = WorkerMetrics()
+    processor = BatchProcessor(catalog, best_of_n, store, s)
+    worker = StreamWorker(processor, catalog, s, metrics)
+    worker.handle(records(w(1, 1), w(2, 2)))
+    report = worker.handle(records(w(3, store.plans["u1"].cluster_id), start=2))
+    assert not feedback_of(report, s) and "read_plans" not in store.calls
+    assert worker.snapshot()["feedback"] is None
