@@ -59,6 +59,11 @@ user_cluster_sequence = FeatureView(
             dtype=Array(Int64),
             description="history of the last confirmed plan",
         ),
+        Field(
+            name="planned_window",
+            dtype=Array(Int64),
+            description="the recent clusters that plan avoided, sorted",
+        ),
         Field(name="planned_at_us", dtype=Int64, description="event time of that plan, epoch us"),
         Field(
             name="revision_us",

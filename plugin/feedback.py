@@ -311,25 +311,34 @@ class FeedbackAggregate:
 
 def aggregate(records: Iterable[FeedbackRecord]) -> dict[str, FeedbackAggregate]:
     """Records counted per (history, planned cluster), stamped with their newest event time."""
-    found: dict[str, FeedbackAggregate] = {}
+    # Plain counters per key, one aggregate each at the end (not one frozen copy per record).
+    counts: dict[str, list[int]] = {}  # answered, engaged, engaged_positive, novel, stamp
+    versions: dict[str, str] = {}
     for record in records:
         key = aggregate_key(record.history, record.planned_cluster)
-        one = FeedbackAggregate(
+        stamp = to_micros(record.event_time)
+        row = counts.get(key)
+        if row is None:
+            row = counts[key] = [0, 0, 0, 0, stamp]
+        row[0] += 1
+        row[1] += record.accepted
+        row[2] += record.accepted_positive
+        row[3] += record.novel
+        row[4] = max(row[4], stamp)
+        if record.model_version:  # the last non-empty one, as FeedbackAggregate.plus keeps
+            versions[key] = record.model_version
+    return {
+        key: FeedbackAggregate(
             key=key,
-            answered=1,
-            engaged=int(record.accepted),
-            engaged_positive=int(record.accepted_positive),
-            novel=int(record.novel),
-            model_version=record.model_version,
-            revision_us=to_micros(record.event_time),
+            answered=answered,
+            engaged=engaged,
+            engaged_positive=positive,
+            novel=novel,
+            model_version=versions.get(key, ""),
+            revision_us=stamp,
         )
-        current = found.get(key)
-        if current is None:
-            found[key] = one
-        else:
-            merged = current.plus(one)
-            found[key] = replace(merged, revision_us=max(current.revision_us, one.revision_us))
-    return found
+        for key, (answered, engaged, positive, novel, stamp) in counts.items()
+    }
 
 
 def merge_aggregates(

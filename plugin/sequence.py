@@ -20,10 +20,14 @@ Rules
   ``max(last event time, previous revision + 1 us)``. Stores that keep only writes newer than
   the stored one (Feast's Redis store) are stamped with it, so two batches that end on events
   of the same second, or a plan confirmed without a new event, are never dropped.
-* **Replan.** A user needs a replan when their history differs from the history of their last
-  confirmed plan, and at least ``replan_debounce_s`` of event time has passed since that plan.
-  A pending replan survives in the state (history != planned_history), so a crash between the
-  state write and the plan write is repaired the next time the user is seen.
+* **Replan.** A user needs a replan when the planner's input moved since their last confirmed
+  plan (their history, or the set of recent clusters the plan had to avoid), and at least
+  ``replan_debounce_s`` of event time has passed since that plan. Comparing the avoided set,
+  not only the history, matters when a user returns to their planned history within a batch
+  (or while a replan was deferred): the old plan may propose a cluster they have just watched.
+  With it, a user's plan is always the plan of their current state, wherever batch boundaries
+  fell. A pending replan survives in the state, so a crash between the state write and the plan
+  write is repaired the next time the user is seen.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class UserClusterSequence:
     event_count: int = 0
     positive_count: int = 0
     planned_history: tuple[int, ...] = ()
+    # The recent clusters that plan had to avoid, sorted: its ``excluded`` set.
+    planned_window: tuple[int, ...] = ()
     planned_at: datetime | None = None
     # A store write stamp, not part of the user's state: equal states may differ in it.
     revision_us: int = field(default=0, compare=False)
@@ -58,6 +64,12 @@ class UserClusterSequence:
     def history(self, k: int) -> tuple[int, ...]:
         """The planning history: the K most recent unique clusters, most recent first."""
         return self.recent_clusters[:k]
+
+    def plan_is_current(self, k: int) -> bool:
+        """True when the last confirmed plan was made from this state's planner input."""
+        return self.history(k) == self.planned_history and self.planned_window == tuple(
+            sorted(self.recent_clusters)
+        )
 
     def watermark(self) -> tuple[datetime, str] | None:
         if self.last_event_time is None:
@@ -128,9 +140,9 @@ def apply_event(
 
 
 def needs_replan(state: UserClusterSequence, k: int, debounce: timedelta) -> bool:
-    """True when the history moved since the last confirmed plan and the debounce has passed."""
-    history = state.history(k)
-    if not history or history == state.planned_history:
+    """True when the planner's input moved since the last confirmed plan and the debounce has
+    passed."""
+    if not state.recent_clusters or state.plan_is_current(k):
         return False
     if state.planned_at is None or state.last_event_time is None:
         return True
@@ -194,7 +206,7 @@ def apply_batch(
         state = current[user_id]
         if needs_replan(state, k, debounce):
             replans.append(plan_request(state, k))
-        elif state.history(k) and state.history(k) != state.planned_history:
+        elif state.recent_clusters and not state.plan_is_current(k):
             stats.debounced += 1
     stats.users_changed = len(changed)
     stats.replans = len(replans)
@@ -221,6 +233,11 @@ def confirm_plans(
         if state is None:
             continue
         confirmed[plan.user_id] = next_revision(
-            replace(state, planned_history=plan.history, planned_at=plan.as_of)
+            replace(
+                state,
+                planned_history=plan.history,
+                planned_window=tuple(sorted(state.recent_clusters)),
+                planned_at=plan.as_of,
+            )
         )
     return confirmed

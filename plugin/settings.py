@@ -125,6 +125,14 @@ class RedisSettings(Section):
     ssl_ca_certs: Path | None = Field(None, description="PEM CA bundle that signed the server")
     ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
     ssl_keyfile: Path | None = Field(None, description="PEM client key (mutual TLS)")
+    # Without these redis-py waits forever on a Redis that accepts connections but never
+    # answers, and the batch hangs instead of failing into the worker's retries.
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="Feast's Redis client: TCP (and TLS) connect timeout"
+    )
+    socket_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Feast's Redis client: wait for one reply at most"
+    )
 
     @model_validator(mode="after")
     def _tls_and_password_fit(self) -> RedisSettings:
@@ -143,10 +151,16 @@ class RedisSettings(Section):
     def connection_string(self) -> str:
         """Feast's Redis connection string; it carries the password, so never log it.
 
-        Feast JSON-decodes each value, so text values are written JSON-quoted: a password such
-        as ``123`` or ``null`` reaches redis-py unchanged.
+        Feast passes each ``name=value`` to the redis-py client as a keyword argument (the
+        timeouts among them) after JSON-decoding the value, so text values are written
+        JSON-quoted: a password such as ``123`` or ``null`` reaches redis-py unchanged.
         """
-        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        parts = [
+            f"{self.host}:{self.port}",
+            f"db={self.db}",
+            f"socket_connect_timeout={self.connect_timeout_s}",
+            f"socket_timeout={self.socket_timeout_s}",
+        ]
         if self.password is not None:
             parts.append(f"password={json.dumps(self.password.get_secret_value())}")
         if self.ssl:
@@ -272,8 +286,10 @@ class WorkerSettings(Section):
     """The Faust worker: micro-batches, the replan deadline, metrics and logs."""
 
     batch_size: int = Field(500, ge=1, le=100_000, description="events per micro-batch (max)")
+    # 0.02, not 0.1: the window is paid by every event, and throughput is flat from about 50
+    # events a batch (docs/BENCHMARKS.md: p99 at 1,000 events/s fell from 694 to 351 ms).
     batch_within_s: float = Field(
-        0.1, gt=0, le=60, description="flush a partial micro-batch after this many seconds"
+        0.02, gt=0, le=60, description="flush a partial micro-batch after this many seconds"
     )
     plan_timeout_s: float = Field(
         5.0, gt=0, le=600, description="replans that take longer are left pending"
@@ -304,6 +320,9 @@ class CacheSettings(Section):
         50_000, ge=0, description="precompute every K-tuple when there are at most this many"
     )
     precompute_batch: int = Field(256, ge=1, le=65_536, description="histories per rank call")
+    memory_entries: int = Field(
+        10_000, ge=0, le=10_000_000, description="rankings also kept in process (0: none)"
+    )
 
 
 class FeedbackSettings(Section):
@@ -313,7 +332,7 @@ class FeedbackSettings(Section):
     enabled: bool = Field(True, description="the worker derives feedback records from events")
     log_dir: Path | None = Field(None, description="Parquet log (default <var_dir>/feedback)")
     compact_parts: int = Field(
-        64, ge=2, le=100_000, description="small parts in a date folder that trigger a merge"
+        64, ge=2, le=100_000, description="small parts in the log that trigger a merge"
     )
     part_rows: int = Field(100_000, ge=1, description="parts this large are never merged")
     aggregates: bool = Field(True, description="keep the feedback_aggregates view online")

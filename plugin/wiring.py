@@ -200,12 +200,17 @@ def feedback_log_dir(settings: Settings) -> Path:
     return settings.feedback.log_dir or settings.var_dir / "feedback"
 
 
-def feedback_log(settings: Settings) -> Any:
+def feedback_log(settings: Settings, *, merge_in_background: bool = False) -> Any:
     """The Parquet feedback log (a :class:`~plugin.adapters.feedback_log.FeedbackLog`)."""
     from plugin.adapters.feedback_log import FeedbackLog
 
     config = settings.feedback
-    return FeedbackLog(feedback_log_dir(settings), config.compact_parts, config.part_rows)
+    return FeedbackLog(
+        feedback_log_dir(settings),
+        config.compact_parts,
+        config.part_rows,
+        merge_in_background=merge_in_background,
+    )
 
 
 def fresh_table(settings: Settings) -> Any:
@@ -250,7 +255,7 @@ def attach_feedback(worker: Any, settings: Settings) -> Any:
         worker.catalog,
         settings.sequence,
         settings.data,
-        feedback_log(settings),
+        feedback_log(settings, merge_in_background=True),
         aggregates,
         fresh,
         monitor,

@@ -112,6 +112,21 @@ def _bounded(text: str | None) -> str | None:
     return text[:MAX_KEY_CHARS] + "…"
 
 
+KEY_MISSING = "key: missing; watch events must be keyed by user_id"
+
+
+def _check_key(key: bytes | None, event: WatchEvent) -> WatchEvent | EventRejection:
+    if key is None:
+        return EventRejection(reason=KEY_MISSING, payload="")
+    text = _key_text(key)
+    if text != event.user_id:
+        return EventRejection(
+            reason=f"key: {_bounded(text)!r} does not match user_id {event.user_id!r}",
+            payload="",
+        )
+    return event
+
+
 def parse_record(value: bytes | None, now: datetime) -> WatchEvent | EventRejection:
     """:func:`~plugin.events.parse_event` that never raises: an error the validation did not
     expect becomes a rejection too. One hostile record must not fail its batch, or the batch
@@ -175,15 +190,13 @@ class StreamWorker:
         reasons: list[str] = []
         for record in records:
             result = parse_record(record.value, now)
-            if isinstance(result, WatchEvent) and record.key is not None:
-                key = _key_text(record.key)
-                if key != result.user_id:
-                    # Another worker may own the user's real partition: applying it here
-                    # could race with that worker's writes.
-                    result = EventRejection(
-                        reason=f"key: {_bounded(key)!r} does not match user_id {result.user_id!r}",
-                        payload="",
-                    )
+            if isinstance(result, WatchEvent):
+                # The user's state is read, changed and written back per batch, so all of a
+                # user's events must reach one worker: the partition their key hashes to. A
+                # record keyed otherwise, or not keyed at all (the default partitioner
+                # scatters those), may be on a partition another worker owns, and applying
+                # it here could race with that worker's writes.
+                result = _check_key(record.key, result)
             if isinstance(result, WatchEvent) and self.catalog.cluster_of(result.item_id) is None:
                 # The core would skip it and count it; as a dead letter it can be replayed
                 # once a catalog rebuild knows the item (docs/ROBUSTNESS.md).

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.events import WatchEvent
-from plugin.sequence import UserClusterSequence, apply_batch
+from plugin.planning import ExplorationPlan, PlanRequest
+from plugin.sequence import UserClusterSequence, apply_batch, confirm_plans
 from plugin.settings import DataSettings, SequenceSettings
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -106,15 +108,51 @@ def test_sequence_shape_invariants(raw: list) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(raw_events)
-def test_replans_are_exactly_the_users_whose_history_moved(raw: list) -> None:
+def test_replans_are_exactly_the_users_whose_planner_input_moved(raw: list) -> None:
     events = to_events(raw)
     result = apply_batch(events, {}, CATALOG, RULES, ENGAGEMENT)
     requested = {r.user_id for r in result.replans}
     moved = {
         user
         for user, state in result.states.items()
-        if state.history(RULES.history_length) != state.planned_history
+        if not state.plan_is_current(RULES.history_length)
     }
     assert requested == moved
     for request in result.replans:
         assert set(request.history) <= request.excluded
+
+
+def nearest_novel(request: PlanRequest) -> ExplorationPlan:
+    """A deterministic stand-in planner: the first cluster after the latest one not excluded."""
+    latest = request.history[0]
+    novel = [c for c in range(CLUSTERS) if c not in request.excluded]
+    best = min(novel, key=lambda c: (c - latest) % CLUSTERS)
+    return ExplorationPlan(
+        request.user_id, request.history, best, (best,), (1.0,), "t", request.as_of
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw_events, st.lists(st.integers(0, 60), max_size=6))
+# The user follows their plan (3), then returns to their planned history (2, 1) in one batch.
+@example([("u1", c, minute, 5.0) for minute, c in enumerate((1, 2, 3, 1, 2))], [2])
+def test_a_users_plan_is_the_plan_of_their_state_wherever_batches_split(
+    raw: list, cuts: list[int]
+) -> None:
+    """Final plans never depend on batch boundaries, and never propose a watched cluster."""
+    events = to_events(raw)
+    bounds = [0, *sorted(cuts), len(events)]
+    states: dict[str, UserClusterSequence] = {}
+    plans: dict[str, ExplorationPlan] = {}
+    for start, end in pairwise(bounds):
+        result = apply_batch(events[start:end], states, CATALOG, RULES, ENGAGEMENT)
+        made = [nearest_novel(request) for request in result.replans]
+        plans.update({plan.user_id: plan for plan in made})
+        states.update({**result.states, **confirm_plans(result.states, made)})
+    for user, state in states.items():
+        if not state.recent_clusters:
+            continue
+        plan = plans[user]
+        assert plan.cluster_id not in state.recent_clusters
+        fresh = PlanRequest(user, state.history(2), frozenset(state.recent_clusters), T0)
+        assert plan.cluster_id == nearest_novel(fresh).cluster_id

@@ -42,6 +42,7 @@ SEQUENCE_FEATURES = (
     "event_count",
     "positive_count",
     "planned_history",
+    "planned_window",
     "planned_at_us",
     "revision_us",
 )
@@ -146,6 +147,7 @@ class FeastStore:
                 "event_count": s.event_count,
                 "positive_count": s.positive_count,
                 "planned_history": list(s.planned_history),
+                "planned_window": list(s.planned_window),
                 "planned_at_us": to_micros(s.planned_at) if s.planned_at else -1,
                 "revision_us": s.revision_us,
                 "event_timestamp": from_micros(s.revision_us),
@@ -169,6 +171,8 @@ class FeastStore:
                 event_count=int(row["event_count"] or 0),
                 positive_count=int(row["positive_count"] or 0),
                 planned_history=tuple(int(c) for c in row["planned_history"] or ()),
+                # Absent in states written before it existed: the user is replanned once.
+                planned_window=tuple(int(c) for c in row["planned_window"] or ()),
                 planned_at=from_micros(planned_at)
                 if planned_at is not None and planned_at >= 0
                 else None,

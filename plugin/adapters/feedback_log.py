@@ -1,50 +1,60 @@
-"""The offline feedback log: Parquet files, partitioned by engagement date, append-only.
+"""The offline feedback log: append-only Parquet parts, one per appended batch.
 
 Layout (``feedback.log_dir``, default ``var/feedback``)::
 
     var/feedback/
-      date=1998-03-30/            # UTC date of the engagement (event time, not write time)
-        part-0.parquet
-        part-1.parquet            # one part per appended batch and date, numbered in order
-        ...
+      part-0.parquet              # one part per appended batch, numbered in order
+      part-1.parquet
+      ...
 
-Each row is one :class:`~plugin.feedback.FeedbackRecord`; the columns and their types are
-:data:`SCHEMA` (times are UTC microseconds). Parts are immutable once they exist:
+Each row is one :class:`~plugin.feedback.FeedbackRecord` plus its ``date``, the UTC date of
+the engagement (event time, not write time); the columns and their types are :data:`SCHEMA`
+(times are UTC microseconds). A batch's records span many dates (a MovieLens batch about 90),
+so the date is a column, not a folder: one file and one fsync per batch, and readers prune by
+date with the column's statistics (:meth:`FeedbackLog.read`). Parts are immutable once they
+exist:
 
-* a part is written to a hidden temporary file in its date folder, then hard-linked to the
-  next free ``part-<n>.parquet``; the link fails when another writer took that number, and the
-  writer tries the next one. A reader never sees half a file, and writers never overwrite;
+* a part is written to a hidden temporary file, fsynced, hard-linked to the next free
+  ``part-<n>.parquet`` and the folder fsynced, so :meth:`FeedbackLog.append` returns only once
+  the records are durable under their final name. The link fails when another writer took that
+  number, and the writer tries the next one. A reader never sees half a file (a crash leaves at
+  most a hidden ``.part-*.tmp``, which readers ignore), and writers never overwrite;
 * the log is at-least-once: a retried batch appends its records again. Readers dedupe by
   ``(user_id, event_id)`` (:meth:`FeedbackLog.read`), keeping the first;
-* rolling: once a date folder holds ``compact_parts`` parts smaller than ``part_rows`` rows,
-  the writer merges them into one part (deduplicated) and then deletes the merged ones. A
-  crash in between leaves duplicates, which readers drop.
+* rolling: once the log holds ``compact_parts`` parts smaller than ``part_rows`` rows, the
+  writer merges them into one part (deduplicated, sorted by event time) and then deletes the
+  merged ones. A crash in between leaves duplicates, which readers drop.
 
-Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the whole log with a ``date``
-column from the folder names.
+Logs written before this layout kept one folder per date (``date=YYYY-MM-DD/part-<n>.parquet``,
+no ``date`` column). Readers still read those folders, and :meth:`FeedbackLog.compact` moves
+them into the flat layout.
+
+Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the whole log, ``date`` included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plugin.feedback import FeedbackRecord, dedupe
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema(
+RECORD_SCHEMA = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
@@ -66,24 +76,34 @@ SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
     ]
 )
+# The columns of a part: the record's, then the UTC date of ``event_time`` (derived).
+SCHEMA = RECORD_SCHEMA.append(pa.field("date", pa.date32(), nullable=False))
+# Row groups of merged parts (sorted by event time), so a date filter skips most of them.
+MERGED_ROW_GROUP = 16_384
+
 _PART = re.compile(r"^part-(\d+)\.parquet$")
-_DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-
-
-def date_folder(moment: datetime) -> str:
-    return f"date={moment.astimezone(UTC).date().isoformat()}"
+_LEGACY_DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_ORDER = [("event_time", "ascending"), ("user_id", "ascending"), ("event_id", "ascending")]
 
 
 def to_table(records: Sequence[FeedbackRecord]) -> pa.Table:
-    return pa.Table.from_pylist([r.model_dump() for r in records], schema=SCHEMA)
+    """Records as a table in :data:`SCHEMA`, built column by column (no per-record dict)."""
+    columns = {name: [getattr(r, name) for r in records] for name in RECORD_SCHEMA.names}
+    return _with_date(pa.Table.from_pydict(columns, schema=RECORD_SCHEMA))
 
 
 def from_table(table: pa.Table) -> list[FeedbackRecord]:
-    names = set(SCHEMA.names)
+    names = set(RECORD_SCHEMA.names)
     return [
         FeedbackRecord.model_validate({k: v for k, v in row.items() if k in names})
         for row in table.to_pylist()
     ]
+
+
+def _with_date(table: pa.Table) -> pa.Table:
+    """``table`` (the record columns) with its ``date`` column, computed in Arrow."""
+    day = pc.cast(table["event_time"], pa.date32())  # the zone is UTC: the UTC date
+    return table.append_column(SCHEMA.field("date"), day)
 
 
 @dataclass(frozen=True)
@@ -100,93 +120,198 @@ class LogStats:
 class FeedbackLog:
     """Appends records as Parquet parts and reads them back, deduplicated."""
 
-    def __init__(self, root: Path, compact_parts: int = 64, part_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        compact_parts: int = 64,
+        part_rows: int = 100_000,
+        *,
+        merge_in_background: bool = False,
+    ) -> None:
         self.root = root
         self.compact_parts = compact_parts
         self.part_rows = part_rows
+        # The worker merges in a thread: an inline merge stalled its batch 0.2-0.3 s every
+        # ``compact_parts`` batches, the largest step in its p99 latency (docs/BENCHMARKS.md).
+        # Arrow releases the GIL while it reads and writes, so the batches go on meanwhile.
+        self.merge_in_background = merge_in_background
+        self._merging: threading.Thread | None = None
+        # Rows per part name: parts never change once they exist, and merged parts take new
+        # numbers, so a name's count stays right. Saves opening every part per append.
+        self._rows: dict[str, int] = {}
+        self._rows_lock = threading.Lock()
+        self._root_ready = False
 
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, records: Sequence[FeedbackRecord]) -> list[Path]:
-        """Write ``records`` durably: one new part per engagement date. Returns the parts."""
-        by_date: dict[str, list[FeedbackRecord]] = defaultdict(list)
-        for record in records:
-            by_date[date_folder(record.event_time)].append(record)
-        written = []
-        for folder, rows in sorted(by_date.items()):
-            directory = self.root / folder
-            written.append(self._write_part(directory, to_table(rows)))
-            self._maybe_compact(directory)
-        return written
+        """Write ``records`` as one new part (none for no records); returns the parts written.
 
-    def _write_part(self, directory: Path, table: pa.Table) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".part-{uuid.uuid4().hex}.tmp"
-        pq.write_table(table, temporary)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        number = _next_number(directory)
+        Durable on return: the part's bytes and its name are fsynced, so the caller may ack
+        the batch. A failed merge of small parts afterwards is logged, never raised: the
+        records are in the log already, and the next append or ``compact`` merges again.
+        """
+        if not records:
+            return []
+        part = self._write_part(to_table(records))
+        if not self.merge_in_background:
+            self._merge_small_parts()
+        elif not self._merge_running() and len(self._small_parts()) >= self.compact_parts:
+            self._merging = threading.Thread(
+                target=self._merge_small_parts, name="feedback-merge", daemon=True
+            )
+            self._merging.start()
+        return [part]
+
+    def _merge_running(self) -> bool:
+        return self._merging is not None and self._merging.is_alive()
+
+    def wait_for_merge(self, timeout_s: float | None = None) -> None:
+        """Wait for a background merge to finish (for tests and a clean shutdown)."""
+        if self._merging is not None:
+            self._merging.join(timeout_s)
+
+    def _merge_small_parts(self) -> None:
         try:
+            self._maybe_compact()
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("feedback log: merging small parts failed (%s); will retry", exc)
+
+    def _write_part(self, table: pa.Table, row_group_size: int | None = None) -> Path:
+        self._ensure_root()
+        temporary = self.root / f".part-{uuid.uuid4().hex}.tmp"  # hidden: readers skip it
+        try:
+            pq.write_table(table, temporary, row_group_size=row_group_size)
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())
+            number = _next_number(self.root)
             while True:
-                final = directory / f"part-{number}.parquet"
+                final = self.root / f"part-{number}.parquet"
                 try:
                     os.link(temporary, final)  # fails if the name exists: never overwrites
-                    return final
+                    break
                 except FileExistsError:
                     number += 1
         finally:
             temporary.unlink(missing_ok=True)
+        _fsync_directory(self.root)  # the new name is durable, not only the bytes
+        with self._rows_lock:
+            self._rows[final.name] = table.num_rows
+        return final
 
-    def _maybe_compact(self, directory: Path) -> None:
-        if len(_parts(directory)) >= self.compact_parts:
-            self.compact_folder(directory)
+    def _ensure_root(self) -> None:
+        if self._root_ready:
+            return
+        missing = not self.root.is_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if missing:
+            _fsync_directory(self.root.parent)
+        self._root_ready = True
 
-    def compact_folder(self, directory: Path) -> Path | None:
-        """Merge the folder's small parts into one; the new part, or None if nothing merged."""
-        small = [p for p in _parts(directory) if _rows(p) < self.part_rows]
-        if len(small) < 2:
+    def _small_parts(self) -> list[Path]:
+        parts = _parts(self.root)
+        names = {p.name for p in parts}
+        with self._rows_lock:
+            for name in [n for n in self._rows if n not in names]:
+                del self._rows[name]  # merged away
+        return [p for p in parts if self._part_rows(p) < self.part_rows]
+
+    def _part_rows(self, part: Path) -> int:
+        if part.parent != self.root:  # a part of the old layout: its name is not unique
+            return _rows(part)
+        rows = self._rows.get(part.name)
+        if rows is None:
+            rows = _rows(part)
+            if rows:
+                with self._rows_lock:
+                    self._rows[part.name] = rows
+        return rows
+
+    def _maybe_compact(self) -> None:
+        small = self._small_parts()
+        if len(small) >= self.compact_parts:
+            self._merge(small)
+
+    def _merge(self, parts: Sequence[Path]) -> Path | None:
+        """One new part with the rows of ``parts`` (deduplicated, by event time); then the
+        merged parts are deleted. None when they all vanished (another writer merged them)."""
+        tables = [t for t in (_read_arrow(p) for p in parts) if t is not None]
+        if not tables:
             return None
-        merged = dedupe(record for part in small for record in _read_part(part))
-        target = self._write_part(directory, to_table(merged))
-        for part in small:
+        merged = _dedupe_table(pa.concat_tables(tables)).sort_by(_ORDER)
+        target = self._write_part(_with_date(merged), row_group_size=MERGED_ROW_GROUP)
+        for part in parts:
             part.unlink(missing_ok=True)
-        log.info("feedback log: merged %d parts of %s into %s", len(small), directory, target)
+        for folder in {p.parent for p in parts if p.parent != self.root}:
+            with contextlib.suppress(OSError):  # not empty: an old writer is still at work
+                folder.rmdir()  # an emptied date folder of the old layout
+        log.info("feedback log: merged %d parts into %s", len(parts), target)
         return target
 
     def compact(self) -> list[Path]:
-        """Merge the small parts of every date folder (``explore feedback compact``)."""
-        return [p for d in self.dates() if (p := self.compact_folder(self.root / d)) is not None]
+        """Merge the log's small parts, and every part of the old per-date layout, into one
+        (``explore feedback compact``); the new parts (none when nothing needed merging)."""
+        small = self._small_parts()
+        legacy = _legacy_parts(self.root)
+        if not legacy and len(small) < 2:
+            return []
+        target = self._merge([*legacy, *small])
+        return [target] if target is not None else []
 
     # -- reading ---------------------------------------------------------------------------
 
-    def dates(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _DATE.match(p.name))
-
     def parts(self) -> list[Path]:
-        return [part for d in self.dates() for part in _parts(self.root / d)]
+        """Every part: those of the old per-date layout first (they are older), in order."""
+        return [*_legacy_parts(self.root), *_parts(self.root)]
 
     def read(self, since: date | None = None, until: date | None = None) -> list[FeedbackRecord]:
         """Every record (one per key), ordered by event time; ``since``/``until`` bound the
         engagement dates, both inclusive."""
+        filters: list[tuple[str, str, date]] = []
+        if since is not None:
+            filters.append(("date", ">=", since))
+        if until is not None:
+            filters.append(("date", "<=", until))
         records: list[FeedbackRecord] = []
-        for folder in self.dates():
-            day = date.fromisoformat(folder.removeprefix("date="))
-            if (since is not None and day < since) or (until is not None and day > until):
-                continue
-            records.extend(_read_folder(self.root / folder))
-        unique = dedupe(records)
-        unique.sort(key=lambda r: (r.event_time, r.user_id, r.event_id))
-        return unique
+        for attempt in range(5):
+            records, complete = [], True
+            for part in self.parts():
+                day = _legacy_date(part)
+                if day is not None:
+                    if (since is not None and day < since) or (until is not None and day > until):
+                        continue
+                    table = _read_arrow(part)
+                else:
+                    table = _read_arrow(part, filters or None)
+                if table is None:
+                    # Merged away while we read: its rows are in a part this listing lacks.
+                    complete = False
+                    break
+                records.extend(from_table(table))
+            if complete:
+                unique = dedupe(records)
+                unique.sort(key=lambda r: (r.event_time, r.user_id, r.event_id))
+                return unique
+            log.debug("feedback log: a part vanished while reading (attempt %d)", attempt + 1)
+        raise RuntimeError(f"{self.root}: parts kept vanishing while reading (compaction storm?)")
 
     def stats(self) -> LogStats:
         parts = self.parts()
+        days: set[Any] = set()
+        for part in parts:
+            legacy = _legacy_date(part)
+            if legacy is not None:
+                days.add(legacy)
+                continue
+            try:
+                days.update(pq.read_table(part, columns=["date"])["date"].unique().to_pylist())
+            except FileNotFoundError:
+                continue
         return LogStats(
-            dates=len(self.dates()),
+            dates=len(days),
             parts=len(parts),
-            rows=sum(_rows(p) for p in parts),
-            bytes=sum(p.stat().st_size for p in parts),
+            rows=sum(self._part_rows(p) for p in parts),
+            bytes=sum(_size(p) for p in parts),
         )
 
 
@@ -197,46 +322,75 @@ def _parts(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _legacy_parts(root: Path) -> list[Path]:
+    """Parts of the old layout (``date=YYYY-MM-DD/part-<n>.parquet``), by date then number."""
+    if not root.is_dir():
+        return []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _LEGACY_DATE.match(p.name))
+    return [part for folder in folders for part in _parts(folder)]
+
+
+def _legacy_date(part: Path) -> date | None:
+    match = _LEGACY_DATE.match(part.parent.name)
+    return date.fromisoformat(match.group(1)) if match else None
+
+
 def _next_number(directory: Path) -> int:
     numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _PART.match(p.name))]
     return max(numbers, default=-1) + 1
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Make the folder's entries (a new name, a removed one) survive a crash."""
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _rows(part: Path) -> int:
     try:
-        return int(pq.ParquetFile(part).metadata.num_rows)
+        return int(pq.read_metadata(part).num_rows)
     except FileNotFoundError:  # merged away by another writer meanwhile
         return 0
 
 
-def _read_part(part: Path) -> list[FeedbackRecord]:
+def _size(part: Path) -> int:
     try:
-        table = pq.read_table(part, schema=SCHEMA)
+        return part.stat().st_size
+    except FileNotFoundError:  # merged away meanwhile
+        return 0
+
+
+def _read_arrow(part: Path, filters: list[tuple[str, str, date]] | None = None) -> pa.Table | None:
+    """A part's record columns (filtered by ``date``: parts of the old layout lack it), or
+    None when it was merged away between listing and reading."""
+    try:
+        table = pq.read_table(part, columns=RECORD_SCHEMA.names, filters=filters)
     except FileNotFoundError:
-        return []  # merged away by another writer between listing and reading
-    return from_table(table)
+        return None
+    return table.cast(RECORD_SCHEMA)
 
 
-def _read_folder(directory: Path, attempts: int = 5) -> list[FeedbackRecord]:
-    """A folder's records; listed again when a part vanished (merged) while being read, since
-    its rows then live in a part the first listing did not hold."""
-    for _ in range(attempts):
-        records: list[FeedbackRecord] = []
-        complete = True
-        for part in _parts(directory):
-            try:
-                records.extend(from_table(pq.read_table(part, schema=SCHEMA)))
-            except FileNotFoundError:
-                complete = False
-                break
-        if complete:
-            return records
-    raise RuntimeError(f"{directory}: parts kept vanishing while reading (compaction storm?)")
+def _dedupe_table(table: pa.Table) -> pa.Table:
+    """One row per ``(user_id, event_id)``, the first, as :func:`plugin.feedback.dedupe`."""
+    numbered = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    first = numbered.group_by(["user_id", "event_id"], use_threads=False).aggregate(
+        [("_row", "min")]
+    )
+    rows = first["_row_min"]
+    return table.take(rows.take(pc.sort_indices(rows)))  # in input order
 
 
 def read_records(paths: Iterable[Path]) -> list[FeedbackRecord]:
     """Records of any Parquet files in :data:`SCHEMA` (deduplicated), for tools and tests."""
-    return dedupe(record for path in paths for record in _read_part(path))
+    return dedupe(
+        record
+        for path in paths
+        if (table := _read_arrow(path)) is not None
+        for record in from_table(table)
+    )
 
 
 def record_rows(records: Sequence[FeedbackRecord]) -> list[dict[str, Any]]:

@@ -14,6 +14,10 @@ table; old entries expire by TTL. Per batch: one MGET, one ``rank`` call for all
 one pipelined SET. A Redis failure degrades to planning without the cache, never to a failed
 batch.
 
+Each process also keeps the rankings it has read or written (``cache.memory_entries``, oldest
+out first), so a history seen before costs no Redis round trip at all. An entry never goes
+stale: its key names everything the ranking depends on.
+
 Only planners that expose ``rank`` can be cached (best-of-n in-process, Triton). The
 transition-frequency baseline plans straight from counts and has no ranking: it bypasses the
 cache (:func:`supports_ranking` is False for it).
@@ -91,6 +95,9 @@ class RankingCache:
         self.ttl_s = settings.ttl_s
         self.prefix = settings.key_prefix
         self.sampling = f"t{temperature!r}:s{seed}"
+        self.memory_entries = settings.memory_entries
+        self._memory: dict[str, HistoryRanking] = {}
+        self._memory_lock = threading.Lock()
 
     def namespace(self, model_version: str) -> str:
         return f"{self.prefix}:{model_version}:{self.sampling}"
@@ -101,33 +108,50 @@ class RankingCache:
     def get_many(
         self, model_version: str, histories: Sequence[tuple[int, ...]]
     ) -> list[HistoryRanking | None]:
-        """One MGET; entries that are missing or unreadable come back as None."""
-        if not histories:
-            return []
+        """From memory, then one MGET for the rest; entries that are missing or unreadable
+        come back as None."""
         keys = [self.key(model_version, h) for h in histories]
-        raw = cast(list[bytes | None], self.client.mget(keys))
-        found: list[HistoryRanking | None] = []
-        for history, value in zip(histories, raw, strict=True):
-            ranking = None
-            if value is not None:
-                try:
-                    ranking = decode_ranking(value)
-                except (ValueError, KeyError, TypeError):
-                    log.warning("unreadable plan-cache entry for history %s", history)
-            found.append(ranking if ranking is not None and ranking.history == history else None)
+        found: list[HistoryRanking | None] = [self._memory.get(key) for key in keys]
+        absent = [i for i, ranking in enumerate(found) if ranking is None]
+        if not absent:
+            return found
+        raw = cast(list[bytes | None], self.client.mget([keys[i] for i in absent]))
+        read: dict[str, HistoryRanking] = {}
+        for i, value in zip(absent, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                ranking = decode_ranking(value)
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable plan-cache entry for history %s", histories[i])
+                continue
+            if ranking.history == histories[i]:
+                found[i] = read[keys[i]] = ranking
+        self._remember(read)
         return found
 
     def put_many(self, model_version: str, rankings: Iterable[HistoryRanking]) -> int:
         """One pipelined round trip of SET with the TTL; the number written."""
         pipe = self.client.pipeline(transaction=False)
-        count = 0
+        written: dict[str, HistoryRanking] = {}
         for ranking in rankings:
             key = self.key(model_version, ranking.history)
             pipe.set(key, encode_ranking(ranking), ex=self.ttl_s)
-            count += 1
-        if count:
+            written[key] = ranking
+        if written:
             pipe.execute()
-        return count
+            self._remember(written)
+        return len(written)
+
+    def _remember(self, rankings: dict[str, HistoryRanking]) -> None:
+        if not rankings or not self.memory_entries:
+            return
+        with self._memory_lock:
+            self._memory.update(rankings)
+            overflow = len(self._memory) - self.memory_entries
+            if overflow > 0:  # oldest first: dicts keep insertion order
+                for key in list(itertools.islice(self._memory, overflow)):
+                    del self._memory[key]
 
     def size(self, model_version: str) -> int:
         """Entries of one model version (SCAN, for reports; not for the hot path)."""

@@ -64,6 +64,7 @@ def sequences(batch: int, round_: int, users: int) -> list[UserClusterSequence]:
             event_count=round_ + 1,
             positive_count=round_,
             planned_history=(i % 48, (i + 1) % 48),
+            planned_window=tuple(sorted((i + j) % 48 for j in range(20))),
             planned_at=when,
             revision_us=to_micros(when) + i,
         )
@@ -148,6 +149,7 @@ def push_frame(batch: int, round_: int, users: int) -> pd.DataFrame:
                 "event_count": s.event_count,
                 "positive_count": s.positive_count,
                 "planned_history": list(s.planned_history),
+                "planned_window": list(s.planned_window),
                 "planned_at_us": s.revision_us,
                 "revision_us": s.revision_us,
                 "event_timestamp": datetime.fromtimestamp(s.revision_us / 1e6, tz=UTC),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugin.bench.profiles import on_redis
+from plugin.bench.feast_profiles import on_redis
 from plugin.settings import Settings
 from plugin.wiring import Workspace
 

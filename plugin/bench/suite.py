@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +37,6 @@ class BenchOptions:
     sweep_seconds: float = 4.0
     planner_seconds: float = 2.0
     profile_events: int = 10_000
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_suite(

@@ -648,7 +648,7 @@ def monitor_command(
     ] = None,
     since: Annotated[str | None, typer.Option(help="first engagement date, YYYY-MM-DD")] = None,
     plot_path: Annotated[
-        Path | None, typer.Option("--plot", help="PNG (default <log dir>/monitor.png)")
+        Path | None, typer.Option("--plot", help="PNG (default <var_dir>/monitor.png)")
     ] = None,
     json_path: JsonOpt = None,
 ) -> None:
@@ -688,7 +688,7 @@ def monitor_command(
     typer.echo(text_table(rows))
     latest = report["latest"]
     typer.echo(f"latest window: {latest['start']} .. {latest['end']}")
-    plot = plot_path or feedback_log_dir(settings) / "monitor.png"
+    plot = plot_path or settings.var_dir / "monitor.png"
     series = [
         WindowStats(
             **{

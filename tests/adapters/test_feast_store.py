@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from plugin.adapters.feast_store import FeastStore
 from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.planning import ExplorationPlan
 from plugin.sequence import UserClusterSequence
+from plugin.servers import RedisServer
 from plugin.settings import load_settings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
@@ -98,3 +103,46 @@ def test_cluster_items_round_trip(store: FeastStore) -> None:
     assert first["description"] == "comedy, 1990s"
     assert second["parent_description"] == "films"
     assert second["catalog_version"] == catalog.version
+
+
+@pytest.mark.integration
+def test_a_redis_that_stops_answering_fails_the_batch_within_the_socket_timeout(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A Redis that accepts connections but never answers (here: paused) makes a write raise
+    instead of hanging the batch, and the same store works again once Redis answers."""
+    redis_server.client(db=7).flushdb()
+    settings = load_settings(
+        var_dir=tmp_path,
+        feast={"online_store": "redis", "registry_path": tmp_path / "registry.db"},
+        redis={
+            "host": redis_server.host,
+            "port": redis_server.port,
+            "db": 7,
+            "socket_timeout_s": 0.2,
+            "connect_timeout_s": 0.3,
+        },
+    )
+    store = FeastStore(settings)
+    store.apply()
+    store.write_sequences([state("u1", 1)])
+    assert store.batched is not None
+    client = store.batched.online._get_client(store.store.config.online_store)
+    options = client.get_connection_kwargs()
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.2, 0.3)
+    # One attempt per command: redis-py's own retries (3, with up to 14 s of jittered
+    # backoff, docs/ROBUSTNESS.md) would multiply the bound and outlast the pause.
+    client.set_retry(Retry(NoBackoff(), 0))
+
+    admin = redis_server.client(socket_timeout=10)
+    admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    try:
+        started = time.perf_counter()
+        with pytest.raises(redis.TimeoutError):
+            store.write_sequences([state("u1", 2)])
+        assert time.perf_counter() - started < 1.0
+    finally:
+        admin.ping()  # answered once the pause is over: the session's server is shared
+    newer = state("u1", 3)
+    store.write_sequences([newer])  # what the worker's retry of the batch does
+    assert store.read_sequences(["u1"]) == {"u1": newer}

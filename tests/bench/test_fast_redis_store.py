@@ -22,7 +22,7 @@ from plugin.adapters.fast_redis_online_store import (
     encode_value,
 )
 from plugin.adapters.feast_store import PLAN_FEATURES, SEQUENCE_FEATURES, FeastStore
-from plugin.bench.profiles import on_redis
+from plugin.bench.feast_profiles import on_redis
 from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.planning import ExplorationPlan
 from plugin.sequence import UserClusterSequence, to_micros
@@ -47,6 +47,7 @@ def states() -> list[UserClusterSequence]:
                 event_count=n + 1,
                 positive_count=n,
                 planned_history=(1, 0) if n % 2 else (),
+                planned_window=(0, 1, 2) if n % 2 else (),
                 planned_at=when if n % 2 else None,
                 revision_us=to_micros(when) + n,
             )
@@ -161,6 +162,7 @@ def test_the_standard_feast_read_path_reads_what_the_batched_path_wrote(
         assert seq["last_event_id"][index] == state.last_event_id
         assert seq["revision_us"][index] == state.revision_us
         assert seq["planned_history"][index] == list(state.planned_history)
+        assert seq["planned_window"][index] == list(state.planned_window)
     assert plan["scores"][0] == [2.5, -0.125, 1e-9]
     assert plan["history"][1] == [1, 2]
     assert plan["description"][1] == "cluster 7"

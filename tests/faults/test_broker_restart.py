@@ -5,8 +5,13 @@ group's committed offsets. What the worker does (docs/ROBUSTNESS.md): it logs th
 connection and keeps retrying; once the broker is back its member id is unknown, so it rejoins
 the group, finds no committed offsets and starts each partition from the earliest offset
 (``kafka.auto_offset_reset``). With the topics recreated, as ``explore stack up`` does, it
-consumes the new messages exactly once more, and the state in Redis, which outlived the
-broker, carries on.
+consumes the new messages exactly once, and the state in Redis, which outlived the broker,
+carries on.
+
+The worker is caught up when the broker goes away. A broker lost mid-stream, with acked but
+uncommitted offsets in the worker, makes it commit and resume from stale positions on the
+recreated topics, skipping new messages: documented there, with the advice to restart the
+workers after a broker that lost its log.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from plugin.servers import KafkaBroker, RedisServer, create_topics
 from streams.runner import WorkerProcess
 from tests.faults.workbench import (
     Workbench,
-    differences,
+    assert_matches,
     final_state,
     reference_state,
     stack_settings,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,6 +59,14 @@ def test_the_worker_survives_a_broker_restart_and_resumes_on_recreated_topics(
             assert worker.alive, worker.log_tail()
             broker.start()
             create_topics(broker.bootstrap_servers, topic_partitions(settings.kafka))
+            wait_until(
+                lambda: (
+                    worker.log_path.read_text(errors="replace").count('"partitions assigned"') >= 2
+                ),
+                30,
+                "the worker rejoined its group",
+                alive=alive,
+            )
             produced = produce(settings, event_messages(after))
             # New topics, offsets from 0 again, and no commits: all of them must be consumed.
             wait_for_commits(settings, produced.end_offsets, timeout_s=90, alive=alive)
@@ -60,9 +74,8 @@ def test_the_worker_survives_a_broker_restart_and_resumes_on_recreated_topics(
         stats = worker.stats()
         actual = final_state(settings, bench.users)
 
-    assert stats["events"] == len(bench.events), "each message consumed once, none skipped"
-    assert stats["stale_events"] == 0
-    assert not differences(actual, reference_state(bench, tmp_path / "reference", bench.events))
-    log = worker.log_path.read_text(errors="replace")
-    assert log.count('"worker starting"') == 1
-    assert log.count('"partitions assigned"') >= 2, "it rejoined the group"
+    # Every message applied once, none skipped; a message consumed again (at-least-once, if
+    # the group rebalanced once more before a commit) was a no-op.
+    assert stats["events"] - stats["stale_events"] == len(bench.events)
+    assert_matches(actual, reference_state(bench, tmp_path / "reference", bench.events))
+    assert worker.log_path.read_text(errors="replace").count('"worker starting"') == 1

@@ -37,7 +37,7 @@ from plugin.servers import KafkaBroker, RedisServer
 from streams.runner import WorkerProcess
 from tests.faults.workbench import (
     Workbench,
-    differences,
+    assert_matches,
     final_state,
     reference_state,
     stack_settings,
@@ -147,4 +147,4 @@ def test_no_offset_passes_unwritten_state_and_the_worker_recovers(
     log = worker.log_path.read_text(errors="replace")
     assert log.count('"worker starting"') == 1, "the worker never restarted"
     assert PASSWORD not in log
-    assert not differences(actual, reference_state(bench, tmp_path / "reference", bench.events))
+    assert_matches(actual, reference_state(bench, tmp_path / "reference", bench.events))

@@ -103,17 +103,14 @@ def reference_state(bench: Workbench, root: Path, events: Iterable[WatchEvent]) 
 def comparable(
     sequences: dict[str, UserClusterSequence], plans: dict[str, ExplorationPlan]
 ) -> State:
-    """Drop ``planned_at`` / ``as_of``: they depend on where batch boundaries fall."""
-    return (
-        {u: dataclasses.replace(s, planned_at=None) for u, s in sequences.items()},
-        {u: dataclasses.replace(p, as_of=EPOCH) for u, p in plans.items()},
-    )
+    """Drop the sequences' ``planned_at``: it depends on where batch boundaries fall (the
+    plans' ``as_of`` too, which :func:`differences` ignores)."""
+    return ({u: dataclasses.replace(s, planned_at=None) for u, s in sequences.items()}, plans)
 
 
 def differences(actual: State, expected: State, tolerance: float = 1e-4) -> list[str]:
-    """Where two states differ: sequences exactly, plans exactly but for scores, which may
-    differ by ``tolerance`` (an empty list when they agree)."""
-    found = []
+    """Sequences exactly; plans exactly but for ``as_of`` and for scores within ``tolerance``."""
+    found: list[str] = []
     for name, mine, theirs in (
         ("sequence", actual[0], expected[0]),
         ("plan", actual[1], expected[1]),
@@ -124,11 +121,16 @@ def differences(actual: State, expected: State, tolerance: float = 1e-4) -> list
                 close = len(a.scores) == len(e.scores) and all(
                     abs(x - y) <= tolerance for x, y in zip(a.scores, e.scores, strict=True)
                 )
-                if close:
-                    a = dataclasses.replace(a, scores=e.scores)
+                a = dataclasses.replace(a, as_of=e.as_of, scores=e.scores if close else a.scores)
             if a != e:
                 found.append(f"{name} of user {user}: {_field_diff(a, e)}")
     return found
+
+
+def assert_matches(actual: State, expected: State) -> None:
+    """The final state equals the reference replay's."""
+    found = differences(actual, expected)
+    assert not found, "\n".join(found[:10])
 
 
 def _field_diff(actual: Any, expected: Any) -> str:

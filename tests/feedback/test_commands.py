@@ -42,7 +42,7 @@ def test_monitor_prints_the_window_and_draws_it(
     assert result.exit_code == 0, result.output
     assert "acceptance_rate" in result.output and "latest 20" in result.output
     assert "model best-of-n-v1-cat" in result.output
-    png = tmp_path / "var" / "feedback" / "monitor.png"
+    png = tmp_path / "var" / "monitor.png"
     assert png.stat().st_size > 10_000
     report = json.loads(out.read_text())
     latest = window_stats(records[-20:], 48)

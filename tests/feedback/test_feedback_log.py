@@ -1,36 +1,90 @@
-"""The Parquet feedback log: layout, durability rules, dedupe, rolling."""
+"""The Parquet feedback log: layout, durability rules, dedupe, rolling, the old layout."""
 
 from __future__ import annotations
 
-from datetime import date
+import os
+import stat
+import threading
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from plugin.adapters import feedback_log as module
-from plugin.adapters.feedback_log import FeedbackLog
+from plugin.adapters.feedback_log import SCHEMA, FeedbackLog, to_table
+
+DAY = 60 * 24  # minutes
 
 
-def test_records_round_trip_partitioned_by_engagement_date(kit: Any, tmp_path: Path) -> None:
+def spread(kit: Any, days: int, per_day: int = 2, start: int = 0) -> list[Any]:
+    """Records over ``days`` engagement dates, as one interleaved MovieLens batch spans them."""
+    return [
+        kit.record(f"u{start + d * per_day + i}", d * DAY + 10 + i, (2, 1), 7, 7, i % 2 == 0)
+        for i in range(per_day)
+        for d in range(days)
+    ]
+
+
+def names(log: FeedbackLog) -> list[str]:
+    return [p.relative_to(log.root).as_posix() for p in log.parts()]
+
+
+def test_a_batch_over_many_dates_is_one_part_with_its_dates_inside(
+    kit: Any, tmp_path: Path
+) -> None:
+    log = FeedbackLog(tmp_path / "feedback")
+    batch = spread(kit, days=90)
+    (part,) = log.append(batch)
+    assert names(log) == ["part-0.parquet"] and part == log.root / "part-0.parquet"
+    assert pq.read_schema(part).equals(SCHEMA, check_metadata=False)
+    everything = log.read()
+    assert len(everything) == len(batch) == len({r.key for r in everything})
+    assert everything == sorted(batch, key=lambda r: (r.event_time, r.user_id, r.event_id))
+    # Readers bound by engagement date, both ends inclusive, from the date column.
+    first, tenth = date(1998, 1, 1), date(1998, 1, 10)
+    window = log.read(since=first + timedelta(days=3), until=tenth)
+    assert {r.event_time.date() for r in window} == {
+        first + timedelta(days=d) for d in range(3, 10)
+    }
+    assert len(window) == 7 * 2
+    assert log.read(since=date(1998, 6, 1)) == []
+    assert log.stats().as_dict() == {
+        "dates": 90,
+        "parts": 1,
+        "rows": 180,
+        "bytes": part.stat().st_size,
+    }
+
+
+def test_records_round_trip_and_pandas_reads_the_documented_layout(
+    kit: Any, tmp_path: Path
+) -> None:
     r = kit.record
     log = FeedbackLog(tmp_path / "feedback")
     day_one = [r("u1", 10, (2, 1), 7, 7, True), r("u2", 11, (3,), 4, 5, False, novel=False)]
-    day_two = [r("u3", 60 * 24 + 5, (2, 1), 7, 7, False)]
-    written = log.append(day_one + day_two)
-    assert [p.relative_to(tmp_path / "feedback").as_posix() for p in written] == [
-        "date=1998-01-01/part-0.parquet",
-        "date=1998-01-02/part-0.parquet",
-    ]
+    day_two = [r("u3", DAY + 5, (2, 1), 7, 7, False)]
+    log.append(day_two + day_one)
     assert log.read() == day_one + day_two  # ordered by event time, every field intact
     assert log.read(since=date(1998, 1, 2)) == day_two
     assert log.read(until=date(1998, 1, 1)) == day_one
-    # The documented layout is what pandas reads, with the date from the folder names.
     frame = pd.read_parquet(tmp_path / "feedback")
     assert len(frame) == 3 and set(frame["date"].astype(str)) == {"1998-01-01", "1998-01-02"}
-    assert frame["history"].map(list).tolist()[0] == [2, 1]
-    assert log.stats().as_dict()["rows"] == 3
+    assert frame.set_index("user_id")["history"].map(list)["u1"] == [2, 1]
+
+
+def test_the_date_is_the_utc_date_of_the_engagement(kit: Any, tmp_path: Path) -> None:
+    """23:30 at UTC-5 is 04:30 the next day in UTC: the date column and the filters say so."""
+    evening = kit.record("u1", 10, (2, 1), 7, 7, True).model_copy(
+        update={"event_time": datetime(1998, 1, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))}
+    )
+    log = FeedbackLog(tmp_path)
+    (part,) = log.append([evening])
+    assert pq.read_table(part)["date"].to_pylist() == [date(1998, 1, 2)]
+    assert log.read(since=date(1998, 1, 2)) == [evening]
+    assert log.read(until=date(1998, 1, 1)) == []
 
 
 def test_appends_never_overwrite_and_reads_dedupe(kit: Any, tmp_path: Path) -> None:
@@ -40,8 +94,8 @@ def test_appends_never_overwrite_and_reads_dedupe(kit: Any, tmp_path: Path) -> N
     log.append(batch)
     log.append(batch)  # a retried batch: at-least-once
     log.append([r("u4", 14, (5,), 6, 6, True)])
-    names = sorted(p.name for p in log.parts())
-    assert names == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    assert log.append([]) == []  # nothing to write: no part
+    assert names(log) == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
     assert [x.key for x in log.read()] == [("u1", "e0010"), ("u2", "e0012"), ("u4", "e0014")]
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -58,20 +112,135 @@ def test_a_taken_part_number_moves_the_writer_on(
     assert len(log.read()) == 2
 
 
+def test_append_returns_only_once_the_bytes_and_the_name_are_fsynced(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker acks a batch after append: the part's data, then the folder holding its
+    name, must be on disk by then. One file and two fsyncs per batch, whatever its dates."""
+    log = FeedbackLog(tmp_path)
+    synced: list[tuple[str, list[str]]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        kind = "folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file"
+        synced.append((kind, sorted(p.name for p in tmp_path.glob("part-*.parquet"))))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(module.os, "fsync", recording_fsync)
+    log.append(spread(kit, days=30))
+    # The bytes before the name exists; the folder after the link made it.
+    assert synced == [("file", []), ("folder", ["part-0.parquet"])]
+
+
+def test_a_crash_while_writing_leaves_no_readable_part(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = FeedbackLog(tmp_path)
+    kept = spread(kit, days=3)
+    log.append(kept)
+    real_write = module.pq.write_table
+
+    def dying_write(table: Any, where: Any, **kwargs: Any) -> None:
+        real_write(table, where, **kwargs)
+        with open(where, "r+b") as handle:  # half the file is on disk when the writer dies
+            handle.truncate(os.path.getsize(where) // 2)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(module.pq, "write_table", dying_write)
+    with pytest.raises(OSError, match="disk gone"):
+        log.append(spread(kit, days=3, start=100))
+    monkeypatch.undo()
+    assert names(log) == ["part-0.parquet"] and not list(tmp_path.glob(".part-*"))
+    # A killed process cannot clean up: its hidden temporary file stays, and is ignored.
+    (tmp_path / f".part-{'0' * 32}.tmp").write_bytes(b"PAR1 half a part")
+    assert log.read() == sorted(kept, key=lambda r: (r.event_time, r.user_id, r.event_id))
+    assert len(pd.read_parquet(tmp_path)) == len(kept)
+    (later,) = log.append(spread(kit, days=1, start=200))
+    assert later.name == "part-1.parquet" and len(log.read()) == len(kept) + 2
+
+
 def test_small_parts_roll_into_one_without_loss(kit: Any, tmp_path: Path) -> None:
     log = FeedbackLog(tmp_path, compact_parts=4, part_rows=1000)
-    records = [kit.record(f"u{i}", 10 + i, (2, 1), 7, 7, i % 2 == 0) for i in range(5)]
+    records = [kit.record(f"u{i}", 10 + i * DAY, (2, 1), 7, 7, i % 2 == 0) for i in range(5)]
     for one in records[:3]:
         log.append([one])
     log.append(records[:1])  # a duplicate in the fourth part
     # The fourth part triggered the merge: one part with the three unique records.
-    (part,) = log.parts()
-    assert part.name == "part-4.parquet"
+    assert names(log) == ["part-4.parquet"]
     assert log.read() == records[:3]
     log.append(records[3:])
     assert log.read() == records
-    assert log.compact() == [tmp_path / "date=1998-01-01" / "part-6.parquet"]
+    assert log.compact() == [tmp_path / "part-6.parquet"]
+    assert log.compact() == []  # one part: nothing to merge
     assert log.read() == records
+    assert log.read(since=date(1998, 1, 2), until=date(1998, 1, 4)) == records[1:4]
+
+
+def test_a_background_merge_rolls_parts_up_while_appends_go_on(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's mode: the append that reaches the threshold returns before the merge."""
+    log = FeedbackLog(tmp_path, compact_parts=3, merge_in_background=True)
+    release = threading.Event()
+    merge = log._merge
+
+    def slow_merge(parts: Any) -> Any:
+        release.wait(10)
+        return merge(parts)
+
+    monkeypatch.setattr(log, "_merge", slow_merge)
+    batches = [spread(kit, days=2, per_day=1, start=10 * b) for b in range(4)]
+    for batch in batches[:3]:
+        log.append(batch)
+    log.append(batches[3])  # while the merge of the first three waits
+    assert len(log.parts()) == 4 and len(log.read()) == 8
+    release.set()
+    log.wait_for_merge(10)
+    assert names(log) == ["part-3.parquet", "part-4.parquet"]
+    assert len(log.read()) == 8
+
+
+def test_merged_parts_keep_date_pruning_across_row_groups(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(module, "MERGED_ROW_GROUP", 4)
+    log = FeedbackLog(tmp_path, compact_parts=3)
+    batches = [spread(kit, days=10, per_day=1, start=100 * b) for b in range(3)]
+    for batch in batches:
+        log.append(batch)
+    (merged,) = log.parts()
+    metadata = pq.read_metadata(merged)
+    assert metadata.num_row_groups == 8  # 30 rows sorted by time, groups of 4
+    first, last = (metadata.row_group(i).column(SCHEMA.names.index("date")) for i in (0, 7))
+    assert first.statistics.max <= last.statistics.min
+    window = log.read(since=date(1998, 1, 4), until=date(1998, 1, 5))
+    assert len(window) == 6 and {r.event_time.day for r in window} == {4, 5}
+    assert len(log.read()) == 30
+
+
+def test_writers_count_each_others_parts_towards_a_merge(kit: Any, tmp_path: Path) -> None:
+    one, other = FeedbackLog(tmp_path, compact_parts=4), FeedbackLog(tmp_path, compact_parts=4)
+    records = spread(kit, days=4, per_day=1)
+    one.append(records[:1])
+    other.append(records[1:2])
+    one.append(records[2:3])
+    other.append(records[3:])
+    assert names(one) == ["part-4.parquet"] and one.read() == other.read() == records
+
+
+def test_a_failed_merge_does_not_fail_the_durable_append(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = FeedbackLog(tmp_path, compact_parts=2)
+    log.append(spread(kit, days=1))
+
+    def broken(parts: Any) -> None:
+        raise OSError("no space left")
+
+    monkeypatch.setattr(log, "_merge", broken)
+    (part,) = log.append(spread(kit, days=1, start=10))
+    assert part.name == "part-1.parquet" and len(log.read()) == 4
+    assert "merging small parts failed" in caplog.text
 
 
 def test_a_part_merged_away_while_reading_is_found_in_its_successor(
@@ -87,8 +256,36 @@ def test_a_part_merged_away_while_reading_is_found_in_its_successor(
         calls["n"] += 1
         if calls["n"] == 2:  # another writer merges while we read the second part
             monkeypatch.setattr(module.pq, "read_table", original)
-            log.compact_folder(Path(path).parent)
+            assert FeedbackLog(tmp_path).compact() == [tmp_path / "part-3.parquet"]
         return original(path, **kwargs)
 
     monkeypatch.setattr(module.pq, "read_table", compacting_reader)
     assert [r.user_id for r in log.read()] == ["u0", "u1", "u2"]
+
+
+def test_logs_in_the_old_per_date_layout_are_read_and_compacted_into_the_new(
+    kit: Any, tmp_path: Path
+) -> None:
+    """Before one part per batch, the log kept ``date=YYYY-MM-DD/part-<n>.parquet`` folders
+    without a date column: readers still see those records, and ``compact`` moves them."""
+    log = FeedbackLog(tmp_path)
+    old = spread(kit, days=3, per_day=1)
+    for n, record in enumerate(old):
+        folder = tmp_path / f"date={record.event_time.date().isoformat()}"
+        folder.mkdir()
+        pq.write_table(to_table([record]).drop_columns(["date"]), folder / f"part-{n}.parquet")
+    new = spread(kit, days=3, per_day=1, start=10)
+    log.append(new + old[:1])  # a retried record, in both layouts
+    assert names(log)[:3] == [
+        "date=1998-01-01/part-0.parquet",
+        "date=1998-01-02/part-1.parquet",
+        "date=1998-01-03/part-2.parquet",
+    ]
+    expected = sorted(old + new, key=lambda r: (r.event_time, r.user_id, r.event_id))
+    assert log.read() == expected
+    assert log.read(since=date(1998, 1, 2), until=date(1998, 1, 2)) == [old[1], new[1]]
+    assert log.stats().as_dict()["dates"] == 3 and log.stats().as_dict()["rows"] == 7
+    assert log.compact() == [tmp_path / "part-1.parquet"]  # numbers count in the new layout
+    assert names(log) == ["part-1.parquet"] and not list(tmp_path.glob("date=*"))
+    assert log.read() == expected
+    assert len(pd.read_parquet(tmp_path)) == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -177,3 +178,26 @@ def test_aggregates_count_per_history_and_candidate_with_newer_stamps(kit: Any) 
     assert merged.revision_us == row.revision_us + 1
     fresh_key = merge_aggregates({}, {"x": FeedbackAggregate("x", answered=1, revision_us=9)})
     assert fresh_key[0].revision_us == 9
+
+
+def test_a_batch_aggregate_is_its_records_added_one_by_one(kit: Any) -> None:
+    """Many records per key, out of time order, some without a model version: the counts are
+    the sum of one-record aggregates, the stamp the newest event time, the version the last."""
+    r = kit.record
+    records = [
+        r(f"u{i}", 50 - 7 * (i % 5), (i % 3, 9), 7 if i % 2 else 4, 7, i % 3 == 0, novel=i % 4 > 0)
+        for i in range(30)
+    ]
+    records = [
+        x.model_copy(update={"model_version": ("", "v1", "v2")[i % 3]})
+        for i, x in enumerate(records)
+    ]
+    expected: dict[str, FeedbackAggregate] = {}
+    for record in records:
+        (one,) = aggregate([record]).values()
+        if one.key in expected:
+            newest = max(expected[one.key].revision_us, one.revision_us)
+            one = replace(expected[one.key].plus(one), revision_us=newest)
+        expected[one.key] = one
+    assert aggregate(records) == expected
+    assert sum(row.answered for row in expected.values()) == 30 and len(expected) == 6

@@ -26,7 +26,7 @@ from plugin.events import MAX_PAYLOAD_BYTES
 from plugin.servers import KafkaBroker, RedisServer
 from streams.runner import WorkerProcess
 from tests.faults.workbench import (
-    differences,
+    assert_matches,
     final_state,
     make_workbench,
     reference_state,
@@ -91,5 +91,5 @@ def test_every_hostile_message_is_dead_lettered_and_state_is_untouched(
     assert stats["rejected"] == len(hostile)
     assert stats["events"] == len(bench.events) + len(cases)
     assert stats["stale_events"] == len(cases) - len(hostile)  # the duplicates
-    assert not differences(actual, reference_state(bench, tmp_path / "reference", bench.events))
+    assert_matches(actual, reference_state(bench, tmp_path / "reference", bench.events))
     assert worker.log_path.read_text(errors="replace").count('"worker starting"') == 1

@@ -109,6 +109,32 @@ def test_malformed_events_become_dead_letters_and_the_rest_is_processed(
     assert metric("explore_rejections_total", reason="key_mismatch") == 1
 
 
+def test_a_keyless_event_is_dead_lettered_not_applied(
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    stream_settings: Settings,
+    event: Callable[..., WatchEvent],
+) -> None:
+    # The default partitioner scatters keyless records, so another worker may own the user.
+    worker = make_worker(catalog, best_of_n, store, stream_settings)
+    keyless = (None, event(2, 2).model_dump_json().encode())
+    report = worker.handle(records(payload(event(1, 1)), keyless))
+    assert (report.accepted, report.rejected) == (1, 1)
+    letters = [
+        (m.key, DeadLetter.model_validate_json(m.value))
+        for m in report.outbound
+        if m.topic == stream_settings.kafka.dead_letter_topic
+    ]
+    assert len(letters) == 1
+    key, letter = letters[0]
+    assert letter.reason == "key: missing; watch events must be keyed by user_id"
+    assert key is None and letter.source.key is None and letter.source.offset == 1
+    assert letter.raw_payload() == keyless[1]
+    assert store.sequences["u1"].recent_clusters == (1,)
+    assert worker.snapshot()["rejections"] == {"key_mismatch": 1}
+
+
 def test_a_replayed_batch_changes_nothing(
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
