@@ -167,7 +167,7 @@ class FeedbackLog:
         return self._merging is not None and self._merging.is_alive()
 
     def wait_for_merge(self, timeout_s: float | None = None) -> None:
-        """Wait for a background merge to finish (for tests and a clean shutdown)."""
+        """Wait for a background merge to finish (a worker never needs to: merging is optional)."""
         if self._merging is not None:
             self._merging.join(timeout_s)
 

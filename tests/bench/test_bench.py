@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from plugin.bench.feast import feast_bench
 from plugin.bench.report import plot, render, targets
@@ -24,11 +23,9 @@ from plugin.bench.sweep import sweep, sweep_rows
 from plugin.bench.worker import PATHS, ratios, worker_bench
 from plugin.bench.workload import build_workload, history_changes, interleave
 from plugin.events import WatchEvent
-from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.repository import ModelRepository
 from plugin.settings import Settings, load_settings
 from plugin.wiring import Workspace, open_workspace
+from tests.untrained import write_untrained_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,25 +37,8 @@ def bench_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("bench")
     settings = load_settings(var_dir=root / "var", models={"repository": root / "models"})
     workspace = open_workspace(settings)
-    catalog = workspace.catalog
-    torch.manual_seed(5)
-    novelty = NoveltyModel(
-        NoveltyConfig(
-            n_clusters=len(catalog),
-            n_parents=len(catalog.parents),
-            parent_of=tuple(c.parent_id for c in catalog.clusters),
-            history_length=settings.sequence.history_length,
-            d_model=32,
-            layers=1,
-        )
-    )
-    alignment = AlignmentModel(AlignmentConfig(n_clusters=len(catalog)))
-    manifest = {
-        "catalog_version": catalog.version,
-        "data_hash": workspace.train.fingerprint(),
-        "gate": {"passed": True, "reasons": []},
-    }
-    ModelRepository(settings.models.repository).write(novelty.eval(), alignment.eval(), manifest)
+    manifest = {"data_hash": workspace.train.fingerprint()}
+    write_untrained_version(settings, workspace, seed=5, publish=False, manifest=manifest)
     return settings
 
 

@@ -22,15 +22,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import torch
 from pydantic import SecretStr
 
 from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.kafka_io import topic_partitions
 from plugin.events import WatchEvent
-from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.repository import ModelRepository
 from plugin.pipeline import BatchProcessor
 from plugin.planning import ExplorationPlan
 from plugin.replay import replay
@@ -38,6 +34,7 @@ from plugin.sequence import UserClusterSequence
 from plugin.servers import create_topics, free_port
 from plugin.settings import KafkaSettings, Settings, load_settings
 from plugin.wiring import Workspace, build_planner, open_workspace
+from tests.untrained import write_untrained_version
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 State = tuple[dict[str, Any], dict[str, Any]]
@@ -61,24 +58,7 @@ def make_workbench(root: Path, events: int) -> Workbench:
     """Catalog, one untrained published version (seeded) and the first ``events`` events."""
     settings = load_settings(var_dir=root / "var", models={"repository": root / "models"})
     workspace = open_workspace(settings)
-    catalog = workspace.catalog
-    torch.manual_seed(3)
-    novelty = NoveltyModel(
-        NoveltyConfig(
-            n_clusters=len(catalog),
-            n_parents=len(catalog.parents),
-            parent_of=tuple(c.parent_id for c in catalog.clusters),
-            history_length=settings.sequence.history_length,
-            d_model=32,
-            layers=1,
-        )
-    )
-    alignment = AlignmentModel(AlignmentConfig(n_clusters=len(catalog)))
-    repository = ModelRepository(settings.models.repository)
-    manifest = {"catalog_version": catalog.version, "gate": {"passed": True, "reasons": []}}
-    version = repository.write(novelty.eval(), alignment.eval(), manifest)
-    repository.prepare_serving(version)
-    repository.record_published(version)
+    write_untrained_version(settings, workspace, seed=3)
     sliced = list(islice(workspace.dataset.events(), events))
     return Workbench(root, settings, workspace, sliced)
 

@@ -2,74 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
 from plugin.feedback import FeedbackAggregate, FeedbackRecord
-from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.planner import BestOfNPlanner
 from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence
 from plugin.settings import Settings, load_settings
+from tests.streams.conftest import CLUSTERS, T0, best_of_n, catalog, make_planner, watch
+from tests.streams.conftest import MemoryStore as StreamMemoryStore
 
-T0 = datetime(1998, 1, 1, tzinfo=UTC)
-CLUSTERS = 10
-
-
-@pytest.fixture
-def catalog() -> ClusterCatalog:
-    """Item ``i<c>`` lives in cluster c, for c in 0..9."""
-    return ClusterCatalog(
-        clusters=tuple(InterestCluster(c, 0, (f"k{c}",), (f"i{c}",), 1) for c in range(CLUSTERS)),
-        parents=(ParentCluster(0, ("all",), tuple(range(CLUSTERS))),),
-        item_to_cluster={f"i{c}": c for c in range(CLUSTERS)},
-    )
+__all__ = ["CLUSTERS", "T0", "best_of_n", "catalog", "make_planner", "watch"]
 
 
-class MemoryStore:
-    """Sequences, plans and feedback aggregates in dicts (the ports the feedback loop uses)."""
+class MemoryStore(StreamMemoryStore):
+    """The streaming tests' store plus feedback aggregates, counting plan reads too (the ports
+    the feedback loop uses)."""
 
     def __init__(self) -> None:
-        self.sequences: dict[str, UserClusterSequence] = {}
-        self.plans: dict[str, ExplorationPlan] = {}
+        super().__init__()
         self.aggregates: dict[str, FeedbackAggregate] = {}
-        self.calls: list[str] = []
-        self.fail_writes = 0
-
-    def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
-        self.calls.append("read_sequences")
-        return {u: self.sequences[u] for u in user_ids if u in self.sequences}
-
-    def write_sequences(self, states: Iterable[UserClusterSequence]) -> None:
-        self.calls.append("write_sequences")
-        if self.fail_writes:
-            self.fail_writes -= 1
-            raise ConnectionError("store down")
-        self.sequences.update({s.user_id: s for s in states})
-
-    def write_plans(
-        self,
-        plans: Sequence[ExplorationPlan],
-        describe: Callable[[int], str],
-        revisions: Mapping[str, int] | None = None,
-    ) -> None:
-        self.calls.append("write_plans")
-        self.plans.update({p.user_id: p for p in plans})
 
     def read_plans(self, user_ids: Sequence[str]) -> dict[str, ExplorationPlan]:
         self.calls.append("read_plans")
-        return {u: self.plans[u] for u in user_ids if u in self.plans}
-
-    def write_catalog(self, catalog: ClusterCatalog) -> None:
-        pass
+        return super().read_plans(user_ids)
 
     def read_feedback_aggregates(self, keys: Sequence[str]) -> dict[str, FeedbackAggregate]:
         return {k: self.aggregates[k] for k in keys if k in self.aggregates}
@@ -105,22 +63,6 @@ def memory_log() -> MemoryLog:
     return MemoryLog()
 
 
-def make_planner(n: int = 4, version: str = "t") -> BestOfNPlanner:
-    torch.manual_seed(0)
-    novelty = NoveltyModel(
-        NoveltyConfig(
-            n_clusters=CLUSTERS, n_parents=2, parent_of=tuple(c % 2 for c in range(CLUSTERS))
-        )
-    )
-    alignment = AlignmentModel(AlignmentConfig(n_clusters=CLUSTERS))
-    return BestOfNPlanner(novelty, alignment, n=n, temperature=1.5, seed=7, model_version=version)
-
-
-@pytest.fixture
-def best_of_n() -> BestOfNPlanner:
-    return make_planner()
-
-
 @pytest.fixture
 def feedback_settings(tmp_path: Path) -> Settings:
     return load_settings(
@@ -129,18 +71,6 @@ def feedback_settings(tmp_path: Path) -> Settings:
         planner={"candidates": 4},
         worker={"metrics_port": 0, "plan_timeout_s": 5.0},
         feedback={"fresh": False},
-    )
-
-
-def watch(n: int, cluster: int, user: str = "u1", rating: float = 5, **extra: Any) -> WatchEvent:
-    """A watch of cluster ``cluster`` at minute ``n`` (rating 5: positive)."""
-    return WatchEvent(
-        event_id=f"e{n:04d}",
-        user_id=user,
-        item_id=f"i{cluster}",
-        event_time=T0 + timedelta(minutes=n),
-        rating=rating,
-        **extra,
     )
 
 

@@ -103,13 +103,14 @@ def stream_settings(tmp_path: Path) -> Settings:
     )
 
 
-def watch(n: int, cluster: int, user: str = "u1", **extra: Any) -> WatchEvent:
+def watch(n: int, cluster: int, user: str = "u1", rating: float = 5, **extra: Any) -> WatchEvent:
+    """A watch of cluster ``cluster`` at minute ``n`` (rating 5: positive)."""
     return WatchEvent(
         event_id=f"e{n:04d}",
         user_id=user,
         item_id=f"i{cluster}",
         event_time=T0 + timedelta(minutes=n),
-        rating=5,
+        rating=rating,
         **extra,
     )
 

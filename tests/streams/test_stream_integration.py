@@ -20,13 +20,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-import torch
 
 from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.kafka_io import (
@@ -40,8 +38,6 @@ from plugin.adapters.kafka_io import (
     wait_for_commits,
 )
 from plugin.events import WatchEvent
-from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.repository import ModelRepository
 from plugin.pipeline import BatchProcessor
 from plugin.planning import ExplorationPlan
@@ -50,8 +46,9 @@ from plugin.sequence import UserClusterSequence
 from plugin.servers import KafkaBroker, RedisServer, TritonServer, free_port
 from plugin.serving.control import ModelControl
 from plugin.settings import Settings, load_settings
-from plugin.wiring import Workspace, build_planner, open_workspace
+from plugin.wiring import build_planner
 from streams.runner import WorkerProcess
+from tests.faults.workbench import Workbench, make_workbench
 
 pytestmark = pytest.mark.integration
 
@@ -65,44 +62,15 @@ MALFORMED: list[tuple[str | None, bytes]] = [
 ]  # fmt: skip
 
 
-@dataclasses.dataclass
-class Bench:
-    settings: Settings
-    workspace: Workspace
-    events: list[WatchEvent]
-
-
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
-    """The ml-100k workspace and one untrained, published model version for its catalog."""
-    root = tmp_path_factory.mktemp("streaming")
-    settings = load_settings(var_dir=root / "var", models={"repository": root / "models"})
-    workspace = open_workspace(settings)
-    catalog = workspace.catalog
-    torch.manual_seed(3)
-    novelty = NoveltyModel(
-        NoveltyConfig(
-            n_clusters=len(catalog),
-            n_parents=len(catalog.parents),
-            parent_of=tuple(c.parent_id for c in catalog.clusters),
-            history_length=settings.sequence.history_length,
-            d_model=32,
-            layers=1,
-        )
-    )
-    alignment = AlignmentModel(AlignmentConfig(n_clusters=len(catalog)))
-    repository = ModelRepository(settings.models.repository)
-    manifest = {"catalog_version": catalog.version, "gate": {"passed": True, "reasons": []}}
-    version = repository.write(novelty.eval(), alignment.eval(), manifest)
-    repository.prepare_serving(version)
-    repository.record_published(version)
-    events = list(islice(workspace.dataset.events(), EVENTS))
-    return Bench(settings, workspace, events)
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
+    """The ml-100k workspace, one untrained published version for its catalog, the events."""
+    return make_workbench(tmp_path_factory.mktemp("streaming"), EVENTS)
 
 
 @pytest.fixture(scope="module")
 def triton(
-    bench: Bench, triton_server_factory: Callable[..., TritonServer]
+    bench: Workbench, triton_server_factory: Callable[..., TritonServer]
 ) -> Iterator[Settings]:
     """A tritonserver serving the published version; the bench's settings pointed at it."""
     server = triton_server_factory(bench.settings.models.repository, name="triton-streaming")
@@ -119,7 +87,7 @@ def triton(
 
 
 @pytest.fixture(scope="module")
-def reference(bench: Bench, triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def reference(bench: Workbench, triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The embedded replay of the same events: SQLite store, the same Triton, batches of 1000."""
     root = tmp_path_factory.mktemp("reference")
     settings = load_settings(
@@ -203,7 +171,7 @@ def final_state(settings: Settings, users: list[str]) -> tuple[dict[str, Any], d
 
 
 def test_worker_matches_the_embedded_replay_and_dead_letters_malformed_events(
-    bench: Bench,
+    bench: Workbench,
     triton: Settings,
     reference: Any,
     kafka_broker: KafkaBroker,
@@ -258,7 +226,7 @@ def test_worker_matches_the_embedded_replay_and_dead_letters_malformed_events(
 
 
 def test_a_killed_worker_resumes_from_its_commits_without_losing_or_repeating_state(
-    bench: Bench,
+    bench: Workbench,
     triton: Settings,
     reference: Any,
     kafka_broker: KafkaBroker,
