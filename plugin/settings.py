@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -265,9 +265,7 @@ class KafkaSettings(Section):
         uses_sasl = self.security_protocol.startswith("SASL")
         given = [self.sasl_mechanism, self.sasl_username, self.sasl_password]
         if uses_sasl and any(value is None for value in given):
-            raise ValueError(
-                "SASL needs sasl_mechanism, sasl_username and sasl_password together"
-            )
+            raise ValueError("SASL needs sasl_mechanism, sasl_username and sasl_password together")
         if not uses_sasl and any(value is not None for value in given):
             raise ValueError("sasl_* fields are set but security_protocol is not SASL_*")
         topics = {self.events_topic, self.dead_letter_topic, self.plans_topic, self.feedback_topic}
@@ -381,6 +379,11 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     feedback: FeedbackSettings = FeedbackSettings()
 
+    @property
+    def worker_stats_path(self) -> Path:
+        """Where the worker keeps its JSON summary (``explore demo --stack`` reads it)."""
+        return self.worker.stats_path or self.var_dir / "run" / "worker-stats.json"
+
 
 class SettingsError(ValueError):
     """A setting is invalid; the message names each offending field."""
@@ -397,3 +400,30 @@ def load_settings(**overrides: object) -> Settings:
             env = "EXPLORE_" + "__".join(str(p) for p in err["loc"]).upper()
             lines.append(f"{field} ({env}): {err['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings tree as ``EXPLORE_*`` variables, so a child process reads the same tree.
+
+    Secrets are included in clear (the child needs them): pass the result only to a child's
+    environment, never to a log.
+    """
+
+    def text(value: Any) -> str:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for field in type(value).model_fields:
+                inner = getattr(value, field)
+                if inner is not None:
+                    env[f"EXPLORE_{name.upper()}__{field.upper()}"] = text(inner)
+        elif value is not None:
+            env[f"EXPLORE_{name.upper()}"] = text(value)
+    return env

@@ -5,101 +5,27 @@ Commands, the Faust app and tests assemble components here, so there is one way 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugin.catalog import ClusterCatalog
-from plugin.clustering import build_catalog
-from plugin.datasets import Dataset, load_dataset
-from plugin.frequency import TransitionFrequencyPlanner, count_novel_transitions
-from plugin.models.planner import BestOfNPlanner
-from plugin.models.repository import ModelRepository, version_label
-from plugin.planning import Planner
+from plugin.adapters.feast_store import FeastStore
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.frequency import frequency_planner
+from plugin.core.pipeline import BatchProcessor
+from plugin.core.planning import Planner
+from plugin.data.workspace import Workspace, open_workspace
+from plugin.models.planner import best_of_n_planner
+from plugin.models.repository import ModelRepository, check_catalog, version_label
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import StreamWorker
 
 if TYPE_CHECKING:  # the adapter pulls in tritonclient: imported only when used
     from plugin.adapters.triton_planner import TritonPlanner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """A dataset, its time split, and the catalog fit on the training part."""
-
-    dataset: Dataset
-    train: Dataset
-    test: Dataset
-    catalog: ClusterCatalog
-
-
-def catalog_path(settings: Settings, train: Dataset) -> Path:
-    """Catalogs are cached per (training data, cluster settings): a change of either rebuilds."""
-    params = json.dumps(settings.clusters.model_dump(), sort_keys=True).encode()
-    key = f"{train.name}-{train.fingerprint()}-{hashlib.sha256(params).hexdigest()[:8]}"
-    return settings.var_dir / "catalogs" / f"{key}.json"
-
-
-def open_workspace(settings: Settings, rebuild: bool = False, progress: bool = False) -> Workspace:
-    """Load the dataset, split it by event time, and load or build its cluster catalog."""
-    dataset = load_dataset(settings.data)
-    train, test = dataset.time_split(settings.data.split_quantile)
-    path = catalog_path(settings, train)
-    if path.exists() and not rebuild:
-        catalog = ClusterCatalog.load(path)
-    else:
-        log.info("building the cluster catalog for %s", dataset.name)
-        catalog = build_catalog(train, settings.clusters, progress=progress)
-        catalog.save(path)
-    return Workspace(dataset=dataset, train=train, test=test, catalog=catalog)
-
-
-def frequency_planner(workspace: Workspace, settings: Settings) -> TransitionFrequencyPlanner:
-    """The transition-frequency baseline, counted on the training part only."""
-    counts = count_novel_transitions(
-        workspace.train.events(),
-        workspace.catalog,
-        k=settings.sequence.history_length,
-        window=settings.sequence.novelty_window,
-    )
-    return TransitionFrequencyPlanner(counts, workspace.catalog, n=settings.planner.candidates)
-
-
-def best_of_n_planner(
-    settings: Settings, catalog: ClusterCatalog, version: int | None = None
-) -> BestOfNPlanner:
-    """The in-process best-of-n planner over a trained version.
-
-    By default the published version (``explore models publish``), or the newest trained
-    one while nothing has been published.
-    """
-    repository = ModelRepository(settings.models.repository)
-    if version is None:
-        version = repository.default_version()
-    trained = repository.load(version)
-    _check_catalog(trained.version, trained.manifest, catalog)
-    return BestOfNPlanner(
-        trained.novelty,
-        trained.alignment,
-        n=settings.planner.candidates,
-        temperature=settings.planner.temperature,
-        seed=settings.planner.seed,
-        model_version=trained.label,
-    )
-
-
-def _check_catalog(version: int, manifest: dict[str, Any], catalog: ClusterCatalog) -> None:
-    trained_on = manifest.get("catalog_version")
-    if trained_on != catalog.version:
-        raise ValueError(
-            f"model version {version} was trained on catalog {trained_on}, but the "
-            f"current catalog is {catalog.version}; run `explore train` (and "
-            "`explore models publish` to serve the new version)"
-        )
 
 
 def triton_planner(
@@ -118,7 +44,7 @@ def triton_planner(
 
     def label(version: int) -> str:
         manifest = repository.manifest(version)
-        _check_catalog(version, manifest, catalog)
+        check_catalog(version, manifest, catalog)
         return version_label(version, str(manifest.get("catalog_version", "")))
 
     planner = TritonPlanner(
@@ -138,13 +64,16 @@ def triton_planner(
     return planner
 
 
-def build_planner(
-    settings: Settings, workspace: Workspace, version: int | None = None
-) -> Planner:
+def build_planner(settings: Settings, workspace: Workspace, version: int | None = None) -> Planner:
     """The planner named by ``settings.planner.kind`` (best-of-n: ``version`` or published)."""
     kind = settings.planner.kind
     if kind == "frequency":
-        return frequency_planner(workspace, settings)
+        return frequency_planner(
+            workspace.train.events(),
+            workspace.catalog,
+            settings.sequence,
+            settings.planner.candidates,
+        )
     if kind == "best-of-n":
         return best_of_n_planner(settings, workspace.catalog, version)
     if kind == "triton":
@@ -193,7 +122,7 @@ def cached_planner(settings: Settings, planner: Planner) -> Any:
     return CachedPlanner(planner, cache, n=settings.planner.candidates)  # type: ignore[arg-type]
 
 
-# -- the feedback loop (plugin.feedback, docs/FEEDBACK.md) -------------------------------------
+# -- the feedback loop (plugin.core.feedback, docs/FEEDBACK.md) ------------------------------
 
 
 def feedback_log_dir(settings: Settings) -> Path:
@@ -229,14 +158,14 @@ def fresh_table(settings: Settings) -> Any:
 
 
 def attach_feedback(worker: Any, settings: Settings) -> Any:
-    """Give a :class:`~streams.worker.StreamWorker` its feedback loop: the collector over the
-    worker's own store (plans read, aggregates written there), the Parquet log, the fresh
+    """Give a :class:`~plugin.streaming.worker.StreamWorker` its feedback loop: the collector
+    over the worker's own store (plans read, aggregates written there), the Parquet log, the fresh
     table and the monitor on the worker's metrics registry. With ``feedback.fresh_weight``
     above 0 the worker's planner also gets the fresh boost (measured: no gain on MovieLens,
     so it is off by default). Returns the collector, or None when feedback is off."""
-    from plugin.feedback import FeedbackCollector
-    from plugin.fresh import FreshBoostPlanner
-    from plugin.monitoring import FeedbackMonitor
+    from plugin.core.feedback import FeedbackCollector
+    from plugin.core.fresh import FreshBoostPlanner
+    from plugin.observability.monitoring import FeedbackMonitor
 
     config = settings.feedback
     if not config.enabled:
@@ -269,3 +198,20 @@ def attach_feedback(worker: Any, settings: Settings) -> Any:
         )
         log.info("plans get the fresh-transition boost (weight %s)", config.fresh_weight)
     return collector
+
+
+def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> StreamWorker:
+    """The batch logic over the configured planner (behind the plan cache and the replan
+    deadline) and the Feast store, which it registers and fills with the cluster rows."""
+    from plugin.wiring import build_planner, cached_planner
+
+    metrics = metrics or WorkerMetrics()
+    workspace = open_workspace(settings)
+    planner = build_planner(settings, workspace)
+    cached = cached_planner(settings, planner)
+    deadline = DeadlinePlanner(cached or planner, settings.worker.plan_timeout_s, metrics)
+    store = FeastStore(settings)
+    store.apply()
+    store.write_catalog(workspace.catalog)
+    processor = BatchProcessor(workspace.catalog, deadline, store, settings)
+    return StreamWorker(processor, workspace.catalog, settings, metrics, deadline, cached)

@@ -8,7 +8,7 @@ Topics (names and partition counts from ``settings.kafka``)
 * plans (``exploration-plans``), keyed by ``user_id``: a
   :class:`~plugin.adapters.kafka_io.PlanUpdate` for every plan written to Feast.
 * feedback (``exploration-feedback``), keyed by ``user_id``: a
-  :class:`~plugin.feedback.FeedbackRecord` for every plan a user answered.
+  :class:`~plugin.core.feedback.FeedbackRecord` for every plan a user answered.
 
 Delivery: at-least-once in, effectively-once out
 -------------------------------------------------
@@ -38,14 +38,13 @@ import os
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from plugin.settings import KafkaSettings, Settings
-from streams.worker import BatchReport, Record, StreamWorker
+from plugin.streaming.worker import BatchReport, Record, StreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +75,6 @@ def credentials(kafka: KafkaSettings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-def stats_path(settings: Settings) -> Path:
-    """Where the worker keeps its JSON summary (``explore demo --stack`` reads it)."""
-    return settings.worker.stats_path or settings.var_dir / "run" / "worker-stats.json"
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -164,7 +158,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
     # One thread: batches are applied strictly one after another, as the core requires.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
     metrics = worker.metrics
-    summary = stats_path(settings)
+    summary = settings.worker_stats_path
 
     async def handle(records: list[Record]) -> BatchReport:
         loop = asyncio.get_running_loop()

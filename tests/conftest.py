@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from plugin.servers import KafkaBroker, RedisServer, TritonServer, quiet_kafka
+from plugin.adapters.kafka_io import quiet_kafka
+from plugin.localstack import KafkaBroker, RedisServer, TritonServer
 from plugin.settings import Settings, load_settings
 
 # kafka-python warns ~200 times at import, half of it from importlib's own module, which

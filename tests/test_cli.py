@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from plugin.cli import app
+from plugin.cli.app import app
 
 GENRES = ("Comedy", "Drama", "Horror", "Western", "Musical", "Documentary", "Crime", "War")
 

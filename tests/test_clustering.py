@@ -10,15 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.clustering import (
-    BUILD_METHOD,
-    build_catalog,
-    format_table,
-    measure_granularity,
-    sweep,
-)
-from plugin.datasets import Dataset, load_files, load_movielens_100k
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.data.clustering import BUILD_METHOD, build_catalog
+from plugin.data.datasets import Dataset, load_files, load_movielens_100k
+from plugin.evaluation.granularity import format_table, measure_granularity, sweep
 from plugin.settings import ClusterSettings, DataSettings
 
 GENRES = ("Western", "Horror", "Musical")
@@ -35,11 +30,29 @@ def synthetic(tmp_path: Path) -> Dataset:
     items = pd.DataFrame(
         {
             "item_id": [f"m{g}{i:02d}" for g in range(3) for i in range(15)],
-            "title": [f"{WORDS[genre]} {word} ({1950 + 10 * g + i % 3})"
-                      for g, genre in enumerate(GENRES)
-                      for i, word in enumerate(
-                          ["Dawn", "Road", "Night", "River", "Town", "Moon", "Sky", "Rain",
-                           "Fire", "Stone", "Wind", "Star", "Bell", "Door", "Lake"])],
+            "title": [
+                f"{WORDS[genre]} {word} ({1950 + 10 * g + i % 3})"
+                for g, genre in enumerate(GENRES)
+                for i, word in enumerate(
+                    [
+                        "Dawn",
+                        "Road",
+                        "Night",
+                        "River",
+                        "Town",
+                        "Moon",
+                        "Sky",
+                        "Rain",
+                        "Fire",
+                        "Stone",
+                        "Wind",
+                        "Star",
+                        "Bell",
+                        "Door",
+                        "Lake",
+                    ]
+                )
+            ],
             "genres": [genre for genre in GENRES for _ in range(15)],
         }
     )
@@ -48,8 +61,14 @@ def synthetic(tmp_path: Path) -> Dataset:
         g = user % 3
         watched = rng.choice(14, size=8, replace=False)
         for step, i in enumerate(watched):
-            rows.append((f"u{user}", f"m{g}{i:02d}", 1_000_000 + 100 * user + step,
-                         float(rng.integers(3, 6))))
+            rows.append(
+                (
+                    f"u{user}",
+                    f"m{g}{i:02d}",
+                    1_000_000 + 100 * user + step,
+                    float(rng.integers(3, 6)),
+                )
+            )
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
     inter_path, items_path = tmp_path / "inter.csv", tmp_path / "items.csv"
     frame.to_csv(inter_path, index=False)
@@ -79,8 +98,7 @@ def test_every_item_is_mapped_and_leaf_count_honoured(
     assert sorted(sizes) == list(range(settings.leaf_clusters))  # no empty leaf
     assert all(c.size == sizes[c.cluster_id] for c in catalog.clusters)
     assert [c.cluster_id for c in catalog.clusters] == list(range(len(catalog)))
-    unwatched = set(movielens_train.items["item_id"]) - set(
-        movielens_train.interactions["item_id"])
+    unwatched = set(movielens_train.items["item_id"]) - set(movielens_train.interactions["item_id"])
     assert unwatched and all(i in catalog.item_to_cluster for i in unwatched)
 
 
@@ -146,8 +164,9 @@ def test_deterministic_and_survives_save_load(
     assert loaded.clusters == catalog.clusters and loaded.parents == catalog.parents
 
 
-def test_seed_and_settings_change_the_version(movielens_train: Dataset,
-                                              catalog: ClusterCatalog) -> None:
+def test_seed_and_settings_change_the_version(
+    movielens_train: Dataset, catalog: ClusterCatalog
+) -> None:
     other = build_catalog(movielens_train, ClusterSettings(leaf_clusters=16, parent_clusters=4))
     assert len(other) == 16 and len(other.parents) == 4
     assert other.version != catalog.version
@@ -158,11 +177,13 @@ def test_synthetic_two_file_dataset_recovers_planted_tastes(tmp_path: Path) -> N
     settings = ClusterSettings(leaf_clusters=6, parent_clusters=3, keywords=3, top_items=4)
     catalog = build_catalog(data, settings)
     assert len(catalog) == 6 and len(catalog.item_to_cluster) == 45
-    genre_of = {i: g[0] for i, g in zip(data.items["item_id"], data.items["genres"],
-                                        strict=True)}
+    genre_of = {i: g[0] for i, g in zip(data.items["item_id"], data.items["genres"], strict=True)}
     for parent in catalog.parents:
-        members = {genre_of[i] for i, c in catalog.item_to_cluster.items()
-                   if catalog.clusters[c].parent_id == parent.parent_id}
+        members = {
+            genre_of[i]
+            for i, c in catalog.item_to_cluster.items()
+            if catalog.clusters[c].parent_id == parent.parent_id
+        }
         assert len(members) == 1  # each parent is one planted taste
         # genre, decade and title word are equally distinctive here: all three are named
         assert members.pop().lower() in parent.keywords
@@ -190,8 +211,14 @@ def test_content_only_when_there_are_no_interactions(tmp_path: Path) -> None:
 
 def test_sweep_measures_each_granularity(tmp_path: Path) -> None:
     data = synthetic(tmp_path)
-    results = sweep(data, [3, 6], parent_clusters=2, seeds=(1,),
-                    base=ClusterSettings(), data=DataSettings(split_quantile=0.7))
+    results = sweep(
+        data,
+        [3, 6],
+        parent_clusters=2,
+        seeds=(1,),
+        base=ClusterSettings(),
+        data=DataSettings(split_quantile=0.7),
+    )
     assert [r["leaf_clusters"] for r in results] == [3, 6]
     for row in results:
         assert row["size_min"] >= 1 and 0 <= row["size_gini"] < 1

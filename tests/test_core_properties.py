@@ -8,10 +8,10 @@ from itertools import pairwise
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
-from plugin.planning import ExplorationPlan, PlanRequest
-from plugin.sequence import UserClusterSequence, apply_batch, confirm_plans
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import WatchEvent
+from plugin.core.planning import ExplorationPlan, PlanRequest
+from plugin.core.sequence import UserClusterSequence, apply_batch, confirm_plans
 from plugin.settings import DataSettings, SequenceSettings
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)

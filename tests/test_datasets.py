@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plugin.datasets import (
+from plugin.core.events import WatchEvent
+from plugin.data.datasets import (
     BUILTIN_DATASETS,
     INTERACTION_COLUMNS,
     Dataset,
@@ -19,7 +20,6 @@ from plugin.datasets import (
     load_movielens_100k,
     write_files,
 )
-from plugin.events import WatchEvent
 from plugin.settings import DataSettings
 
 ITEMS_CSV = """item_id,title,genres,description,tags
@@ -41,8 +41,9 @@ def movielens() -> Dataset:
     return load_movielens_100k()
 
 
-def write_pair(tmp_path: Path, interactions: str = INTERACTIONS_CSV,
-               items: str = ITEMS_CSV) -> tuple[Path, Path]:
+def write_pair(
+    tmp_path: Path, interactions: str = INTERACTIONS_CSV, items: str = ITEMS_CSV
+) -> tuple[Path, Path]:
     inter_path, items_path = tmp_path / "interactions.csv", tmp_path / "items.csv"
     inter_path.write_text(interactions)
     items_path.write_text(items)
@@ -191,10 +192,17 @@ def test_round_trip(tmp_path: Path, movielens: Dataset, suffix: str) -> None:
 
 def test_parquet_with_epoch_and_integer_ids(tmp_path: Path) -> None:
     pd.DataFrame({"item_id": [1, 2], "title": ["A", "B"], "genres": ["x", "y|z"]}).to_parquet(
-        tmp_path / "items.parquet")
-    pd.DataFrame({"user_id": [7, 8], "item_id": [2, 1], "timestamp": [1_600_000_000, 1_500_000_000],
-                  "rating": [4.5, np.nan], "watch_ratio": [np.nan, 0.3]}).to_parquet(
-        tmp_path / "inter.parquet")
+        tmp_path / "items.parquet"
+    )
+    pd.DataFrame(
+        {
+            "user_id": [7, 8],
+            "item_id": [2, 1],
+            "timestamp": [1_600_000_000, 1_500_000_000],
+            "rating": [4.5, np.nan],
+            "watch_ratio": [np.nan, 0.3],
+        }
+    ).to_parquet(tmp_path / "inter.parquet")
     data = load_files(tmp_path / "inter.parquet", tmp_path / "items.parquet")
     assert list(data.interactions["user_id"]) == ["8", "7"]
     assert list(data.items["genres"]) == [("x",), ("y", "z")]
@@ -202,9 +210,16 @@ def test_parquet_with_epoch_and_integer_ids(tmp_path: Path) -> None:
 
 def test_parquet_naive_timestamps_are_rejected(tmp_path: Path) -> None:
     pd.DataFrame({"item_id": ["a"], "title": ["A"], "genres": ["x"]}).to_parquet(
-        tmp_path / "items.parquet")
-    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "rating": [3.0],
-                  "timestamp": [pd.Timestamp("2024-01-01")]}).to_parquet(tmp_path / "i.parquet")
+        tmp_path / "items.parquet"
+    )
+    pd.DataFrame(
+        {
+            "user_id": ["u"],
+            "item_id": ["a"],
+            "rating": [3.0],
+            "timestamp": [pd.Timestamp("2024-01-01")],
+        }
+    ).to_parquet(tmp_path / "i.parquet")
     with pytest.raises(DatasetError, match="no time zone") as err:
         load_files(tmp_path / "i.parquet", tmp_path / "items.parquet")
     assert err.value.row == 1 and err.value.column == "timestamp"
@@ -230,23 +245,55 @@ BAD_INTERACTIONS = [
     ("ratio-negative", inter_with("e9,u9,i1,1700000200,,-0.5"), 2, "watch_ratio", "negative"),
     ("no-engagement", inter_with("e9,u9,i1,1700000200,,"), 2, "rating", "both are empty"),
     ("time-garbage", inter_with("e9,u9,i1,yesterday,4,"), 2, "timestamp", "not epoch seconds"),
-    ("time-naive", inter_with("e9,u9,i1,2023-11-14T22:14:00,4,"), 2, "timestamp",
-     "without a time zone"),
+    (
+        "time-naive",
+        inter_with("e9,u9,i1,2023-11-14T22:14:00,4,"),
+        2,
+        "timestamp",
+        "without a time zone",
+    ),
     ("time-date-only", inter_with("e9,u9,i1,2023-11-14,4,"), 2, "timestamp", "without a time zone"),
     ("time-millis", inter_with("e9,u9,i1,1700000000000,4,"), 2, "timestamp", "milliseconds"),
     ("time-empty", inter_with("e9,u9,i1,,4,"), 2, "timestamp", "empty timestamp"),
     ("user-empty", inter_with("e9,,i1,1700000200,4,"), 2, "user_id", "empty user_id"),
     ("user-space", inter_with("e9,u 9,i1,1700000200,4,"), 2, "user_id", "printable ASCII"),
-    ("item-unknown", inter_with("e9,u9,i77,1700000200,4,", 3), 3, "item_id",
-     "'i77' is not in the items file"),
-    ("event-duplicate", inter_with("e1,u9,i1,1700000200,4,", 3), 3, "event_id",
-     "duplicate event_id 'e1'"),
-    ("first-bad-row-wins", inter_with("e9,u9,i1,1700000200,abc,", 3).replace(
-        "e2,u1,i2,2023-11-14T22:14:00Z", "e2,u1,i2,noon"), 2, "timestamp", "not epoch"),
-    ("missing-column", "user_id,item_id,rating\nu1,i1,4\n", None, "timestamp",
-     "missing required column"),
-    ("no-score-columns", "user_id,item_id,timestamp\nu1,i1,4\n", None, "rating",
-     "'rating' or 'watch_ratio'"),
+    (
+        "item-unknown",
+        inter_with("e9,u9,i77,1700000200,4,", 3),
+        3,
+        "item_id",
+        "'i77' is not in the items file",
+    ),
+    (
+        "event-duplicate",
+        inter_with("e1,u9,i1,1700000200,4,", 3),
+        3,
+        "event_id",
+        "duplicate event_id 'e1'",
+    ),
+    (
+        "first-bad-row-wins",
+        inter_with("e9,u9,i1,1700000200,abc,", 3).replace(
+            "e2,u1,i2,2023-11-14T22:14:00Z", "e2,u1,i2,noon"
+        ),
+        2,
+        "timestamp",
+        "not epoch",
+    ),
+    (
+        "missing-column",
+        "user_id,item_id,rating\nu1,i1,4\n",
+        None,
+        "timestamp",
+        "missing required column",
+    ),
+    (
+        "no-score-columns",
+        "user_id,item_id,timestamp\nu1,i1,4\n",
+        None,
+        "rating",
+        "'rating' or 'watch_ratio'",
+    ),
     ("header-only", HEADER + "\n", None, None, "no data rows"),
     ("zero-bytes", "", None, None, "file is empty"),
     ("ragged", inter_with("e9,u9,i1,1700000200,4,,extra", 3), 3, None, "malformed CSV"),
@@ -255,7 +302,8 @@ BAD_INTERACTIONS = [
 
 @pytest.mark.parametrize(
     ("body", "row", "column", "message"),
-    [case[1:] for case in BAD_INTERACTIONS], ids=[case[0] for case in BAD_INTERACTIONS],
+    [case[1:] for case in BAD_INTERACTIONS],
+    ids=[case[0] for case in BAD_INTERACTIONS],
 )
 def test_bad_interactions_name_file_row_and_column(
     tmp_path: Path, body: str, row: int | None, column: str | None, message: str
@@ -284,7 +332,8 @@ BAD_ITEMS = [
 
 @pytest.mark.parametrize(
     ("body", "row", "column", "message"),
-    [case[1:] for case in BAD_ITEMS], ids=[case[0] for case in BAD_ITEMS],
+    [case[1:] for case in BAD_ITEMS],
+    ids=[case[0] for case in BAD_ITEMS],
 )
 def test_bad_items_name_file_row_and_column(
     tmp_path: Path, body: str, row: int | None, column: str | None, message: str

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from plugin.events import EventRejection, WatchEvent, parse_event
+from plugin.core.events import EventRejection, WatchEvent, parse_event
 
 GOOD = {
     "event_id": "e1",

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
-from plugin.frequency import TransitionFrequencyPlanner, count_novel_transitions
-from plugin.planning import PlanningError, PlanRequest
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import WatchEvent
+from plugin.core.frequency import TransitionFrequencyPlanner, count_novel_transitions
+from plugin.core.planning import PlanningError, PlanRequest
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
 CATALOG = ClusterCatalog(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
-from plugin.planning import ExplorationPlan
-from plugin.sequence import (
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import WatchEvent
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import (
     UserClusterSequence,
     apply_batch,
     confirm_plans,

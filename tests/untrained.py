@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
+from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.repository import ModelRepository
 from plugin.settings import Settings
-from plugin.wiring import Workspace
 
 
 def write_untrained_version(

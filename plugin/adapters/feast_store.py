@@ -1,4 +1,4 @@
-"""Feast adapter for :class:`plugin.ports.SequencePlanStore`: SQLite or Redis online store.
+"""Feast adapter for :class:`plugin.core.ports.SequencePlanStore`: SQLite or Redis online store.
 
 Writes go through ``write_to_online_store`` once per batch and feature view; reads go through
 ``get_online_features``. Feast's Redis store silently drops a write whose event timestamp is
@@ -23,10 +23,10 @@ import yaml
 from feast import FeatureStore, RepoConfig
 
 from plugin.adapters.fast_redis_online_store import BatchedRedisPath
-from plugin.catalog import ClusterCatalog
-from plugin.feedback import FeedbackAggregate
-from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence, to_micros
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.feedback import FeedbackAggregate
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence, to_micros
 from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class FeastStore:
     def read_clusters(self, cluster_ids: Sequence[int]) -> list[dict[str, Any]]:
         return self._read(CLUSTER_VIEW, CLUSTER_FEATURES, "cluster_id", list(cluster_ids))
 
-    # -- feedback aggregates (plugin.feedback) ---------------------------------------------
+    # -- feedback aggregates (plugin.core.feedback) ---------------------------------------------
 
     def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
         """Write per-(history, candidate) counts, each stamped with its own revision."""

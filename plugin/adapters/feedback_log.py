@@ -7,7 +7,7 @@ Layout (``feedback.log_dir``, default ``var/feedback``)::
       part-1.parquet
       ...
 
-Each row is one :class:`~plugin.feedback.FeedbackRecord` plus its ``date``, the UTC date of
+Each row is one :class:`~plugin.core.feedback.FeedbackRecord` plus its ``date``, the UTC date of
 the engagement (event time, not write time); the columns and their types are :data:`SCHEMA`
 (times are UTC microseconds). A batch's records span many dates (a MovieLens batch about 90),
 so the date is a column, not a folder: one file and one fsync per batch, and readers prune by
@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from plugin.feedback import FeedbackRecord, dedupe
+from plugin.core.feedback import FeedbackRecord, dedupe
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ def _read_arrow(part: Path, filters: list[tuple[str, str, date]] | None = None) 
 
 
 def _dedupe_table(table: pa.Table) -> pa.Table:
-    """One row per ``(user_id, event_id)``, the first, as :func:`plugin.feedback.dedupe`."""
+    """One row per ``(user_id, event_id)``, the first, as :func:`plugin.core.feedback.dedupe`."""
     numbered = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     first = numbered.group_by(["user_id", "event_id"], use_threads=False).aggregate(
         [("_row", "min")]

@@ -1,4 +1,4 @@
-"""The worker's fresh-transition table in Redis (the arithmetic is :mod:`plugin.fresh`'s).
+"""The worker's fresh-transition table in Redis (the arithmetic is :mod:`plugin.core.fresh`'s).
 
 Keys: ``<feedback.fresh_key_prefix>:<bucket>:<c1>,<c2>``, a hash from the next cluster to its
 count of novel moves in that event-time bucket, for each history and its shorter suffix.
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from plugin.fresh import FreshWindow, back_off, combine, suffixes
-from plugin.models.data import NovelMove
+from plugin.core.fresh import FreshWindow, back_off, combine, suffixes
+from plugin.core.moves import NovelMove
 from plugin.settings import FeedbackSettings
 
 log = logging.getLogger(__name__)

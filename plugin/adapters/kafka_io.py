@@ -4,7 +4,7 @@ Also the wire formats of the worker's two output topics (:class:`PlanUpdate`,
 :class:`DeadLetter`), so producers, the worker, tests and downstream readers share one
 definition.
 
-Watch events are JSON objects (the :class:`~plugin.events.WatchEvent` fields), keyed by
+Watch events are JSON objects (the :class:`~plugin.core.events.WatchEvent` fields), keyed by
 ``user_id`` so that one user's events stay in one partition, in order.
 """
 
@@ -14,19 +14,28 @@ import base64
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from plugin.events import MAX_PAYLOAD_BYTES, WatchEvent
-from plugin.planning import ExplorationPlan
-from plugin.servers.tansu import quiet_kafka
+from plugin.core.events import MAX_PAYLOAD_BYTES, WatchEvent
+from plugin.core.planning import ExplorationPlan
 from plugin.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_kafka() -> Iterator[None]:
+    """Import and use kafka-python without its ~200 import-time DeprecationWarnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 # -- wire formats ---------------------------------------------------------------------------
@@ -165,7 +174,7 @@ def topic_partitions(kafka: KafkaSettings) -> dict[str, int]:
         kafka.events_topic: kafka.partitions,
         kafka.dead_letter_topic: kafka.output_partitions,
         kafka.plans_topic: kafka.output_partitions,
-        kafka.feedback_topic: kafka.output_partitions,  # FeedbackRecord (plugin.feedback)
+        kafka.feedback_topic: kafka.output_partitions,  # FeedbackRecord (plugin.core.feedback)
     }
 
 
@@ -362,4 +371,3 @@ def wait_for_commits(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"worker did not commit in {timeout_s:.0f} s: lag {behind}")
         time.sleep(poll_s)
-

@@ -36,11 +36,10 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 import redis
 
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
-from plugin.models.planner import HistoryRanking, select
-from plugin.planning import ExplorationPlan, PlanRequest
-from plugin.sequence import push_cluster
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
+from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, select
+from plugin.core.sequence import push_cluster
 from plugin.settings import CacheSettings
 
 log = logging.getLogger(__name__)
@@ -187,7 +186,7 @@ class CacheStats:
 
 
 class CachedPlanner:
-    """A :class:`~plugin.planning.Planner` that looks rankings up before asking ``planner``."""
+    """A :class:`~plugin.core.planning.Planner` that looks rankings up before asking ``planner``."""
 
     def __init__(self, planner: RankingPlanner, cache: RankingCache, n: int) -> None:
         self.planner = planner

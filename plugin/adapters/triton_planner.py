@@ -1,10 +1,11 @@
-"""The Triton planner: the :class:`~plugin.planning.Planner` port over Triton's ``planner`` model.
+"""The Triton planner: the :class:`~plugin.core.planning.Planner` port over Triton's
+``planner`` model.
 
 A ``plan`` call becomes one Triton request per ``max_rows_per_request`` plan requests (rows),
 sent concurrently over gRPC (``tritonclient.grpc.aio``); the server's dynamic batcher merges
 concurrent requests into one novelty and one alignment pass. The server returns each row's n
 candidates in sampling order with their alignment scores, and the plan is picked here with
-:func:`plugin.planning.best_of_n`, the same rule :func:`plugin.models.planner.select` applies
+:func:`plugin.core.planning.best_of_n`, the same rule :func:`plugin.models.planner.select` applies
 in-process: for the same seed, temperature and version both planners give identical plans.
 
 Failure handling, from the settings' ``triton`` section:
@@ -32,8 +33,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from plugin.models.planner import HistoryRanking
-from plugin.planning import ExplorationPlan, PlanningError, PlanRequest, best_of_n
+from plugin.core.planning import (
+    ExplorationPlan,
+    HistoryRanking,
+    PlanningError,
+    PlanRequest,
+    best_of_n,
+)
 from plugin.serving.contract import (
     ALIGNMENT_SCORE,
     CANDIDATES,

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from plugin.bench.stack import BenchStack
-from plugin.sequence import UserClusterSequence, to_micros
+from plugin.core.sequence import UserClusterSequence, to_micros
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
 SIZES = (1, 10, 100, 500, 2000)

@@ -30,7 +30,7 @@ from typing import Any
 
 from plugin.bench.stack import BenchStack
 from plugin.bench.workload import build_workload, history_changes, messages
-from plugin.events import WatchEvent
+from plugin.core.events import WatchEvent
 from plugin.settings import Settings
 
 RATES = (250.0, 500.0, 1000.0, 2000.0)
@@ -95,7 +95,7 @@ def latency_bench(
     ``batch_within_s`` overrides ``worker.batch_within_s``; ``feedback`` turns the worker's
     feedback loop on (off by default: it is not part of the event-to-plan path)."""
     from plugin.adapters.kafka_io import produce, wait_for_commits
-    from streams.runner import WorkerProcess
+    from plugin.localstack.worker import WorkerProcess
 
     settings = _own_topics(stack.arm("latency", feedback=feedback))
     if batch_within_s is not None:
@@ -174,7 +174,7 @@ def _own_topics(settings: Settings) -> Settings:
     """Fresh topics and consumer group for one run: the latencies are read back from the
     topics, which must hold this run's messages only."""
     from plugin.adapters.kafka_io import topic_partitions
-    from plugin.servers import create_topics
+    from plugin.localstack import create_topics
 
     kafka = settings.kafka
     tag = f"bench{next(_runs)}"

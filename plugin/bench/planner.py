@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from plugin.planning import ExplorationPlan, PlanRequest
+from plugin.core.planning import ExplorationPlan, PlanRequest
 from plugin.settings import Settings
 
 PlanFn = Callable[[Sequence[PlanRequest]], list[ExplorationPlan]]
@@ -98,8 +98,8 @@ def measure(
 @contextmanager
 def triton_endpoint(config: Settings, server: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
     """Settings pointing at a Triton that serves the published version, and load figures."""
+    from plugin.localstack import TritonServer, default_log_path
     from plugin.models.repository import ModelRepository
-    from plugin.servers import TritonServer, default_log_path
     from plugin.serving.control import ModelControl
 
     repo = ModelRepository(config.models.repository)
@@ -144,7 +144,7 @@ def triton_endpoint(config: Settings, server: str) -> Iterator[tuple[Settings, d
 
 
 def scrape_metrics(config: Settings) -> dict[str, Any]:
-    from plugin.serving.metrics import scrape
+    from plugin.serving.server_metrics import scrape
 
     url = f"http://{config.triton.host}:{config.triton.metrics_port}/metrics"
     try:
@@ -154,7 +154,7 @@ def scrape_metrics(config: Settings) -> dict[str, Any]:
 
 
 def server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    from plugin.serving.metrics import difference
+    from plugin.serving.server_metrics import difference
 
     if "metrics" not in before or "metrics" not in after:
         return {}
@@ -195,7 +195,8 @@ def planner_grid(
     import torch
 
     from plugin.adapters.plan_cache import CachedPlanner, RankingCache, all_histories, precompute
-    from plugin.wiring import best_of_n_planner, redis_client, triton_planner
+    from plugin.models.planner import best_of_n_planner
+    from plugin.wiring import redis_client, triton_planner
 
     torch.set_num_threads(1)  # like each Triton stub; see docs/TRITON.md
     config: Settings = stack.settings

@@ -17,8 +17,8 @@ from typing import Any
 from plugin.bench.stack import BenchStack
 from plugin.bench.worker import run_path
 from plugin.bench.workload import Kind, Order, build_workload
-from plugin.events import WatchEvent
-from streams.worker import StreamWorker
+from plugin.core.events import WatchEvent
+from plugin.streaming.worker import StreamWorker
 
 # First match wins: (area, substrings of the function's file or name).
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -27,8 +27,8 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Feast SDK (DataFrame/Arrow/proto, registry)", ("/feast/", "/pandas/", "/pyarrow/")),
     ("redis-py and the socket", ("/redis/", "_socket", "hiredis")),
     ("protobuf", ("google/protobuf", "_message.Message", "upb")),
-    ("event validation (JSON, pydantic)", ("plugin/events.py", "pydantic", "/json/")),
-    ("core rules (sequence.py, dataclasses)", ("plugin/sequence.py", "dataclasses.py")),
+    ("event validation (JSON, pydantic)", ("plugin/core/events.py", "pydantic", "/json/")),
+    ("core rules (sequence.py, dataclasses)", ("plugin/core/sequence.py", "dataclasses.py")),
     ("Feast adapter (rows <-> states)", ("plugin/adapters/feast_store.py",)),
     ("worker bookkeeping and metrics", ("streams/", "prometheus_client", "kafka_io")),
 )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plugin.reporting import table
+from plugin.tables import table
 
 TARGET_RATIO = 20.0
 TARGET_P99_MS = 250.0

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from plugin.bench.feast_profiles import on_redis
+from plugin.data.workspace import Workspace
 from plugin.settings import Settings
-from plugin.wiring import Workspace
 
 
 class BenchSetupError(RuntimeError):
@@ -46,7 +46,7 @@ class BenchStack:
     ) -> Settings:
         """Settings for one arm: a fresh Redis database, registry and feedback log; ``standard``
         puts Feast on its own Redis store (the SDK path) instead of the repo's fast one;
-        ``feedback`` keeps the worker's feedback loop on (``plugin.feedback``)."""
+        ``feedback`` keeps the worker's feedback loop on (``plugin.core.feedback``)."""
         if self._next_db > 15:
             self._next_db = 1  # databases are flushed before reuse
         db = self._next_db
@@ -91,8 +91,8 @@ def bench_stack(
     """Start redis-server, tritonserver (serving the matching version) and, with ``kafka``,
     tansu with the worker's topics; yield a :class:`BenchStack`."""
     from plugin.adapters.kafka_io import topic_partitions
+    from plugin.localstack import KafkaBroker, RedisServer, TritonServer
     from plugin.models.repository import ModelRepository
-    from plugin.servers import KafkaBroker, RedisServer, TritonServer
     from plugin.serving.control import ModelControl
 
     run_dir = settings.var_dir / "bench" / "run"

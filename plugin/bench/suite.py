@@ -48,7 +48,7 @@ def run_suite(
     """Run ``parts`` against one private stack; the document ``plugin.bench.report`` renders."""
     from plugin.bench.machine import LoadMonitor, describe_machine
     from plugin.bench.stack import bench_stack
-    from plugin.wiring import open_workspace
+    from plugin.data.workspace import open_workspace
 
     unknown = set(parts) - set(PARTS)
     if unknown:

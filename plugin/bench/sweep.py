@@ -15,7 +15,7 @@ from typing import Any
 from plugin.bench.stack import BenchStack
 from plugin.bench.worker import PathResult, run_path
 from plugin.bench.workload import Order, build_workload
-from plugin.events import WatchEvent
+from plugin.core.events import WatchEvent
 
 SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000)
 

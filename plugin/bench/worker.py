@@ -1,8 +1,9 @@
 """Worker events/s: the batched path against the naive per-event path, same events and servers.
 
-Every path runs :meth:`streams.worker.StreamWorker.handle`, the function the Faust agent runs
-for each batch (validate the records, read the users' states from Feast, apply the core, plan,
-write plans and states), over the real servers of a :class:`~plugin.bench.stack.BenchStack`.
+Every path runs :meth:`plugin.streaming.worker.StreamWorker.handle`, the function the Faust
+agent runs for each batch (validate the records, read the users' states from Feast, apply the
+core, plan, write plans and states), over the real servers of a
+:class:`~plugin.bench.stack.BenchStack`.
 Only Kafka is left out here; the latency bench (``plugin.bench.latency``) adds it.
 
 Paths
@@ -22,7 +23,7 @@ Paths
     ``batched`` with the plan cache filled first (``explore precompute``: the paper's lookup
     table), so no replan reaches Triton.
 ``batched+feedback``
-    ``batched`` with the feedback loop on (``plugin.feedback``: records logged to Parquet,
+    ``batched`` with the feedback loop on (``plugin.core.feedback``: records logged to Parquet,
     online aggregates, fresh transitions), as the Faust worker runs by default. The other
     paths leave it off, so that every path does the same work as the naive one.
 """
@@ -36,10 +37,10 @@ from typing import Any
 
 from plugin.bench.stack import BenchStack, close_planner
 from plugin.bench.workload import Kind, Order, Workload, build_workload, records
-from plugin.events import WatchEvent
-from plugin.metrics import WorkerMetrics
+from plugin.core.events import WatchEvent
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
-from streams.worker import Record, StreamWorker
+from plugin.streaming.worker import Record, StreamWorker
 
 PATHS = ("naive", "batched-sdk", "batched", "batched+table", "batched+feedback")
 
@@ -80,7 +81,7 @@ class NaivePerEventPath:
 
     def __init__(self, settings: Settings, stack: BenchStack) -> None:
         from plugin.adapters.feast_store import FeastStore
-        from plugin.pipeline import BatchProcessor
+        from plugin.core.pipeline import BatchProcessor
         from plugin.wiring import build_planner
 
         catalog = stack.workspace.catalog
@@ -102,8 +103,7 @@ class NaivePerEventPath:
 def batched_worker(settings: Settings) -> StreamWorker:
     """The worker as ``explore worker`` builds it (metrics server off), with the feedback
     loop when ``settings.feedback.enabled``, as the Faust app attaches it."""
-    from plugin.wiring import attach_feedback
-    from streams.runner import build_worker
+    from plugin.wiring import attach_feedback, build_worker
 
     worker = build_worker(settings, WorkerMetrics())
     if settings.feedback.enabled:

@@ -27,10 +27,10 @@ from itertools import islice
 from typing import Literal
 
 from plugin.adapters.kafka_io import event_payload
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
-from plugin.sequence import push_cluster
-from streams.worker import Record
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
+from plugin.core.sequence import push_cluster
+from plugin.streaming.worker import Record
 
 Order = Literal["interleaved", "time"]
 Kind = Literal["replans", "sequence-only"]

@@ -2,9 +2,9 @@
 
 Novel transitions
 -----------------
-Each user's events are walked in time order through the same sequence rule as the core
-(:func:`plugin.sequence.push_cluster`): the history is the K most recent unique clusters, and a
-*novel transition* is a move to a cluster outside the user's novelty window W. A transition
+The novel moves come from the core's one walk (:mod:`plugin.core.moves`): the history is the K
+most recent unique clusters, and a *novel transition* is a move to a cluster outside the user's
+novelty window W. A transition
 enters the novelty model's data only when the user engaged positively with the target
 (the paper curates from positively engaged sequences). Each user contributes a given
 (history, next) pair once: that is the deduplication.
@@ -31,65 +31,10 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
-from plugin.sequence import push_cluster
-from plugin.settings import DataSettings
-
-
-@dataclass(frozen=True)
-class NovelMove:
-    """One user's novel move: the recent clusters before it, the target, and its engagement."""
-
-    user_id: str
-    history: tuple[int, ...]
-    target: int
-    positive: bool
-    recent: tuple[int, ...] = ()  # the whole novelty window, which a plan had to avoid
-    at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class PlanOutcome:
-    """A plan of ``candidate`` for ``history`` that a user answered (``plugin.feedback``): one
-    more trial of that pair, a success when the user engaged the candidate positively."""
-
-    history: tuple[int, ...]
-    candidate: int
-    success: bool
-    weight: float = 1.0
-
-
-def novel_moves(
-    events: Iterable[WatchEvent],
-    catalog: ClusterCatalog,
-    k: int,
-    window: int,
-    engagement: DataSettings,
-) -> list[NovelMove]:
-    """Every novel move in the events, in time order, with the history of length <= K."""
-    recent: dict[str, tuple[int, ...]] = {}
-    moves: list[NovelMove] = []
-    for event in sorted(events, key=lambda e: e.order_key):
-        cluster = catalog.cluster_of(event.item_id)
-        if cluster is None:
-            continue
-        user_recent = recent.get(event.user_id, ())
-        if user_recent and cluster not in user_recent:
-            positive = event.is_positive(
-                engagement.positive_rating, engagement.positive_watch_ratio
-            )
-            moves.append(
-                NovelMove(
-                    event.user_id, user_recent[:k], cluster, positive, user_recent, event.event_time
-                )
-            )
-        recent[event.user_id] = push_cluster(user_recent, cluster, window)
-    return moves
+from plugin.core.moves import NovelMove, PlanOutcome
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,14 @@ from typing import Any
 
 import torch
 
+from plugin.core.moves import NovelMove, PlanOutcome, novel_moves
+from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel, Objective
 from plugin.models.data import (
     FeedbackLabels,
-    NovelMove,
     NoveltyData,
-    PlanOutcome,
     feedback_labels,
     moves_fingerprint,
-    novel_moves,
     novelty_data,
 )
 from plugin.models.novelty import NoveltyModel
@@ -34,7 +33,6 @@ from plugin.models.training import (
     train_novelty,
 )
 from plugin.settings import Settings
-from plugin.wiring import Workspace
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,7 @@ def with_feedback(
     n_clusters: int,
     settings: Settings,
 ) -> TrainingData:
-    """``data`` plus the feedback log (``plugin.feedback.feedback_selection``): the answered
+    """``data`` plus the feedback log (``plugin.core.feedback.feedback_selection``): the answered
     plans join the alignment labels as trials of their (history, candidate) pairs, and the
     novel answers join the novelty pairs. The held-out moves, and so the gates, stay the
     dataset's own."""

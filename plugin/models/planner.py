@@ -1,37 +1,23 @@
 """Best-of-n planning with the two models: novelty proposes n, alignment picks the best.
 
-Planning goes through a per-history :class:`HistoryRanking`: every cluster in Gumbel order
-(the novelty model's sample without replacement at temperature T) with its alignment score.
-A user's n candidates are the first n clusters of that order outside their novelty window,
-and the plan is the best of those by alignment. The ranking depends on the history alone, so
-
-* the in-process planner, the Triton planner model and the plan cache share one code path
-  (:func:`rank_histories` then :func:`select`), and give identical plans;
-* the plan cache can store rankings per history and still honour each user's own window.
+The ranking and selection rules are the core's (:mod:`plugin.core.planning`); this module runs
+the two torch models over a batch of histories to produce the rankings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, select
 from plugin.models.alignment import AlignmentModel
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
-from plugin.planning import ExplorationPlan, PlanRequest, best_of_n
-
-
-@dataclass(frozen=True)
-class HistoryRanking:
-    """All clusters for one history, in sampling order, with their two models' scores."""
-
-    history: tuple[int, ...]
-    order: tuple[int, ...]
-    novelty_log_probs: tuple[float, ...]
-    alignment_scores: tuple[float, ...]
+from plugin.models.repository import ModelRepository, check_catalog
+from plugin.settings import Settings
 
 
 def histories_tensor(histories: Sequence[tuple[int, ...]], k: int) -> Tensor:
@@ -75,22 +61,6 @@ def rankings_from(
             histories, order.tolist(), log_probs.tolist(), scores.tolist(), strict=True
         )
     ]
-
-
-def select(
-    request: PlanRequest, ranking: HistoryRanking, n: int, model_version: str
-) -> ExplorationPlan:
-    """The user's n candidates (first n novel clusters of the ranking), best by alignment."""
-    candidates: list[int] = []
-    scores: list[float] = []
-    for cluster, score in zip(ranking.order, ranking.alignment_scores, strict=True):
-        if cluster in request.excluded:
-            continue
-        candidates.append(cluster)
-        scores.append(score)
-        if len(candidates) == n:
-            break
-    return best_of_n(request, candidates, scores, model_version)
 
 
 @contextmanager
@@ -154,3 +124,26 @@ class BestOfNPlanner:
         return [
             select(r, g, size, self.model_version) for r, g in zip(requests, rankings, strict=True)
         ]
+
+
+def best_of_n_planner(
+    settings: Settings, catalog: ClusterCatalog, version: int | None = None
+) -> BestOfNPlanner:
+    """The in-process best-of-n planner over a trained version.
+
+    By default the published version (``explore models publish``), or the newest trained
+    one while nothing has been published.
+    """
+    repository = ModelRepository(settings.models.repository)
+    if version is None:
+        version = repository.default_version()
+    trained = repository.load(version)
+    check_catalog(trained.version, trained.manifest, catalog)
+    return BestOfNPlanner(
+        trained.novelty,
+        trained.alignment,
+        n=settings.planner.candidates,
+        temperature=settings.planner.temperature,
+        seed=settings.planner.seed,
+        model_version=trained.label,
+    )

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from plugin.core.catalog import ClusterCatalog
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 
@@ -302,3 +303,14 @@ def load_alignment(path: Path) -> AlignmentModel:
     model = AlignmentModel(AlignmentConfig(**saved["config"]))
     model.load_state_dict(saved["state_dict"])
     return model.eval()
+
+
+def check_catalog(version: int, manifest: dict[str, Any], catalog: ClusterCatalog) -> None:
+    """A version trained on another catalog than the current one cannot plan for it."""
+    trained_on = manifest.get("catalog_version")
+    if trained_on != catalog.version:
+        raise ValueError(
+            f"model version {version} was trained on catalog {trained_on}, but the "
+            f"current catalog is {catalog.version}; run `explore train` (and "
+            "`explore models publish` to serve the new version)"
+        )

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from plugin.catalog import ClusterCatalog
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.moves import NovelMove
 from plugin.models.alignment import AlignmentConfig, AlignmentModel, Objective
-from plugin.models.data import FeedbackLabels, NovelMove, NoveltyData
+from plugin.models.data import FeedbackLabels, NoveltyData
 from plugin.models.novelty import NoveltyConfig, NoveltyModel, history_seed, perturbed_order
 from plugin.models.planner import histories_tensor
 from plugin.settings import ModelSettings

@@ -21,7 +21,7 @@ ALIGNMENT_SCORE FP32   [-1]   their alignment scores
 
 Outputs are in sampling order and padded with -1 (candidates) and NaN (scores) to the widest
 row of the request; a row has fewer than n candidates only when its window leaves fewer novel
-clusters. The client picks the best of them with :func:`plugin.planning.best_of_n`, exactly as
+clusters. The client picks the best of them with :func:`plugin.core.planning.best_of_n`, exactly as
 :func:`plugin.models.planner.select` does in-process, so the two give identical plans.
 """
 

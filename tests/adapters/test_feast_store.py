@@ -15,10 +15,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from plugin.adapters.feast_store import FeastStore
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence
-from plugin.servers import RedisServer
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence
+from plugin.localstack import RedisServer
 from plugin.settings import load_settings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)

@@ -22,9 +22,9 @@ from plugin.bench.suite import BenchOptions, run_suite
 from plugin.bench.sweep import sweep, sweep_rows
 from plugin.bench.worker import PATHS, ratios, worker_bench
 from plugin.bench.workload import build_workload, history_changes, interleave
-from plugin.events import WatchEvent
+from plugin.core.events import WatchEvent
+from plugin.data.workspace import Workspace, open_workspace
 from plugin.settings import Settings, load_settings
-from plugin.wiring import Workspace, open_workspace
 from tests.untrained import write_untrained_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -23,10 +23,10 @@ from plugin.adapters.fast_redis_online_store import (
 )
 from plugin.adapters.feast_store import PLAN_FEATURES, SEQUENCE_FEATURES, FeastStore
 from plugin.bench.feast_profiles import on_redis
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence, to_micros
-from plugin.servers import RedisServer
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence, to_micros
+from plugin.localstack import RedisServer
 from plugin.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from plugin.adapters.kafka_io import event_messages, produce, topic_partitions, wait_for_commits
-from plugin.servers import KafkaBroker, RedisServer, create_topics
-from streams.runner import WorkerProcess
+from plugin.localstack import KafkaBroker, RedisServer, create_topics
+from plugin.localstack.worker import WorkerProcess
 from tests.faults.workbench import (
     Workbench,
     assert_matches,

@@ -32,9 +32,9 @@ from plugin.adapters.kafka_io import (
     read_topic,
     wait_for_commits,
 )
-from plugin.events import WatchEvent
-from plugin.servers import KafkaBroker, RedisServer
-from streams.runner import WorkerProcess
+from plugin.core.events import WatchEvent
+from plugin.localstack import KafkaBroker, RedisServer
+from plugin.localstack.worker import WorkerProcess
 from tests.faults.workbench import (
     Workbench,
     assert_matches,

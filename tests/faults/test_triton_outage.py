@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from plugin.adapters.kafka_io import event_messages, produce, wait_for_commits
+from plugin.localstack import KafkaBroker, RedisServer, TritonServer
+from plugin.localstack.worker import WorkerProcess
 from plugin.models.repository import ModelRepository
-from plugin.servers import KafkaBroker, RedisServer, TritonServer
 from plugin.serving.control import ModelControl
 from plugin.settings import TritonSettings
-from streams.runner import WorkerProcess
 from tests.faults.workbench import (
     Workbench,
     assert_matches,

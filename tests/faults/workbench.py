@@ -26,14 +26,15 @@ from pydantic import SecretStr
 
 from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.kafka_io import topic_partitions
-from plugin.events import WatchEvent
-from plugin.pipeline import BatchProcessor
-from plugin.planning import ExplorationPlan
-from plugin.replay import replay
-from plugin.sequence import UserClusterSequence
-from plugin.servers import create_topics, free_port
+from plugin.core.events import WatchEvent
+from plugin.core.pipeline import BatchProcessor
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence
+from plugin.data.workspace import Workspace, open_workspace
+from plugin.jobs.replay import replay
+from plugin.localstack import create_topics, free_port
 from plugin.settings import KafkaSettings, Settings, load_settings
-from plugin.wiring import Workspace, build_planner, open_workspace
+from plugin.wiring import build_planner
 from tests.untrained import write_untrained_version
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from plugin.feedback import FeedbackAggregate, FeedbackRecord
-from plugin.planning import ExplorationPlan
+from plugin.core.feedback import FeedbackAggregate, FeedbackRecord
+from plugin.core.planning import ExplorationPlan
 from plugin.settings import Settings, load_settings
 from tests.streams.conftest import CLUSTERS, T0, best_of_n, catalog, make_planner, watch
 from tests.streams.conftest import MemoryStore as StreamMemoryStore
@@ -40,7 +40,8 @@ class MemoryStore(StreamMemoryStore):
 
 
 class MemoryLog:
-    """A :class:`~plugin.feedback.FeedbackSink` in a list (every append kept, duplicates too)."""
+    """A :class:`~plugin.core.feedback.FeedbackSink` in a list (every append kept, duplicates
+    too)."""
 
     def __init__(self) -> None:
         self.appended: list[list[FeedbackRecord]] = []

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.adapters.feedback_log import FeedbackLog
-from plugin.cli import app
-from plugin.monitoring import sliding_series, window_stats
+from plugin.cli.app import app
+from plugin.observability.monitoring import sliding_series, window_stats
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from plugin.adapters.feast_store import FeastStore
-from plugin.feedback import aggregate, merge_aggregates
+from plugin.core.feedback import aggregate, merge_aggregates
 from plugin.settings import load_settings
 
 

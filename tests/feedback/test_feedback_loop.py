@@ -14,21 +14,22 @@ from typing import Any
 import pytest
 
 from plugin.adapters.plan_cache import RankingCache, all_histories, precompute
-from plugin.catalog import ClusterCatalog
-from plugin.commands.feedback import plan_spread, run_refresh
-from plugin.feedback import FeedbackCollector, FeedbackRecord
-from plugin.metrics import WorkerMetrics
+from plugin.cli.feedback import plan_spread, run_refresh
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.feedback import FeedbackCollector, FeedbackRecord
+from plugin.core.pipeline import BatchProcessor
+from plugin.core.planning import PlanRequest
+from plugin.core.sequence import EPOCH
+from plugin.data.workspace import open_workspace
+from plugin.localstack import RedisServer
 from plugin.models.fit import train_version, training_data
-from plugin.models.planner import single_threaded
+from plugin.models.planner import best_of_n_planner, single_threaded
 from plugin.models.repository import ModelRepository
-from plugin.monitoring import window_stats
-from plugin.pipeline import BatchProcessor
-from plugin.planning import PlanRequest
-from plugin.sequence import EPOCH
-from plugin.servers import RedisServer
+from plugin.observability.metrics import WorkerMetrics
+from plugin.observability.monitoring import window_stats
 from plugin.settings import Settings, load_settings
-from plugin.wiring import best_of_n_planner, feedback_log, open_workspace, redis_client
-from streams.worker import Record, StreamWorker
+from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import feedback_log, redis_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from plugin.catalog import ClusterCatalog
-from plugin.feedback import (
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.feedback import (
     FeedbackAggregate,
     aggregate,
     aggregate_key,
@@ -18,8 +18,9 @@ from plugin.feedback import (
     feedback_selection,
     merge_aggregates,
 )
-from plugin.models.data import NovelMove, PlanOutcome, feedback_labels
-from plugin.sequence import UserClusterSequence, apply_batch
+from plugin.core.moves import NovelMove, PlanOutcome
+from plugin.core.sequence import UserClusterSequence, apply_batch
+from plugin.models.data import feedback_labels
 from plugin.settings import Settings
 
 

@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from plugin.adapters.fresh_transitions import RedisFreshTransitions
-from plugin.fresh import (
+from plugin.core.fresh import (
     FreshBoostPlanner,
     FreshTransitions,
     FreshWindow,
     boosted_plan,
     ranked_by_count,
 )
-from plugin.models.data import NovelMove
+from plugin.core.moves import NovelMove
+from plugin.core.planning import PlanRequest
+from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
-from plugin.planning import PlanRequest
-from plugin.servers import RedisServer
 
 DAY = 86_400
 

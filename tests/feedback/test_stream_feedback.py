@@ -18,11 +18,12 @@ from plugin.adapters.kafka_io import (
     topic_partitions,
     wait_for_commits,
 )
-from plugin.feedback import FeedbackRecord, aggregate
-from plugin.servers import KafkaBroker, RedisServer, free_port
+from plugin.core.feedback import FeedbackRecord, aggregate
+from plugin.data.workspace import open_workspace
+from plugin.localstack import KafkaBroker, RedisServer, free_port
+from plugin.localstack.worker import WorkerProcess
 from plugin.settings import load_settings
-from plugin.wiring import feedback_log, open_workspace
-from streams.runner import WorkerProcess
+from plugin.wiring import feedback_log
 
 pytestmark = pytest.mark.integration
 

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from plugin.catalog import ClusterCatalog
-from plugin.feedback import FeedbackCollector, FeedbackRecord
-from plugin.metrics import WorkerMetrics
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.feedback import FeedbackCollector, FeedbackRecord
+from plugin.core.pipeline import BatchProcessor
 from plugin.models.planner import BestOfNPlanner
-from plugin.monitoring import FeedbackMonitor
-from plugin.pipeline import BatchProcessor
+from plugin.observability.metrics import WorkerMetrics
+from plugin.observability.monitoring import FeedbackMonitor
 from plugin.settings import Settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker
 
 
 def records(*events: Any, start: int = 0) -> list[Record]:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from plugin.adapters.kafka_io import event_payload
-from plugin.events import WatchEvent
+from plugin.core.events import WatchEvent
 
 CORPUS = Path(__file__).with_name("corpus.jsonl")
 CATEGORIES = (

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from plugin.adapters.kafka_io import DeadLetter
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import MAX_PAYLOAD_BYTES
-from plugin.metrics import WorkerMetrics
-from plugin.pipeline import BatchProcessor
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import MAX_PAYLOAD_BYTES
+from plugin.core.pipeline import BatchProcessor
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings, load_settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker
 from tests.hostile.corpus import CATEGORIES, HostileCase, Target, category_counts, hostile_cases
 from tests.streams.conftest import CLUSTERS, MemoryStore, make_planner, watch
 

@@ -22,9 +22,9 @@ from plugin.adapters.kafka_io import (
     read_topic,
     wait_for_commits,
 )
-from plugin.events import MAX_PAYLOAD_BYTES
-from plugin.servers import KafkaBroker, RedisServer
-from streams.runner import WorkerProcess
+from plugin.core.events import MAX_PAYLOAD_BYTES
+from plugin.localstack import KafkaBroker, RedisServer
+from plugin.localstack.worker import WorkerProcess
 from tests.faults.workbench import (
     assert_matches,
     final_state,

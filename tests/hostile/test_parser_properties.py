@@ -20,18 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugin.adapters.kafka_io import event_payload
-from plugin.events import (
+from plugin.core.events import (
     MAX_CONTEXT_KEYS,
     MAX_ID_LENGTH,
     EventRejection,
     WatchEvent,
     parse_event,
 )
-from plugin.metrics import WorkerMetrics, rejection_kind
-from plugin.pipeline import BatchProcessor
+from plugin.core.pipeline import BatchProcessor
+from plugin.observability.metrics import WorkerMetrics, rejection_kind
 from plugin.settings import load_settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker, parse_record
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker, parse_record
 from tests.hostile.test_hostile_events import CATALOG
 from tests.streams.conftest import MemoryStore, make_planner
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from plugin.evaluation import N_SCALING, gini, plot, run_evaluation
+from plugin.data.workspace import Workspace, open_workspace
+from plugin.evaluation.offline import N_SCALING, gini, plot, run_evaluation
 from plugin.models.fit import matching_version, train_version
+from plugin.models.planner import best_of_n_planner
 from plugin.settings import Settings, load_settings
-from plugin.wiring import Workspace, best_of_n_planner, open_workspace
 
 
 def quick_settings(tmp_path: Path, **models: object) -> Settings:

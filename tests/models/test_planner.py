@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from plugin.core.planning import HistoryRanking, PlanningError, PlanRequest, select
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.planner import BestOfNPlanner, HistoryRanking, select
+from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository
-from plugin.planning import PlanningError, PlanRequest
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
 CLUSTERS = 10

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
-from plugin.models.data import NovelMove, feedback_labels, novel_moves, novelty_data
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import WatchEvent
+from plugin.core.moves import NovelMove, novel_moves
+from plugin.models.data import feedback_labels, novelty_data
 from plugin.settings import DataSettings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)

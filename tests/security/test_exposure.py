@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from plugin.cli import app
+from plugin.cli.app import app
+from plugin.localstack import RunDirectory, free_port
 from plugin.security import secrets_in
-from plugin.servers import RunDirectory, free_port
 from plugin.settings import load_settings
 
 REDIS_PASSWORD = "redis-" + "pw" * 12

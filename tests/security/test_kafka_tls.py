@@ -21,8 +21,8 @@ from uuid import uuid4
 
 import pytest
 
-from plugin.adapters.kafka_io import client_options, produce, read_topic
-from plugin.servers import KafkaBroker, free_port, port_open, quiet_kafka
+from plugin.adapters.kafka_io import client_options, produce, quiet_kafka, read_topic
+from plugin.localstack import KafkaBroker, free_port, port_open
 from plugin.settings import Settings, load_settings
 from streams.app import credentials
 

@@ -13,9 +13,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from plugin.adapters.feast_store import FeastStore
+from plugin.core.sequence import UserClusterSequence
+from plugin.localstack import RedisServer
 from plugin.security import ServerTLS, redis_tls_options
-from plugin.sequence import UserClusterSequence
-from plugin.servers import RedisServer
 from plugin.settings import Settings, SettingsError, load_settings
 from plugin.wiring import redis_client
 

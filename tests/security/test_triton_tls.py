@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from plugin.core.planning import PlanRequest
+from plugin.localstack import TritonServer
+from plugin.models.planner import best_of_n_planner
 from plugin.models.repository import ModelRepository
-from plugin.planning import PlanRequest
 from plugin.security import ServerTLS
-from plugin.servers import TritonServer
 from plugin.serving.control import ModelControl
 from plugin.settings import TritonSettings
-from plugin.wiring import best_of_n_planner, triton_planner
+from plugin.wiring import triton_planner
 from tests.faults.workbench import make_workbench
 
 pytestmark = pytest.mark.integration

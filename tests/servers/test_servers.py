@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from plugin.servers import (
+from plugin.adapters.kafka_io import quiet_kafka
+from plugin.localstack import (
     KafkaBroker,
     ManagedProcess,
     RedisServer,
@@ -33,7 +34,6 @@ from plugin.servers import (
     TritonServer,
     free_port,
     port_open,
-    quiet_kafka,
 )
 from plugin.settings import PROJECT_ROOT
 
@@ -277,7 +277,7 @@ def _up_in_another_process(run_dir: Path, port: int, log: Path) -> str:
     """`explore stack up` in miniature: start detached from a process that then exits."""
     code = f"""
         from pathlib import Path
-        from plugin.servers import RedisServer, RunDirectory
+        from plugin.localstack import RedisServer, RunDirectory
         server = RedisServer(port={port}, log_path=Path({str(log)!r}))
         print(server.up(RunDirectory(Path({str(run_dir)!r}))).describe())
     """

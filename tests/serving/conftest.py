@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import torch
 
+from plugin.core.planning import PlanRequest
+from plugin.localstack import TritonServer
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository
-from plugin.planning import PlanRequest
-from plugin.servers import TritonServer
 from plugin.serving.control import ModelControl
 from plugin.settings import TritonSettings
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from plugin.core.planning import best_of_n
 from plugin.models.repository import TEMPLATES
-from plugin.planning import best_of_n
 from plugin.serving.contract import (
     EXCLUDED,
     HISTORY,

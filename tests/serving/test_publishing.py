@@ -62,7 +62,7 @@ def test_the_pointer_keeps_earlier_versions_for_rollback(tmp_path: Path, kit: An
 
 
 def test_the_in_process_planner_serves_the_published_version(tmp_path: Path, kit: Any) -> None:
-    from plugin.wiring import best_of_n_planner
+    from plugin.models.planner import best_of_n_planner
 
     root = tmp_path / "model_repository"
     kit.write_version(root, seed=1)

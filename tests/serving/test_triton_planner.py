@@ -15,8 +15,8 @@ from plugin.adapters.triton_planner import (
     TritonPlanner,
     _name_row,
 )
-from plugin.planning import Planner
-from plugin.servers import free_port
+from plugin.core.planning import Planner
+from plugin.localstack import free_port
 from plugin.settings import TritonSettings, load_settings
 
 

@@ -19,14 +19,14 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.adapters.triton_planner import TritonPlanner, TritonPlannerError
-from plugin.cli import app
-from plugin.commands.bench import synthetic_requests
+from plugin.cli.app import app
+from plugin.cli.bench import synthetic_requests
+from plugin.localstack import TritonServer, free_port
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository, version_label
-from plugin.servers import TritonServer, free_port
 from plugin.serving.contract import PLANNER_MODEL, planner_inputs, triton_dtype
 from plugin.serving.control import ModelControl
-from plugin.serving.metrics import scrape
+from plugin.serving.server_metrics import scrape
 from plugin.settings import TritonSettings
 
 pytestmark = pytest.mark.integration

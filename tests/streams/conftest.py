@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from plugin.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.events import WatchEvent
+from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
+from plugin.core.events import WatchEvent
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner
-from plugin.planning import ExplorationPlan
-from plugin.sequence import UserClusterSequence
 from plugin.settings import Settings, load_settings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
@@ -34,7 +34,7 @@ def catalog() -> ClusterCatalog:
 
 
 class MemoryStore:
-    """A :class:`~plugin.ports.SequencePlanStore` in dicts, counting its calls."""
+    """A :class:`~plugin.core.ports.SequencePlanStore` in dicts, counting its calls."""
 
     def __init__(self) -> None:
         self.sequences: dict[str, UserClusterSequence] = {}

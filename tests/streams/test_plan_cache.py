@@ -21,11 +21,11 @@ from plugin.adapters.plan_cache import (
     seen_histories,
     supports_ranking,
 )
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
+from plugin.core.planning import PlanRequest
+from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
-from plugin.planning import PlanRequest
-from plugin.servers import RedisServer
 from plugin.settings import CacheSettings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
@@ -60,7 +60,7 @@ def test_seen_histories_follow_the_core_rules(
 
 
 def test_the_frequency_planner_cannot_be_cached() -> None:
-    from plugin.frequency import TransitionCounts, TransitionFrequencyPlanner
+    from plugin.core.frequency import TransitionCounts, TransitionFrequencyPlanner
 
     class Tiny:
         version = "v"
@@ -131,14 +131,12 @@ def test_precompute_fills_every_history_and_then_everything_hits(
 def test_a_redis_outage_degrades_to_planning_without_the_cache(
     planner_factory: Callable[..., BestOfNPlanner], tmp_path: Any
 ) -> None:
-    from plugin.servers import free_port
+    from plugin.localstack import free_port
 
     dead = RedisServer(port=free_port()).client(
         socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
-    cached = CachedPlanner(
-        planner_factory(), RankingCache(dead, CacheSettings(), 1.5, 7), n=4
-    )
+    cached = CachedPlanner(planner_factory(), RankingCache(dead, CacheSettings(), 1.5, 7), n=4)
     batch = requests()[:4]
     assert cached.plan(batch) == planner_factory().plan(batch)
     assert cached.stats.errors == 2 and cached.stats.misses == 4

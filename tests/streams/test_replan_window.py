@@ -4,7 +4,7 @@ A user who follows their plan into cluster Z and then returns to their two old c
 back at the planned history. Had the core replanned on history changes only, the stored plan
 would still propose Z, a cluster the user has just watched, and which plan survived would
 depend on where batch boundaries fell. The core compares the avoided set too
-(``plugin/sequence.py``, rule *Replan*).
+(``plugin/core/sequence.py``, rule *Replan*).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from plugin.events import WatchEvent
-from plugin.metrics import WorkerMetrics
-from plugin.pipeline import BatchProcessor
+from plugin.core.events import WatchEvent
+from plugin.core.pipeline import BatchProcessor
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import load_settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker
 from tests.hostile.test_hostile_events import CATALOG
 from tests.streams.conftest import MemoryStore, make_planner, watch
 

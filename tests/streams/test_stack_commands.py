@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.adapters.kafka_io import read_topic
-from plugin.cli import app
-from plugin.servers import free_port
+from plugin.cli.app import app
+from plugin.localstack import free_port
 from plugin.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -37,17 +37,17 @@ from plugin.adapters.kafka_io import (
     topic_partitions,
     wait_for_commits,
 )
-from plugin.events import WatchEvent
+from plugin.core.events import WatchEvent
+from plugin.core.pipeline import BatchProcessor
+from plugin.core.planning import ExplorationPlan
+from plugin.core.sequence import UserClusterSequence
+from plugin.jobs.replay import replay
+from plugin.localstack import KafkaBroker, RedisServer, TritonServer, free_port
+from plugin.localstack.worker import WorkerProcess
 from plugin.models.repository import ModelRepository
-from plugin.pipeline import BatchProcessor
-from plugin.planning import ExplorationPlan
-from plugin.replay import replay
-from plugin.sequence import UserClusterSequence
-from plugin.servers import KafkaBroker, RedisServer, TritonServer, free_port
 from plugin.serving.control import ModelControl
 from plugin.settings import Settings, load_settings
 from plugin.wiring import build_planner
-from streams.runner import WorkerProcess
 from tests.faults.workbench import Workbench, make_workbench
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from plugin.adapters.kafka_io import client_options
-from plugin.metrics import LatencyRecorder, WorkerMetrics, rejection_kind
-from plugin.settings import PROJECT_ROOT, SettingsError, load_settings
+from plugin.observability.metrics import LatencyRecorder, WorkerMetrics, rejection_kind
+from plugin.settings import PROJECT_ROOT, SettingsError, load_settings, settings_environment
 from streams.app import credentials
-from streams.runner import settings_environment
 
 
 def test_sasl_needs_all_three_fields_and_never_prints_the_password() -> None:

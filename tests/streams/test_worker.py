@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from plugin.adapters.kafka_io import DeadLetter, PlanUpdate
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
-from plugin.metrics import WorkerMetrics
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
+from plugin.core.pipeline import BatchProcessor
+from plugin.core.planning import ExplorationPlan, PlanRequest
 from plugin.models.planner import BestOfNPlanner
-from plugin.pipeline import BatchProcessor
-from plugin.planning import ExplorationPlan, PlanRequest
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker
 
 
 def records(*payloads: tuple[str | None, bytes], start: int = 0) -> list[Record]:

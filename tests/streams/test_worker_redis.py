@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from plugin.adapters.feast_store import FeastStore
-from plugin.catalog import ClusterCatalog
-from plugin.events import WatchEvent
-from plugin.metrics import WorkerMetrics
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
+from plugin.core.pipeline import BatchProcessor
+from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
-from plugin.pipeline import BatchProcessor
-from plugin.servers import RedisServer
+from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings, load_settings
-from streams.deadline import DeadlinePlanner
-from streams.worker import Record, StreamWorker
+from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.worker import Record, StreamWorker
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,7 @@ def test_events_of_one_second_split_across_batches_are_all_applied(
         BatchProcessor(catalog, deadline, store, redis_settings), catalog, redis_settings, metrics
     )
     first = event(1, 1)
-    same_second = [
-        event(n, n).model_copy(update={"event_time": first.event_time}) for n in (2, 3)
-    ]
+    same_second = [event(n, n).model_copy(update={"event_time": first.event_time}) for n in (2, 3)]
     for offset, item in enumerate([first, *same_second]):
         worker.handle([record(item, offset)])
     state = store.read_sequences(["u1"])["u1"]

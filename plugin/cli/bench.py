@@ -1,0 +1,344 @@
+"""`explore bench ...`: benchmarks of the real path. Each prints tables and writes JSON.
+
+* ``all``: every part below against one private stack (tansu, redis-server, tritonserver on
+  free 127.0.0.1 ports), then a PNG plot; a few minutes on a 2-CPU machine;
+* ``worker``, ``latency``, ``feast``, ``sweep``, ``profile``: one part each;
+* ``planner``: the planner grid (in-process vs Triton, any batch sizes and concurrencies);
+* ``report``: print and plot a saved run again.
+
+The logic lives in ``plugin.bench``; docs/BENCHMARKS.md has the measured tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from plugin.bench.planner import (
+    PlanFn,
+    measure,
+    scrape_metrics,
+    server_figures,
+    synthetic_requests,
+    triton_endpoint,
+)
+from plugin.cli.triton import fail, settings, text_table, warn
+
+__all__ = ["bench_app", "synthetic_requests"]
+
+bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
+
+
+def _parse_sizes(values: Sequence[str], name: str) -> list[int]:
+    sizes = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip().isdigit() or int(part) < 1:
+                fail(f"{name} must be positive integers, got {part!r}")
+            sizes.append(int(part))
+    return sizes
+
+
+@bench_app.command("planner")
+def bench_planner(
+    planners: Annotated[
+        str, typer.Option(help="comma-separated: in-process, triton")
+    ] = "in-process,triton",
+    batch: Annotated[list[str] | None, typer.Option(help="plan requests per call")] = None,
+    concurrency: Annotated[list[str] | None, typer.Option(help="concurrent callers")] = None,
+    seconds: Annotated[float, typer.Option(help="measured seconds per cell")] = 5.0,
+    server: Annotated[
+        str, typer.Option(help="own: start a private Triton | running: use settings.triton")
+    ] = "own",
+    torch_threads: Annotated[
+        int,
+        typer.Option(help="torch threads of the in-process planner (0: torch's default)"),
+    ] = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="JSON output (default var/bench/planner.json)")
+    ] = None,
+) -> None:
+    """Planner throughput (plans/s) and call latency, in-process vs Triton."""
+    import torch
+
+    from plugin.data.workspace import open_workspace
+    from plugin.models.planner import best_of_n_planner
+    from plugin.wiring import triton_planner
+
+    # One thread by default, like each Triton model stub (torch_threads in config.pbtxt):
+    # spinning intra-op workers on a busy small box are what slows torch most.
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    config = settings()
+    kinds = [k.strip() for k in planners.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"in-process", "triton"}:
+        fail(f"--planners takes in-process and/or triton, got {planners!r}")
+    if server not in ("own", "running"):
+        fail(f"--server is own or running, got {server!r}")
+    batches = _parse_sizes(batch or ["1", "64"], "--batch")
+    concurrencies = _parse_sizes(concurrency or ["1", "32"], "--concurrency")
+    workspace = open_workspace(config)
+    catalog = workspace.catalog
+    pool = synthetic_requests(
+        4096, len(catalog), config.sequence.history_length, config.sequence.novelty_window
+    )
+    results: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": _cpus(),
+        "n": config.planner.candidates,
+        "clusters": len(catalog),
+        "seconds_per_cell": seconds,
+    }
+
+    def grid(name: str, plan: PlanFn, after: Callable[[], dict[str, Any]] | None) -> None:
+        for size in batches:
+            for callers in concurrencies:
+                before = after() if after else None
+                row = {"planner": name, **measure(plan, pool, size, callers, seconds)}
+                if after and before is not None:
+                    row.update(server_figures(before, after()))
+                results.append(row)
+                typer.echo(
+                    f"{name:10} batch {size:3} x {callers:2}: {row['plans_per_s']:>9,.0f} plans/s"
+                )
+
+    try:
+        if "in-process" in kinds:
+            local = best_of_n_planner(config, catalog)
+            meta["version"] = local.model_version
+            grid("in-process", local.plan, None)
+        if "triton" in kinds:
+            with triton_endpoint(config, server) as (endpoint, info):
+                meta["triton"] = info
+                remote = triton_planner(endpoint, catalog)
+                try:
+                    grid("triton", remote.plan, lambda: scrape_metrics(endpoint))
+                finally:
+                    remote.close()
+    except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as exc:
+        fail(str(exc))
+    columns = ("planner", "batch", "concurrency", "plans_per_s", "p50_ms", "p99_ms")
+    extra = ("rows/batch", "queue ms", "compute ms")
+    typer.echo(text_table([{c: r.get(c) for c in (*columns, *extra)} for r in results]))
+    for row in results:
+        if row["errors"]:
+            warn(f"{row['planner']} batch {row['batch']} x {row['concurrency']}: {row['errors']}")
+    path = json_path or config.var_dir / "bench" / "planner.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+# -- the real-path benchmarks (plugin.bench) ----------------------------------------------------
+
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="folder for the JSON and the plot (var/bench)")
+]
+EventsOpt = Annotated[int, typer.Option(help="timed events per workload (worker, sweep)")]
+
+
+def _run(parts: Sequence[str], name: str, out: Path | None, **changes: Any) -> None:
+    """Run ``parts`` with the options changed, print the tables, write JSON and the plot."""
+    from plugin.bench.report import plot, render, write_json
+    from plugin.bench.stack import BenchSetupError
+    from plugin.bench.suite import BenchOptions, run_suite
+
+    config = settings()
+    options = BenchOptions(**{k: v for k, v in changes.items() if v is not None})
+    try:
+        doc = run_suite(config, parts, options, echo=typer.echo)
+    except (BenchSetupError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        fail(str(exc))
+    folder = out or config.var_dir / "bench"
+    typer.echo("\n" + render(doc))
+    write_json(folder / f"{name}.json", doc)
+    typer.echo(f"\nwrote {folder / f'{name}.json'}")
+    image = plot(doc, folder / f"{name}.png")
+    if image is not None:
+        typer.echo(f"wrote {image}")
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"{name} takes comma-separated numbers, got {text!r}")
+    if not values or any(v <= 0 for v in values):
+        fail(f"{name} takes positive numbers, got {text!r}")
+    return values
+
+
+def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    return None if text is None else tuple(_parse_sizes([text], name))
+
+
+def _orders(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    from plugin.bench.workload import ORDERS
+
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or set(values) - set(ORDERS):
+        fail(f"--orders takes {' and/or '.join(ORDERS)}, got {text!r}")
+    return values
+
+
+@bench_app.command("all")
+def bench_all(
+    out: OutOpt = None,
+    events: EventsOpt = 20_000,
+    rates: Annotated[str | None, typer.Option(help="offered events/s, comma-separated")] = None,
+    rate_seconds: Annotated[float, typer.Option(help="seconds at each rate")] = 10.0,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smaller run (about a minute), for a smoke check")
+    ] = False,
+) -> None:
+    """Every benchmark against one private stack: worker events/s (naive vs batched),
+    latency at fixed rates through Kafka, planner plans/s, Feast rows/s, the batch-size sweep
+    and the profile; tables, var/bench/all.json and var/bench/all.png."""
+    changes: dict[str, Any] = {
+        "events": events,
+        "rates": _floats(rates, "--rates"),
+        "rate_seconds": rate_seconds,
+    }
+    if quick:
+        changes.update(QUICK)
+    _run(("worker", "latency", "planner", "feast", "sweep", "profile"), "all", out, **changes)
+
+
+# What --quick changes: every part, a fraction of the time.
+QUICK: dict[str, Any] = {
+    "events": 3000,
+    "orders": ("interleaved",),
+    "naive_seconds": 2.0,
+    "batched_seconds": 5.0,
+    "rates": (1000.0,),
+    "rate_seconds": 4.0,
+    "backlog": 2000,
+    "feedback_rate": 0.0,
+    "feast_sizes": (1, 100, 500),
+    "feast_seconds": 0.5,
+    "sweep_sizes": (1, 100, 500),
+    "sweep_seconds": 1.5,
+    "planner_seconds": 1.0,
+    "profile_events": 2000,
+}
+
+
+@bench_app.command("worker")
+def bench_worker(
+    out: OutOpt = None,
+    events: EventsOpt = 20_000,
+    orders: Annotated[str | None, typer.Option(help="interleaved and/or time")] = None,
+    naive_seconds: Annotated[float, typer.Option(help="time budget of the naive path")] = 8.0,
+) -> None:
+    """Worker events/s: the naive per-event path against the batched ones, for sequence
+    updates only and with replans, same events and servers (var/bench/worker.json)."""
+    _run(
+        ("worker",),
+        "worker",
+        out,
+        events=events,
+        orders=_orders(orders),
+        naive_seconds=naive_seconds,
+    )
+
+
+@bench_app.command("latency")
+def bench_latency(
+    out: OutOpt = None,
+    rates: Annotated[str | None, typer.Option(help="offered events/s, comma-separated")] = None,
+    rate_seconds: Annotated[float, typer.Option(help="seconds at each rate")] = 10.0,
+    backlog: Annotated[int, typer.Option(help="events produced before the worker starts")] = 20_000,
+    batch_within: Annotated[
+        float | None, typer.Option(help="override worker.batch_within_s")
+    ] = None,
+    feedback_rate: Annotated[
+        float, typer.Option(help="also this rate with the feedback loop on (0: skip)")
+    ] = 1000.0,
+) -> None:
+    """Event-to-plan latency p50/p95/p99 at fixed offered rates through tansu, the Faust
+    worker (a child process), Feast on Redis and Triton (var/bench/latency.json)."""
+    _run(
+        ("latency",),
+        "latency",
+        out,
+        rates=_floats(rates, "--rates"),
+        rate_seconds=rate_seconds,
+        backlog=backlog,
+        batch_within_s=batch_within,
+        feedback_rate=feedback_rate,
+    )
+
+
+@bench_app.command("feast")
+def bench_feast(
+    out: OutOpt = None,
+    sizes: Annotated[str | None, typer.Option(help="rows per call, comma-separated")] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per cell")] = 1.5,
+) -> None:
+    """Feast online-store rows/s: the SDK path (write_to_online_store, push,
+    get_online_features) against the fast Redis store (var/bench/feast.json)."""
+    _run(("feast",), "feast", out, feast_sizes=_ints(sizes, "--sizes"), feast_seconds=seconds)
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    out: OutOpt = None,
+    sizes: Annotated[str | None, typer.Option(help="batch sizes, comma-separated")] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per batch size")] = 4.0,
+    events: EventsOpt = 20_000,
+) -> None:
+    """Worker events/s and ms per batch across batch sizes (var/bench/sweep.json)."""
+    _run(
+        ("sweep",),
+        "sweep",
+        out,
+        sweep_sizes=_ints(sizes, "--sizes"),
+        sweep_seconds=seconds,
+        events=events,
+    )
+
+
+@bench_app.command("profile")
+def bench_profile(
+    out: OutOpt = None,
+    events: Annotated[int, typer.Option(help="events profiled per workload")] = 10_000,
+) -> None:
+    """cProfile of the batched worker path, by area and top functions, on the SDK store and
+    on the fast store (var/bench/profile.json)."""
+    _run(("profile",), "profile", out, profile_events=events)
+
+
+@bench_app.command("report")
+def bench_report(
+    path: Annotated[Path, typer.Argument(help="a JSON written by explore bench")],
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="also draw the plot here (PNG)")
+    ] = None,
+) -> None:
+    """Print a saved run's tables again (and plot it)."""
+    from plugin.bench.report import plot, render
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: {exc}")
+    typer.echo(render(doc))
+    if plot_path is not None and plot(doc, plot_path) is not None:
+        typer.echo(f"wrote {plot_path}")

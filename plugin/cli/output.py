@@ -1,0 +1,147 @@
+"""What the commands print: catalogs, replays, lookups, training and evaluation reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+
+from plugin.core.catalog import ClusterCatalog
+from plugin.tables import table
+
+
+def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
+    sizes = [c.size for c in catalog.clusters]
+    return {
+        "version": catalog.version,
+        "leaf_clusters": len(catalog.clusters),
+        "parent_clusters": len(catalog.parents),
+        "items": len(catalog.item_to_cluster),
+        "size_min": min(sizes),
+        "size_max": max(sizes),
+        "clusters": [
+            {
+                "cluster_id": c.cluster_id,
+                "parent": catalog.parents[c.parent_id].description,
+                "description": c.description,
+                "size": c.size,
+                "top_titles": [catalog.title(i) for i in c.top_items[:3]],
+            }
+            for c in catalog.clusters
+        ],
+    }
+
+
+def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
+    summary = catalog_summary(catalog)
+    typer.echo(
+        f"\n{summary['leaf_clusters']} leaf clusters in {summary['parent_clusters']} parents over "
+        f"{summary['items']:,} items (sizes {summary['size_min']}..{summary['size_max']})"
+    )
+    rows = [
+        (
+            c["cluster_id"],
+            c["parent"][:24],
+            c["description"][:48],
+            c["size"],
+            "; ".join(c["top_titles"])[:60],
+        )
+        for c in summary["clusters"][:limit]
+    ]
+    typer.echo(table(["id", "parent", "description", "items", "top titles"], rows))
+    if len(catalog.clusters) > limit:
+        typer.echo(f"... and {len(catalog.clusters) - limit} more")
+
+
+def print_replay(summary: dict[str, Any]) -> None:
+    steps = summary["seconds_by_step"]
+    rows = [
+        ("dataset", summary["dataset"]),
+        ("online store", summary["online_store"]),
+        ("planner", summary["planner"]),
+        ("clusters", summary["clusters"]),
+        ("events", summary["events"]),
+        ("events/s", summary["events_per_second"]),
+        ("users", summary["users"]),
+        ("users with a plan", summary["planned_users"]),
+        ("replans", summary["replans"]),
+        ("stale events skipped", summary["stale_events"]),
+        ("unknown items skipped", summary["unknown_items"]),
+        (
+            "seconds (read/core/plan/write)",
+            " / ".join(f"{steps[name]:.2f}" for name in ("read", "core", "plan", "write")),
+        ),
+    ]
+    typer.echo("\n" + table(["replay", "value"], rows))
+
+
+def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
+    for row in rows:
+        if row.get("plan", "") is None:
+            typer.echo(f"\nuser {row['user_id']}: no plan yet")
+            continue
+        typer.echo(
+            f"\nuser {row['user_id']}  history (oldest -> newest): "
+            + " -> ".join(
+                f"[{h}] {d}"
+                for h, d in reversed(
+                    list(zip(row["history"], row["history_descriptions"], strict=True))
+                )
+            )
+        )
+        typer.echo(f"  plan: [{row['cluster_id']}] {row['description']}  ({row['model_version']})")
+        typer.echo(f"  candidates: {row['candidates'][:8]}")
+        typer.echo(f"  top items: {'; '.join(row['top_titles'][:5])}")
+
+
+def print_training(version: int, manifest: dict[str, Any]) -> None:
+    gate = manifest["gate"]
+    seconds = manifest["seconds"]
+    rows = [
+        ("version", version),
+        ("catalog", manifest["catalog_version"]),
+        ("training pairs (novelty)", manifest["training_pairs"]),
+        (
+            "feedback rows / pairs",
+            f"{manifest['feedback_rows']:,} / {manifest['feedback_pairs']:,}",
+        ),
+        ("alignment objective", manifest["objective"]),
+        ("text-initialised tokens", manifest["text_init"]),
+        (
+            "seconds: text / novelty / alignment",
+            f"{seconds['text_embeddings']} / {seconds['novelty']} / {seconds['alignment']}",
+        ),
+        ("gate: validity", gate["validity"]),
+        (f"gate: recall@{gate['n']}", gate["recall_at_n"]),
+        ("gate", "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])),
+    ]
+    typer.echo("\n" + table(["training", "value"], rows))
+
+
+def print_evaluation(report: dict[str, Any]) -> None:
+    from plugin.evaluation.offline import METRICS
+
+    rows = [
+        (name, *(round(metrics[m], 4) for m in METRICS))
+        for name, metrics in report["methods"].items()
+    ]
+    data = report["dataset"]
+    typer.echo(
+        f"\n{data['name']}: {data['cases']:,} held-out novel engagements "
+        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}"
+    )
+    typer.echo(table(["method", *METRICS], rows))
+    scaling = [
+        (
+            row["n"],
+            round(row["hit_at_1"], 4),
+            round(row["positive_hit_at_1"], 4),
+            round(row["hit_at_n"], 4),
+            round(row["coverage"], 4),
+        )
+        for row in report["n_scaling"]
+    ]
+    typer.echo(
+        "\n" + table(["n", "hit_at_1", "positive_hit_at_1", "hit_at_n", "coverage"], scaling)
+    )

@@ -1,0 +1,47 @@
+"""The workspace: a dataset, its time split, and the cluster catalog fit on its training part."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugin.core.catalog import ClusterCatalog
+from plugin.data.clustering import build_catalog
+from plugin.data.datasets import Dataset, load_dataset
+from plugin.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A dataset, its time split, and the catalog fit on the training part."""
+
+    dataset: Dataset
+    train: Dataset
+    test: Dataset
+    catalog: ClusterCatalog
+
+
+def catalog_path(settings: Settings, train: Dataset) -> Path:
+    """Catalogs are cached per (training data, cluster settings): a change of either rebuilds."""
+    params = json.dumps(settings.clusters.model_dump(), sort_keys=True).encode()
+    key = f"{train.name}-{train.fingerprint()}-{hashlib.sha256(params).hexdigest()[:8]}"
+    return settings.var_dir / "catalogs" / f"{key}.json"
+
+
+def open_workspace(settings: Settings, rebuild: bool = False, progress: bool = False) -> Workspace:
+    """Load the dataset, split it by event time, and load or build its cluster catalog."""
+    dataset = load_dataset(settings.data)
+    train, test = dataset.time_split(settings.data.split_quantile)
+    path = catalog_path(settings, train)
+    if path.exists() and not rebuild:
+        catalog = ClusterCatalog.load(path)
+    else:
+        log.info("building the cluster catalog for %s", dataset.name)
+        catalog = build_catalog(train, settings.clusters, progress=progress)
+        catalog.save(path)
+    return Workspace(dataset=dataset, train=train, test=test, catalog=catalog)
