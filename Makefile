@@ -28,7 +28,7 @@ help:
 	@echo "make demo         run the embedded end-to-end demo (explore demo)"
 	@echo "make demo STACK=1 the same through tansu, redis, Triton and the Faust worker"
 	@echo "make test         ruff, mypy and pytest (starts real redis, tansu and tritonserver)"
-	@echo "make lint         ruff and mypy only"
+	@echo "make lint         ruff (check, format), mypy and the import contract (lint-imports)"
 	@echo "make lock         recompile requirements.lock from requirements.in"
 	@echo "make clean        remove var/ and .cache/ (keeps $(VENV))"
 
@@ -53,7 +53,9 @@ demo: venv system-deps $(if $(STACK),triton)
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_DIRS)
+	$(BIN)/lint-imports
 
 test: venv system-deps triton lint
 	@rc=0; $(BIN)/pytest || rc=$$?; \

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plugin.adapters.feast_store import FeastStore
+from plugin.adapters.plan_cache import RankingCache
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.frequency import frequency_planner
 from plugin.core.pipeline import BatchProcessor
@@ -109,17 +110,25 @@ def redis_client(settings: Settings) -> Any:
 def cached_planner(settings: Settings, planner: Planner) -> Any:
     """``planner`` behind the Redis plan cache (a ``CachedPlanner``), or None when the cache
     is off or the planner has no per-history ranking (the frequency baseline)."""
-    from plugin.adapters.plan_cache import CachedPlanner, RankingCache, supports_ranking
+    from plugin.adapters.plan_cache import CachedPlanner, supports_ranking
 
     if not settings.cache.enabled:
         return None
     if not supports_ranking(planner):
         log.info("planner %s has no rank(): plans bypass the cache", planner.model_version)
         return None
-    cache = RankingCache(
-        redis_client(settings), settings.cache, settings.planner.temperature, settings.planner.seed
+    return CachedPlanner(planner, ranking_cache(settings), n=settings.planner.candidates)  # type: ignore[arg-type]
+
+
+def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache:
+    """The plan cache's Redis table of per-history rankings, keyed for ``settings.planner``
+    (temperature and seed are part of the key), on ``client`` or :func:`redis_client`."""
+    return RankingCache(
+        client if client is not None else redis_client(settings),
+        settings.cache,
+        settings.planner.temperature,
+        settings.planner.seed,
     )
-    return CachedPlanner(planner, cache, n=settings.planner.candidates)  # type: ignore[arg-type]
 
 
 # -- the feedback loop (plugin.core.feedback, docs/FEEDBACK.md) ------------------------------

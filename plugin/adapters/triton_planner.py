@@ -50,7 +50,7 @@ from plugin.serving.contract import (
     triton_dtype,
     unpack_sampled,
 )
-from plugin.serving.control import client_options, grpc_url
+from plugin.serving.endpoint import client_options, grpc_url
 from plugin.settings import TritonSettings
 
 T = TypeVar("T")

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
 from plugin.models.repository import MANIFEST, WEIGHTS, load_alignment, load_novelty
+from plugin.serving.batch import sample_rows
 from plugin.serving.contract import (
     ALIGNMENT_MODEL,
     ALIGNMENT_SCORE,
@@ -44,7 +45,6 @@ from plugin.serving.contract import (
     pack_sampled,
     padded_histories,
     planner_rows,
-    sample_rows,
 )
 
 log = logging.getLogger(__name__)

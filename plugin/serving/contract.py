@@ -1,7 +1,7 @@
-"""The Triton models' I/O contract, per-request validation, and the planner's batch logic.
+"""The Triton models' I/O contract and per-request validation.
 
-Nothing here imports Triton: the backend shells (:mod:`plugin.serving.backend`) move tensors
-in and out, the client (:mod:`plugin.adapters.triton_planner`) encodes and decodes the same
+Nothing here imports Triton or torch: the backend shells (:mod:`plugin.serving.backend`) move
+tensors in and out, the client (:mod:`plugin.adapters.triton_planner`) encodes and decodes the same
 arrays, and the tests check both sides without a server.
 
 The planner takes one **row** per plan request (a request may carry several rows):
@@ -22,7 +22,8 @@ ALIGNMENT_SCORE FP32   [-1]   their alignment scores
 Outputs are in sampling order and padded with -1 (candidates) and NaN (scores) to the widest
 row of the request; a row has fewer than n candidates only when its window leaves fewer novel
 clusters. The client picks the best of them with :func:`plugin.core.planning.best_of_n`, exactly as
-:func:`plugin.models.planner.select` does in-process, so the two give identical plans.
+:func:`plugin.core.planning.select` does in-process, so the two give identical plans. The
+batch logic over the two models that fills these outputs is :mod:`plugin.serving.batch`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from plugin.models.alignment import AlignmentModel
-from plugin.models.novelty import NoveltyModel, history_seed
-from plugin.models.planner import histories_tensor, rank_histories
 
 NOVELTY_MODEL = "novelty"
 ALIGNMENT_MODEL = "alignment"
@@ -155,47 +152,6 @@ class SampledCandidates:
     candidates: tuple[int, ...]
     novelty_log_probs: tuple[float, ...]
     alignment_scores: tuple[float, ...]
-
-
-def sample_rows(
-    rows: Sequence[PlannerRow],
-    novelty: NoveltyModel | Any,
-    alignment: AlignmentModel | Any,
-    history_length: int,
-) -> list[SampledCandidates]:
-    """Plan a whole batch: one ``rank_histories`` pass per distinct temperature.
-
-    ``novelty`` and ``alignment`` are the in-process models or anything with the same call
-    surface (``cluster_log_probs(histories)`` and ``__call__(histories, candidates)``), such as
-    the BLS proxies that forward to the Triton models. Distinct (history, seed) pairs are
-    ranked once; each row then keeps the first ``n`` clusters outside its window.
-    """
-    results: list[SampledCandidates | None] = [None] * len(rows)
-    by_temperature: dict[float, list[int]] = {}
-    for index, row in enumerate(rows):
-        by_temperature.setdefault(row.temperature, []).append(index)
-    for temperature, indices in by_temperature.items():
-        keys = list(dict.fromkeys((rows[i].history, rows[i].seed) for i in indices))
-        order, log_probs, scores = rank_histories(
-            cast(NoveltyModel, novelty),
-            cast(AlignmentModel, alignment),
-            histories_tensor([history for history, _ in keys], history_length),
-            temperature,
-            [history_seed(seed, history) for history, seed in keys],
-        )
-        position = {key: i for i, key in enumerate(keys)}
-        order_rows, lp_rows, score_rows = order.tolist(), log_probs.tolist(), scores.tolist()
-        for i in indices:
-            row = rows[i]
-            at = position[(row.history, row.seed)]
-            novel = [j for j, cluster in enumerate(order_rows[at]) if cluster not in row.excluded]
-            kept = novel[: row.n]
-            results[i] = SampledCandidates(
-                tuple(order_rows[at][j] for j in kept),
-                tuple(lp_rows[at][j] for j in kept),
-                tuple(score_rows[at][j] for j in kept),
-            )
-    return [r for r in results if r is not None]
 
 
 def pack_sampled(

@@ -39,6 +39,7 @@ from plugin.serving.contract import (
     planner_inputs,
     triton_dtype,
 )
+from plugin.serving.endpoint import client_options, grpc_url
 from plugin.settings import TritonSettings
 
 # The planner calls these; they must stay loaded while it is.
@@ -55,22 +56,6 @@ class ModelControlError(RuntimeError):
 
 class ModelLoadError(ModelControlError):
     """Loading a version failed; the previous versions were restored and still serve."""
-
-
-def grpc_url(settings: TritonSettings) -> str:
-    return f"{settings.host}:{settings.grpc_port}"
-
-
-def client_options(settings: TritonSettings) -> dict[str, Any]:
-    """Keyword arguments for both tritonclient gRPC clients (sync and asyncio)."""
-    options: dict[str, Any] = {"url": grpc_url(settings)}
-    if settings.ssl:
-        options["ssl"] = True
-        for name in ("root_certificates", "private_key", "certificate_chain"):
-            value = getattr(settings, name)
-            if value is not None:
-                options[name] = str(value)
-    return options
 
 
 def model_config_json(model: str, versions: Sequence[int], templates: Path = TEMPLATES) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from plugin.core.planning import best_of_n
 from plugin.models.repository import TEMPLATES
+from plugin.serving.batch import sample_rows
 from plugin.serving.contract import (
     EXCLUDED,
     HISTORY,
@@ -22,7 +23,6 @@ from plugin.serving.contract import (
     padded_histories,
     planner_inputs,
     planner_rows,
-    sample_rows,
     unpack_sampled,
 )
 from plugin.serving.control import model_config_json
