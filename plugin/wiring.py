@@ -15,6 +15,7 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.frequency import frequency_planner
 from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import Planner
+from plugin.core.ports import SequencePlanStore
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.models.planner import best_of_n_planner
 from plugin.models.repository import ModelRepository, check_catalog, version_label
@@ -219,8 +220,27 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> St
     planner = build_planner(settings, workspace)
     cached = cached_planner(settings, planner)
     deadline = DeadlinePlanner(cached or planner, settings.worker.plan_timeout_s, metrics)
+    processor = build_processor(settings, workspace.catalog, deadline)
+    return StreamWorker(processor, workspace.catalog, settings, metrics, deadline, cached)
+
+
+def online_store(settings: Settings, catalog: ClusterCatalog) -> FeastStore:
+    """The Feast online store of ``settings.feast``, registered and holding the catalog's
+    cluster rows (which ``explore lookup`` and the ranker read)."""
     store = FeastStore(settings)
     store.apply()
-    store.write_catalog(workspace.catalog)
-    processor = BatchProcessor(workspace.catalog, deadline, store, settings)
-    return StreamWorker(processor, workspace.catalog, settings, metrics, deadline, cached)
+    store.write_catalog(catalog)
+    return store
+
+
+def build_processor(
+    settings: Settings,
+    catalog: ClusterCatalog,
+    planner: Planner,
+    store: SequencePlanStore | None = None,
+) -> BatchProcessor:
+    """The processing core over ``planner`` and ``store`` (default: :func:`online_store`):
+    what the embedded replay, the worker and the benchmarks all run."""
+    return BatchProcessor(
+        catalog, planner, store if store is not None else online_store(settings, catalog), settings
+    )

@@ -80,16 +80,11 @@ class NaivePerEventPath:
     """
 
     def __init__(self, settings: Settings, stack: BenchStack) -> None:
-        from plugin.adapters.feast_store import FeastStore
-        from plugin.core.pipeline import BatchProcessor
-        from plugin.wiring import build_planner
+        from plugin.wiring import build_planner, build_processor
 
         catalog = stack.workspace.catalog
-        store = FeastStore(settings)
-        store.apply()
-        store.write_catalog(catalog)
         self.planner = build_planner(settings, stack.workspace)
-        processor = BatchProcessor(catalog, self.planner, store, settings)
+        processor = build_processor(settings, catalog, self.planner)
         self.worker = StreamWorker(processor, catalog, settings, WorkerMetrics())
 
     def handle(self, batch: Sequence[Record]) -> None:

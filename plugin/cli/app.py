@@ -316,22 +316,18 @@ def _run_replay(
 ) -> dict[str, Any]:
     from itertools import islice
 
-    from plugin.adapters.feast_store import FeastStore
     from plugin.cli.output import print_lookup, print_replay
-    from plugin.core.pipeline import BatchProcessor
     from plugin.jobs.lookup import lookup_plans
     from plugin.jobs.replay import replay
-    from plugin.wiring import build_planner
+    from plugin.wiring import build_planner, build_processor, online_store
 
     workspace = _open(settings, rebuild=False, progress=progress)
     try:
         planner = build_planner(settings, workspace, version)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    store = FeastStore(settings)
-    store.apply()
-    store.write_catalog(workspace.catalog)
-    processor = BatchProcessor(workspace.catalog, planner, store, settings)
+    store = online_store(settings, workspace.catalog)
+    processor = build_processor(settings, workspace.catalog, planner, store)
     events = workspace.dataset.events()
     total = len(workspace.dataset.interactions)
     if limit is not None:
