@@ -8,10 +8,19 @@ from the CLI. Every section rejects unknown fields, so a typo fails at start wit
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -306,6 +315,23 @@ class WorkerSettings(Section):
     stats_path: Path | None = Field(
         None, description="JSON summary written while running (default var/run/worker-stats)"
     )
+    # The plausible window of event times (defaults equal plugin.core.events'
+    # EARLIEST_EVENT_TIME and MAX_CLOCK_SKEW, which this layer cannot import).
+    earliest_event_time: datetime = Field(
+        datetime(1990, 1, 1, tzinfo=UTC),
+        description="events before this time are dead-lettered (give Z or an offset)",
+    )
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, le=86_400, description="events further ahead of the clock are dead-lettered"
+    )
+
+    @field_validator("earliest_event_time")
+    @classmethod
+    def _earliest_is_tz_aware(cls, value: datetime) -> datetime:
+        # Compared with tz-aware event times: a naive bound would fail every event at runtime.
+        if value.tzinfo is None:
+            raise ValueError("must be timezone-aware (add Z or an offset)")
+        return value.astimezone(UTC)
 
 
 class CacheSettings(Section):

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,11 @@ import numpy as np
 import pandas as pd
 
 from plugin.core.catalog import ClusterCatalog
+from plugin.core.moves import walk_novel_moves
 from plugin.core.stats import gini
 from plugin.data.clustering import DEFAULT_RECIPE, FeatureRecipe, build_catalog
 from plugin.data.datasets import Dataset, load_movielens_100k
 from plugin.settings import PROJECT_ROOT, ClusterSettings, DataSettings
-
-# --- measuring a granularity ---------------------------------------------------------------
 
 
 def _genre_purity(catalog: ClusterCatalog, items: pd.DataFrame) -> float:
@@ -41,33 +41,21 @@ def _genre_purity(catalog: ClusterCatalog, items: pd.DataFrame) -> float:
 
 
 def _novel_transitions(
-    interactions: pd.DataFrame, catalog: ClusterCatalog, data: DataSettings
-) -> pd.DataFrame:
-    """``(user, a, b, target, event_time)`` rows: after history ``(a, b)`` (the last two unique
-    clusters of the user's positive watches) the user positively watched a new cluster."""
-    positive = (interactions["rating"] >= data.positive_rating) | (
-        interactions["watch_ratio"] >= data.positive_watch_ratio
+    dataset: Dataset, catalog: ClusterCatalog, data: DataSettings
+) -> list[tuple[int, int, int, datetime]]:
+    """``(a, b, target, event_time)``: after history ``(a, b)`` (the last two unique clusters of
+    the user's positive watches, ``b`` the most recent) the user positively watched a new
+    cluster. The core's novel-move walk over the positive events, with a window of two."""
+    positive = (
+        event
+        for event in dataset.events()
+        if event.is_positive(data.positive_rating, data.positive_watch_ratio)
     )
-    frame = interactions.loc[positive, ["user_id", "item_id", "event_time"]].copy()
-    frame["cluster"] = frame["item_id"].map(catalog.item_to_cluster)
-    frame = frame.dropna(subset=["cluster"]).sort_values(["user_id", "event_time"], kind="stable")
-    frame["cluster"] = frame["cluster"].astype(int)
-    # Consecutive duplicates removed: then the last two unique clusters are the last two rows.
-    changed = (frame["cluster"] != frame.groupby("user_id")["cluster"].shift()).to_numpy()
-    seq = frame[changed].copy()
-    grouped = seq.groupby("user_id")["cluster"]
-    seq["a"] = grouped.shift(2)
-    seq["b"] = grouped.shift(1)
-    seq = seq.dropna(subset=["a", "b"])
-    seq = seq[seq["cluster"] != seq["a"]]
-    return pd.DataFrame(
-        {
-            "a": seq["a"].astype(int).to_numpy(),
-            "b": seq["b"].astype(int).to_numpy(),
-            "target": seq["cluster"].to_numpy(),
-            "event_time": seq["event_time"].to_numpy(),
-        }
-    )
+    return [
+        (recent[1], recent[0], cluster, event.event_time)
+        for event, recent, cluster in walk_novel_moves(positive, catalog, window=2)
+        if len(recent) == 2
+    ]
 
 
 def _top(counter: Counter[int], exclude: tuple[int, int], k: int, into: list[int]) -> None:
@@ -92,21 +80,21 @@ def measure_granularity(
     catalog = build_catalog(train, settings, recipe=recipe)
     build_s = time.perf_counter() - started
     sizes = [c.size for c in catalog.clusters]
-    boundary = test.interactions["event_time"].iloc[0]
-    transitions = _novel_transitions(dataset.interactions, catalog, data)
-    in_train = transitions["event_time"] < boundary
-    fit, held = transitions[in_train], transitions[~in_train]
+    boundary = next(test.events()).event_time
+    transitions = _novel_transitions(dataset, catalog, data)
+    fit = [(a, b, target) for a, b, target, at in transitions if at < boundary]
+    held = [(a, b, target) for a, b, target, at in transitions if at >= boundary]
 
     by_history: dict[tuple[int, int], Counter[int]] = defaultdict(Counter)
     by_last: dict[int, Counter[int]] = defaultdict(Counter)
     popularity: Counter[int] = Counter()
-    for a, b, target in zip(fit["a"], fit["b"], fit["target"], strict=True):
+    for a, b, target in fit:
         by_history[(a, b)][target] += 1
         by_last[b][target] += 1
         popularity[target] += 1
     hits = {"model@1": 0, "model@5": 0, "popular@1": 0, "popular@5": 0}
     seen = 0
-    for a, b, target in zip(held["a"], held["b"], held["target"], strict=True):
+    for a, b, target in held:
         history = (int(a), int(b))
         seen += history in by_history
         ranked: list[int] = []
