@@ -1,25 +1,38 @@
-"""The composition root: builds the catalog, planners and store from one settings tree.
+"""The composition root: builds the catalog, planners, store and worker from one settings tree.
 
-Commands, the Faust app and tests assemble components here, so there is one way to get each.
+Commands, the Faust app, the benchmarks and tests get their components here, so there is one way
+to get each. Everything is assembled when it is built, in order (:func:`build_worker`): no
+component is wrapped, swapped or patched afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
 from plugin.adapters.feast_store import FeastStore
-from plugin.adapters.plan_cache import RankingCache
+from plugin.adapters.feedback_log import FeedbackLog
+from plugin.adapters.fresh_transitions import RedisFreshTransitions, window_of
+from plugin.adapters.plan_cache import CachedPlanner, RankingCache
 from plugin.core.catalog import ClusterCatalog
+from plugin.core.feedback import FeedbackCollector
 from plugin.core.frequency import frequency_planner
+from plugin.core.fresh import FreshBoostPlanner, FreshLookup
 from plugin.core.pipeline import BatchProcessor
-from plugin.core.planning import Planner
-from plugin.core.ports import SequencePlanStore
+from plugin.core.planning import Planner, RankingPlanner
+from plugin.core.ports import BatchObserver, SequencePlanStore
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.models.planner import best_of_n_planner
 from plugin.models.repository import ModelRepository, check_catalog, version_label
 from plugin.observability.metrics import WorkerMetrics
+from plugin.observability.monitoring import FeedbackMonitor
+from plugin.security import redis_tls_options
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import StreamWorker
@@ -40,7 +53,10 @@ def triton_planner(
     error. With ``connect`` the server and its planner model are checked now, and a
     ``ValueError`` says what to start if they are not there.
     """
-    from plugin.adapters.triton_planner import TritonPlanner, TritonPlannerError
+    from plugin.adapters.triton_planner import (  # lazy: tritonclient, for this planner only
+        TritonPlanner,
+        TritonPlannerError,
+    )
 
     repository = ModelRepository(settings.models.repository)
 
@@ -89,12 +105,6 @@ def redis_client(settings: Settings) -> Any:
     It fails fast (one retry, short timeouts): the plan cache is an optimisation, and a slow
     Redis must not stretch a batch when planning without it is possible.
     """
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    from plugin.security import redis_tls_options
-
     password = settings.redis.password
     return redis.Redis(
         host=settings.redis.host,
@@ -108,17 +118,15 @@ def redis_client(settings: Settings) -> Any:
     )
 
 
-def cached_planner(settings: Settings, planner: Planner) -> Any:
-    """``planner`` behind the Redis plan cache (a ``CachedPlanner``), or None when the cache
-    is off or the planner has no per-history ranking (the frequency baseline)."""
-    from plugin.adapters.plan_cache import CachedPlanner, supports_ranking
-
+def cached_planner(settings: Settings, planner: Planner) -> CachedPlanner | None:
+    """``planner`` behind the Redis plan cache, or None when the cache is off or the planner
+    has no per-history ranking (the frequency baseline is no :class:`RankingPlanner`)."""
     if not settings.cache.enabled:
         return None
-    if not supports_ranking(planner):
+    if not isinstance(planner, RankingPlanner):
         log.info("planner %s has no rank(): plans bypass the cache", planner.model_version)
         return None
-    return CachedPlanner(planner, ranking_cache(settings), n=settings.planner.candidates)  # type: ignore[arg-type]
+    return CachedPlanner(planner, ranking_cache(settings), n=settings.planner.candidates)
 
 
 def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache:
@@ -132,6 +140,43 @@ def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache
     )
 
 
+@dataclass(frozen=True)
+class PlannerChain:
+    """The worker's planners: ``deadline`` is the outermost, the one the processor calls;
+    ``cache`` is the plan cache inside it (None when off), whose hit rate the worker reports."""
+
+    deadline: DeadlinePlanner
+    cache: CachedPlanner | None
+
+
+def planner_chain(
+    settings: Settings,
+    planner: Planner,
+    metrics: WorkerMetrics | None = None,
+    fresh: FreshLookup | None = None,
+) -> PlannerChain:
+    """``planner`` wrapped, innermost first, in the plan cache (``cache.enabled``), the
+    fresh-transition boost (``fresh`` given and ``feedback.fresh_weight`` above 0) and the
+    replan deadline (``worker.plan_timeout_s``).
+
+    The cache and the boost both work on per-history rankings, so a planner that is not a
+    :class:`RankingPlanner` gets neither. The boost ranks through the cache: a cached ranking
+    is re-ordered by fresh counts without asking the planner again. Measured: no gain on
+    MovieLens, so ``fresh_weight`` is 0 by default.
+    """
+    cache = cached_planner(settings, planner)
+    outer: Planner = cache if cache is not None else planner
+    weight = settings.feedback.fresh_weight
+    if fresh is not None and weight > 0:
+        if isinstance(outer, RankingPlanner):
+            outer = FreshBoostPlanner(outer, fresh, settings.planner.candidates, weight)
+            log.info("plans get the fresh-transition boost (weight %s)", weight)
+        else:
+            log.info("planner %s has no rank(): plans get no fresh boost", planner.model_version)
+    deadline = DeadlinePlanner(outer, settings.worker.plan_timeout_s, metrics)
+    return PlannerChain(deadline, cache)
+
+
 # -- the feedback loop (plugin.core.feedback, docs/FEEDBACK.md) ------------------------------
 
 
@@ -139,10 +184,8 @@ def feedback_log_dir(settings: Settings) -> Path:
     return settings.feedback.log_dir or settings.var_dir / "feedback"
 
 
-def feedback_log(settings: Settings, *, merge_in_background: bool = False) -> Any:
-    """The Parquet feedback log (a :class:`~plugin.adapters.feedback_log.FeedbackLog`)."""
-    from plugin.adapters.feedback_log import FeedbackLog
-
+def feedback_log(settings: Settings, *, merge_in_background: bool = False) -> FeedbackLog:
+    """The Parquet feedback log."""
     config = settings.feedback
     return FeedbackLog(
         feedback_log_dir(settings),
@@ -152,10 +195,8 @@ def feedback_log(settings: Settings, *, merge_in_background: bool = False) -> An
     )
 
 
-def fresh_table(settings: Settings) -> Any:
+def fresh_table(settings: Settings) -> RedisFreshTransitions | None:
     """The worker's fresh-transition table in Redis, or None when ``feedback.fresh`` is off."""
-    from plugin.adapters.fresh_transitions import RedisFreshTransitions, window_of
-
     config = settings.feedback
     if not config.fresh:
         return None
@@ -167,61 +208,53 @@ def fresh_table(settings: Settings) -> Any:
     )
 
 
-def attach_feedback(worker: Any, settings: Settings) -> Any:
-    """Give a :class:`~plugin.streaming.worker.StreamWorker` its feedback loop: the collector
-    over the worker's own store (plans read, aggregates written there), the Parquet log, the fresh
-    table and the monitor on the worker's metrics registry. With ``feedback.fresh_weight``
-    above 0 the worker's planner also gets the fresh boost (measured: no gain on MovieLens,
-    so it is off by default). Returns the collector, or None when feedback is off."""
-    from plugin.core.feedback import FeedbackCollector
-    from plugin.core.fresh import FreshBoostPlanner
-    from plugin.observability.monitoring import FeedbackMonitor
-
+def feedback_collector(
+    settings: Settings,
+    catalog: ClusterCatalog,
+    store: FeastStore,
+    metrics: WorkerMetrics,
+    fresh: RedisFreshTransitions | None = None,
+) -> FeedbackCollector:
+    """The worker's feedback loop over its own ``store`` (plans read there, and the online
+    aggregates written there unless ``feedback.aggregates`` is off): the Parquet log (merged in
+    the background), the fresh table ``fresh`` and the monitor on ``metrics``' registry.
+    Give it to :func:`build_processor` as the observer and to the worker."""
     config = settings.feedback
-    if not config.enabled:
-        return None
-    store = worker.processor.store
-    inner_store = getattr(store, "inner", store)
-    aggregates = (
-        inner_store
-        if config.aggregates and hasattr(inner_store, "write_feedback_aggregates")
-        else None
-    )
-    fresh = fresh_table(settings)
-    monitor = FeedbackMonitor(len(worker.catalog), config.monitor_window, worker.metrics.registry)
-    collector = FeedbackCollector(
-        inner_store,
-        worker.catalog,
+    return FeedbackCollector(
+        store,
+        catalog,
         settings.sequence,
         settings.data,
         feedback_log(settings, merge_in_background=True),
-        aggregates,
+        store if config.aggregates else None,
         fresh,
-        monitor,
+        FeedbackMonitor(len(catalog), config.monitor_window, metrics.registry),
     )
-    worker.attach_feedback(collector)
-    deadline = worker.processor.planner
-    ranking: Any = getattr(deadline, "planner", None)
-    if config.fresh_weight > 0 and fresh is not None and callable(getattr(ranking, "rank", None)):
-        deadline.planner = FreshBoostPlanner(
-            ranking, fresh, settings.planner.candidates, config.fresh_weight
-        )
-        log.info("plans get the fresh-transition boost (weight %s)", config.fresh_weight)
-    return collector
+
+
+# -- the worker -------------------------------------------------------------------------------
 
 
 def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> StreamWorker:
-    """The batch logic over the configured planner (behind the plan cache and the replan
-    deadline) and the Feast store, which it registers and fills with the cluster rows."""
-    from plugin.wiring import build_planner, cached_planner
+    """The worker ``explore worker`` runs, fully assembled, in one place:
 
+    * the configured planner inside :func:`planner_chain` (plan cache, fresh boost, deadline);
+    * the Feast store (:func:`online_store`), registered and holding the cluster rows;
+    * with ``feedback.enabled``, the :func:`feedback_collector` (and its fresh table, shared
+      with the boost), given to the processor as its observer and to the worker.
+    """
     metrics = metrics or WorkerMetrics()
     workspace = open_workspace(settings)
-    planner = build_planner(settings, workspace)
-    cached = cached_planner(settings, planner)
-    deadline = DeadlinePlanner(cached or planner, settings.worker.plan_timeout_s, metrics)
-    processor = build_processor(settings, workspace.catalog, deadline)
-    return StreamWorker(processor, workspace.catalog, settings, metrics, deadline, cached)
+    catalog = workspace.catalog
+    enabled = settings.feedback.enabled
+    fresh = fresh_table(settings) if enabled else None
+    planners = planner_chain(settings, build_planner(settings, workspace), metrics, fresh)
+    store = online_store(settings, catalog)
+    collector = feedback_collector(settings, catalog, store, metrics, fresh) if enabled else None
+    processor = build_processor(settings, catalog, planners.deadline, store, collector)
+    return StreamWorker(
+        processor, catalog, settings, metrics, planners.deadline, planners.cache, collector
+    )
 
 
 def online_store(settings: Settings, catalog: ClusterCatalog) -> FeastStore:
@@ -238,9 +271,15 @@ def build_processor(
     catalog: ClusterCatalog,
     planner: Planner,
     store: SequencePlanStore | None = None,
+    observer: BatchObserver | None = None,
 ) -> BatchProcessor:
-    """The processing core over ``planner`` and ``store`` (default: :func:`online_store`):
-    what the embedded replay, the worker and the benchmarks all run."""
+    """The processing core over ``planner`` and ``store`` (default: :func:`online_store`),
+    showing each batch to ``observer`` (the feedback collector, or none): what the embedded
+    replay, the worker and the benchmarks all run."""
     return BatchProcessor(
-        catalog, planner, store if store is not None else online_store(settings, catalog), settings
+        catalog,
+        planner,
+        store if store is not None else online_store(settings, catalog),
+        settings,
+        observer,
     )

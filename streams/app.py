@@ -145,16 +145,13 @@ def record_of(event: Any) -> Record:
 
 
 def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
-    """The Faust app with the batch agent around ``worker``; the agent sends its output (dead
-    letters, plan updates, feedback records) to the topics the worker names."""
+    """The Faust app with the batch agent around ``worker``, which comes fully assembled
+    (``plugin.wiring.build_worker``: planners, store, feedback loop); the agent sends its output
+    (dead letters, plan updates, feedback records) to the topics the worker names."""
     kafka, config = settings.kafka, settings.worker
     app = faust_app(settings)
     topic_args: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
     events = app.topic(kafka.events_topic, partitions=kafka.partitions, **topic_args)
-    if worker.feedback is None:  # feedback records: docs/FEEDBACK.md
-        from plugin.wiring import attach_feedback
-
-        attach_feedback(worker, settings)
     # One thread: batches are applied strictly one after another, as the core requires.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
     metrics = worker.metrics

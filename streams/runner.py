@@ -7,9 +7,12 @@ from __future__ import annotations
 import gc
 import logging
 
+import faust
+
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
 from plugin.wiring import build_worker
+from streams.app import build_app
 from streams.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -17,10 +20,6 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings, loglevel: int = logging.INFO) -> None:
     """Run the Faust worker in the foreground until SIGINT/SIGTERM."""
-    import faust
-
-    from streams.app import build_app
-
     configure_logging(settings.worker.log_format, loglevel)
     metrics = WorkerMetrics()
     worker = build_worker(settings, metrics)

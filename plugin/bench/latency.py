@@ -28,9 +28,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugin.adapters.feast_store import repo_config
+from plugin.adapters.kafka_io import (
+    PlanUpdate,
+    produce,
+    read_topic,
+    topic_partitions,
+    wait_for_commits,
+)
 from plugin.bench.stack import BenchStack
 from plugin.bench.workload import build_workload, history_changes, messages
 from plugin.core.events import WatchEvent
+from plugin.localstack import create_topics
+from plugin.localstack.worker import WorkerProcess
 from plugin.settings import Settings
 
 RATES = (250.0, 500.0, 1000.0, 2000.0)
@@ -94,9 +104,6 @@ def latency_bench(
 
     ``batch_within_s`` overrides ``worker.batch_within_s``; ``feedback`` turns the worker's
     feedback loop on (off by default: it is not part of the event-to-plan path)."""
-    from plugin.adapters.kafka_io import produce, wait_for_commits
-    from plugin.localstack.worker import WorkerProcess
-
     settings = _own_topics(stack.arm("latency", feedback=feedback))
     if batch_within_s is not None:
         worker = settings.worker.model_copy(update={"batch_within_s": batch_within_s})
@@ -173,9 +180,6 @@ _runs = itertools.count(1)
 def _own_topics(settings: Settings) -> Settings:
     """Fresh topics and consumer group for one run: the latencies are read back from the
     topics, which must hold this run's messages only."""
-    from plugin.adapters.kafka_io import topic_partitions
-    from plugin.localstack import create_topics
-
     kafka = settings.kafka
     tag = f"bench{next(_runs)}"
     renamed: dict[str, Any] = {
@@ -190,8 +194,6 @@ def _own_topics(settings: Settings) -> Settings:
 
 
 def _online_store(settings: Any) -> Any:
-    from plugin.adapters.feast_store import repo_config
-
     return repo_config(settings).online_store
 
 
@@ -206,8 +208,6 @@ def _attach_latencies(
     stack: BenchStack, settings: Any, sent: Sequence[WatchEvent], plan: list[Phase]
 ) -> None:
     """Per phase, the latency of every history-changing event to its plan (module docstring)."""
-    from plugin.adapters.kafka_io import PlanUpdate, read_topic
-
     budget = 60.0 + len(sent) / 1000
     consumed = read_topic(settings, settings.kafka.events_topic, idle_s=1.5, timeout_s=budget)
     updates = [

@@ -14,7 +14,7 @@ Paths
     the plan cache. Per event: one Feast read, one Feast write of the state, and per replan one
     Triton call and one Feast write of the plan.
 ``batched-sdk``
-    The worker as ``explore worker`` assembles it (``streams.runner.build_worker``: plan cache,
+    The worker as ``explore worker`` assembles it (``plugin.wiring.build_worker``: plan cache,
     replan deadline, Triton), in batches of ``worker.batch_size``, on Feast's standard store.
 ``batched``
     The same on the repo's Redis profile, the fast online store
@@ -35,12 +35,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from plugin.adapters.plan_cache import all_histories, precompute
 from plugin.bench.stack import BenchStack, close_planner
 from plugin.bench.workload import Kind, Order, Workload, build_workload, records
 from plugin.core.events import WatchEvent
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_planner, build_processor, build_worker
 
 PATHS = ("naive", "batched-sdk", "batched", "batched+table", "batched+feedback")
 
@@ -80,8 +82,6 @@ class NaivePerEventPath:
     """
 
     def __init__(self, settings: Settings, stack: BenchStack) -> None:
-        from plugin.wiring import build_planner, build_processor
-
         catalog = stack.workspace.catalog
         self.planner = build_planner(settings, stack.workspace)
         processor = build_processor(settings, catalog, self.planner)
@@ -97,18 +97,11 @@ class NaivePerEventPath:
 
 def batched_worker(settings: Settings) -> StreamWorker:
     """The worker as ``explore worker`` builds it (metrics server off), with the feedback
-    loop when ``settings.feedback.enabled``, as the Faust app attaches it."""
-    from plugin.wiring import attach_feedback, build_worker
-
-    worker = build_worker(settings, WorkerMetrics())
-    if settings.feedback.enabled:
-        attach_feedback(worker, settings)
-    return worker
+    loop when ``settings.feedback.enabled``."""
+    return build_worker(settings, WorkerMetrics())
 
 
 def _precompute(worker: StreamWorker, stack: BenchStack) -> None:
-    from plugin.adapters.plan_cache import all_histories, precompute
-
     cache = worker.cache
     if cache is None:
         return

@@ -1,9 +1,10 @@
 """User feedback on exploration plans: which engagement answers which plan, and what it teaches.
 
 Pure and framework-free, like :mod:`plugin.core.sequence`: no Kafka, Feast or Triton here. The
-worker drives :class:`FeedbackCollector` through small ports (the plan store, the log, the
-online aggregates, the fresh-transition table); ``explore refresh`` turns the log back into
-alignment labels with :func:`feedback_selection`.
+worker's batch processor shows each batch to :class:`FeedbackCollector` (its
+:class:`~plugin.core.ports.BatchObserver`), which reaches the outside through small ports (the
+plan store, the log, the online aggregates, the fresh-transition table); ``explore refresh``
+turns the log back into alignment labels with :func:`feedback_selection`.
 
 The rule
 --------
@@ -43,10 +44,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -58,8 +59,6 @@ from plugin.core.sequence import UserClusterSequence, push_cluster, to_micros
 from plugin.settings import DataSettings, SequenceSettings
 
 log = logging.getLogger(__name__)
-
-Outcome = TypeVar("Outcome")
 
 
 class FeedbackRecord(BaseModel):
@@ -381,28 +380,6 @@ class RecordObserver(Protocol):
     def observe(self, records: Sequence[FeedbackRecord]) -> object: ...
 
 
-class StateTap:
-    """A sequence/plan store that passes every call through and shows each state read to a
-    hook: the states a batch processor reads *before* it writes anything.
-
-    The collector computes and logs feedback from them there, so a crash can never leave a
-    batch's events applied (and so stale on replay) with its feedback unwritten.
-    """
-
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.on_read: Callable[[dict[str, UserClusterSequence]], None] | None = None
-
-    def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
-        states: dict[str, UserClusterSequence] = self.inner.read_sequences(user_ids)  # type: ignore[attr-defined]
-        if self.on_read is not None:
-            self.on_read(states)
-        return states
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-
 @dataclass
 class FeedbackTotals:
     records: int = 0
@@ -419,15 +396,18 @@ class FeedbackCollector:
     """Per batch: one plan read, feedback logged before the batch's writes, then aggregates,
     fresh transitions and monitoring after them; the records go out with the batch.
 
-    Order and guarantees (docs/FEEDBACK.md):
+    It is the :class:`~plugin.core.ports.BatchObserver` of the worker's
+    :class:`~plugin.core.pipeline.BatchProcessor`, given to it when both are built
+    (``plugin.wiring.build_worker``). Order and guarantees (docs/FEEDBACK.md):
 
-    1. ``read_plans`` for the batch's users (one call), before the batch runs;
-    2. inside the processor's state read (:class:`StateTap`): the records are computed and
-       appended to the log, before any state or plan of the batch is written;
-    3. after the batch's writes: the online aggregates (one read, one write), the fresh
-       transition counts and the monitor. These are best effort: a failure is logged and
-       counted, never fails the batch (the log is the source of truth, and ``refresh``
-       rebuilds the aggregates from it).
+    1. :meth:`before_read`: ``read_plans`` for the batch's users (one call), before the batch
+       runs;
+    2. :meth:`before_writes`, with the states the processor's own read returned: the records
+       are computed and appended to the log, before any state or plan of the batch is written;
+    3. :meth:`after_writes`, after the batch's writes: the online aggregates (one read, one
+       write), the fresh transition counts and the monitor. These are best effort: a failure is
+       logged and counted, never fails the batch (the log is the source of truth, and
+       ``refresh`` rebuilds the aggregates from it).
 
     A batch that fails after step 2 and is retried logs its records again (the log dedupes
     by key on read). Records are held by key until a batch goes through: then they are
@@ -456,59 +436,46 @@ class FeedbackCollector:
         self.observer = observer
         self.totals = FeedbackTotals()
         self.catalog_version = catalog.version
-        self._tap: StateTap | None = None
         # Records not yet sent (take) and not yet counted online; keyed, so a record that a
         # retried batch derives again is held once.
         self._unsent: dict[tuple[str, str], FeedbackRecord] = {}
         self._uncounted: dict[tuple[str, str], FeedbackRecord] = {}
+        # What the batch in progress read and found: set by before_read and before_writes.
+        self._plans: dict[str, ExplorationPlan] = {}
         self._moves: list[NovelMove] | None = None
 
-    def attach(self, processor: object) -> StateTap:
-        """Put a :class:`StateTap` in front of the processor's store (once)."""
-        store = processor.store  # type: ignore[attr-defined]
-        tap = store if isinstance(store, StateTap) else StateTap(store)
-        processor.store = tap  # type: ignore[attr-defined]
-        self._tap = tap
-        return tap
-
-    def run(
-        self, process: Callable[[Sequence[WatchEvent]], Outcome], events: Sequence[WatchEvent]
-    ) -> Outcome:
-        """Run ``process(events)`` (the batch processor's) with feedback around it."""
-        if self._tap is None:
-            raise RuntimeError("attach(processor) first: feedback needs the pre-batch states")
+    def before_read(self, events: Sequence[WatchEvent]) -> None:
+        """Step 1: the plans the batch's events may answer (one read)."""
         users = sorted({event.user_id for event in events})
-        plans = self.plans.read_plans(users)
+        self._plans = self.plans.read_plans(users)
         self._moves = None
 
-        def before_writes(states: dict[str, UserClusterSequence]) -> None:
-            found = batch_feedback(
-                events,
-                states,
-                plans,
-                self.catalog,
-                self.sequence,
-                self.engagement,
-                self.catalog_version,
-            )
-            if found.records:
-                self.sink.append(found.records)  # durable before the batch writes anything
-            for record in found.records:
-                self._unsent.setdefault(record.key, record)
-                self._uncounted.setdefault(record.key, record)
-            self._moves = found.moves
+    def before_writes(
+        self, events: Sequence[WatchEvent], states: Mapping[str, UserClusterSequence]
+    ) -> None:
+        """Step 2: the batch's records, from its pre-batch ``states``, appended to the log."""
+        found = batch_feedback(
+            events,
+            states,
+            self._plans,
+            self.catalog,
+            self.sequence,
+            self.engagement,
+            self.catalog_version,
+        )
+        if found.records:
+            self.sink.append(found.records)  # durable before the batch writes anything
+        for record in found.records:
+            self._unsent.setdefault(record.key, record)
+            self._uncounted.setdefault(record.key, record)
+        self._moves = found.moves
 
-        self._tap.on_read = before_writes
-        try:
-            outcome = process(events)
-        finally:
-            self._tap.on_read = None
-        self._after_writes(self._moves or [])
-        return outcome
-
-    def _after_writes(self, moves: list[NovelMove]) -> None:
+    def after_writes(self, events: Sequence[WatchEvent]) -> None:
+        """Step 3: aggregates, fresh counts and the monitor, best effort."""
+        moves = self._moves or []
         records = list(self._uncounted.values())
         self._uncounted.clear()
+        self._plans = {}
         self._moves = None
         if records and self.aggregates is not None:
             try:

@@ -3,6 +3,10 @@
 Every driver (embedded replay, Faust worker, benchmarks) calls :meth:`BatchProcessor.process`.
 The write order is what makes a crash safe: plans are written before the states that confirm
 them, and a driver commits its input offsets only after ``process`` returns.
+
+The processor's only hooks are those of the optional :class:`~plugin.core.ports.BatchObserver`
+it is built with (the feedback loop): before the state read, between the read and the first
+write, and after the writes. Nothing wraps its store or planner after it is built.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.core.planning import ExplorationPlan, Planner
-from plugin.core.ports import SequencePlanStore
+from plugin.core.ports import BatchObserver, SequencePlanStore
 from plugin.core.sequence import BatchStats, apply_batch, confirm_plans
 from plugin.settings import Settings
 
@@ -43,7 +47,8 @@ class BatchOutcome:
 
 
 class BatchProcessor:
-    """Applies validated event batches to the store, replanning through the planner."""
+    """Applies validated event batches to the store, replanning through the planner, and shows
+    each batch to ``observer`` (when given) at the points :meth:`process` names."""
 
     def __init__(
         self,
@@ -51,17 +56,30 @@ class BatchProcessor:
         planner: Planner,
         store: SequencePlanStore,
         settings: Settings,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.catalog = catalog
         self.planner = planner
         self.store = store
         self.settings = settings
+        self.observer = observer
 
     def process(self, events: Sequence[WatchEvent]) -> BatchOutcome:
+        """One batch, in this order: ``observer.before_read``, one state read,
+        ``observer.before_writes``, the core, one planner call, the plans, the sequences that
+        confirm them, ``observer.after_writes``. The observer's time before the writes counts
+        in the ``read`` step."""
         timings = BatchTimings()
+        observer = self.observer
         started = time.perf_counter()
+        if observer is not None:
+            observer.before_read(events)
         user_ids = sorted({event.user_id for event in events})
         states = self.store.read_sequences(user_ids)
+        if observer is not None:
+            # The pre-batch states, before anything is written: what the observer derives
+            # from them (the feedback log) is durable even if a write below fails.
+            observer.before_writes(events, states)
         after_read = time.perf_counter()
         result = apply_batch(
             events, states, self.catalog, self.settings.sequence, self.settings.data
@@ -75,6 +93,8 @@ class BatchProcessor:
             self.store.write_plans(plans, self.catalog.describe, revisions)
         self.store.write_sequences(updated.values())
         finished = time.perf_counter()
+        if observer is not None:
+            observer.after_writes(events)
         timings.read = after_read - started
         timings.core = after_core - after_read
         timings.plan = after_plan - after_core

@@ -15,14 +15,20 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from plugin.adapters.kafka_io import DeadLetter, PlanUpdate, SourceRecord
 from plugin.adapters.plan_cache import CachedPlanner
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.events import EventRejection, WatchEvent, parse_event
+from plugin.core.events import (
+    EARLIEST_EVENT_TIME,
+    MAX_CLOCK_SKEW,
+    EventRejection,
+    WatchEvent,
+    parse_event,
+)
 from plugin.core.feedback import FeedbackCollector
 from plugin.core.pipeline import BatchOutcome, BatchProcessor, BatchTimings
 from plugin.observability.metrics import WorkerMetrics, rejection_kind
@@ -127,12 +133,17 @@ def _check_key(key: bytes | None, event: WatchEvent) -> WatchEvent | EventReject
     return event
 
 
-def parse_record(value: bytes | None, now: datetime) -> WatchEvent | EventRejection:
+def parse_record(
+    value: bytes | None,
+    now: datetime,
+    earliest: datetime = EARLIEST_EVENT_TIME,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
+) -> WatchEvent | EventRejection:
     """:func:`~plugin.core.events.parse_event` that never raises: an error the validation did not
     expect becomes a rejection too. One hostile record must not fail its batch, or the batch
     is retried until the worker exits, and a restarted worker meets the same record again."""
     try:
-        return parse_event(value or b"", now=now)
+        return parse_event(value, now=now, earliest=earliest, max_skew=max_skew)
     except RecursionError:  # json.loads on thousands of nested brackets
         return EventRejection(reason="not JSON: nested too deeply", payload="")
     except Exception as exc:  # e.g. OverflowError: a time zone moves a date past year 1/9999
@@ -143,7 +154,13 @@ def parse_record(value: bytes | None, now: datetime) -> WatchEvent | EventReject
 
 
 class StreamWorker:
-    """Validates, processes and turns one batch of records into output messages."""
+    """Validates, processes and turns one batch of records into output messages.
+
+    Built fully assembled (``plugin.wiring.build_worker``): ``deadline`` and ``cache`` are the
+    planners inside ``processor.planner`` that the summary reports on, and ``feedback``, when
+    given, must be the processor's own observer: it derives the records that join the outbound
+    (:mod:`plugin.core.feedback`).
+    """
 
     def __init__(
         self,
@@ -153,24 +170,23 @@ class StreamWorker:
         metrics: WorkerMetrics,
         deadline: DeadlinePlanner | None = None,
         cache: CachedPlanner | None = None,
+        feedback: FeedbackCollector | None = None,
     ) -> None:
+        if feedback is not None and processor.observer is not feedback:
+            # Records only come from batches the collector saw: a collector the processor
+            # does not run would send nothing, silently.
+            raise ValueError("the feedback collector must be the processor's observer")
         self.processor = processor
         self.catalog = catalog
         self.settings = settings
         self.metrics = metrics
         self.deadline = deadline
         self.cache = cache
+        self.feedback = feedback
         self.totals = WorkerTotals()
         self.assigned: list[str] = []
         self._cache_seen = (0, 0)
         self._lock = threading.Lock()
-        self.feedback: FeedbackCollector | None = None
-
-    def attach_feedback(self, collector: FeedbackCollector) -> None:
-        """Derive feedback records in every batch (:mod:`plugin.core.feedback`): the collector taps
-        the processor's store for the pre-batch states, and its records join the outbound."""
-        collector.attach(self.processor)
-        self.feedback = collector
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -182,6 +198,8 @@ class StreamWorker:
         """
         started = time.perf_counter()
         now = datetime.now(tz=UTC)
+        window = self.settings.worker
+        bounds = (window.earliest_event_time, timedelta(seconds=window.max_clock_skew_s))
         kafka = self.settings.kafka
         events: list[WatchEvent] = []
         newest: dict[str, Record] = {}
@@ -189,7 +207,7 @@ class StreamWorker:
         outbound: list[Outbound] = []
         reasons: list[str] = []
         for record in records:
-            result = parse_record(record.value, now)
+            result = parse_record(record.value, now, *bounds)
             if isinstance(result, WatchEvent):
                 # The user's state is read, changed and written back per batch, so all of a
                 # user's events must reach one worker: the partition their key hashes to. A
@@ -214,13 +232,8 @@ class StreamWorker:
             by_user.setdefault(result.user_id, []).append(record)
             newest[result.user_id] = record
 
-        feedback = self.feedback
-        if not events:
-            outcome = None
-        elif feedback is not None:  # plans read once, feedback logged before the batch writes
-            outcome = feedback.run(self.processor.process, events)
-        else:
-            outcome = self.processor.process(events)
+        # With feedback on, the processor runs the collector around its reads and writes.
+        outcome = self.processor.process(events) if events else None
         done = time.time()
         written_at = datetime.now(tz=UTC)
         if outcome is not None:
@@ -233,8 +246,8 @@ class StreamWorker:
                     trigger.source() if trigger is not None else None,
                 )
                 outbound.append(Outbound(kafka.plans_topic, plan.user_id.encode(), update.encode()))
-        if feedback is not None:
-            for answer in feedback.take():
+        if self.feedback is not None:
+            for answer in self.feedback.take():
                 outbound.append(
                     Outbound(kafka.feedback_topic, answer.user_id.encode(), answer.encode())
                 )

@@ -27,14 +27,13 @@ from pydantic import SecretStr
 from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.kafka_io import topic_partitions
 from plugin.core.events import WatchEvent
-from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.jobs.replay import replay
 from plugin.localstack import create_topics, free_port
 from plugin.settings import KafkaSettings, Settings, load_settings
-from plugin.wiring import build_planner
+from plugin.wiring import build_planner, build_processor
 from tests.untrained import write_untrained_version
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,11 +72,10 @@ def reference_state(bench: Workbench, root: Path, events: Iterable[WatchEvent]) 
             "planner": {"kind": "best-of-n"},
         }
     )
-    store = FeastStore(settings)
-    store.apply()
     planner = build_planner(settings, bench.workspace)
-    processor = BatchProcessor(bench.workspace.catalog, planner, store, settings)
+    processor = build_processor(settings, bench.workspace.catalog, planner)
     replay(events, processor, batch_size=1000, progress=False)
+    store = processor.store
     return comparable(store.read_sequences(bench.users), store.read_plans(bench.users))
 
 
@@ -126,6 +124,7 @@ def _field_diff(actual: Any, expected: Any) -> str:
 
 
 def final_state(settings: Settings, users: list[str]) -> State:
+    # A reader of what the worker (another process) wrote: no registration, no catalog rows.
     store = FeastStore(settings)
     return comparable(store.read_sequences(users), store.read_plans(users))
 

@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
-from plugin.adapters.plan_cache import RankingCache, all_histories, precompute
-from plugin.cli.feedback import plan_spread, run_refresh
+from plugin.adapters.plan_cache import all_histories, precompute
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackCollector, FeedbackRecord
-from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import PlanRequest
 from plugin.core.sequence import EPOCH
 from plugin.data.workspace import open_workspace
+from plugin.jobs.refresh import plan_spread, run_refresh
 from plugin.localstack import RedisServer
 from plugin.models.fit import train_version, training_data
 from plugin.models.planner import best_of_n_planner, single_threaded
@@ -29,7 +28,7 @@ from plugin.observability.metrics import WorkerMetrics
 from plugin.observability.monitoring import window_stats
 from plugin.settings import Settings, load_settings
 from plugin.streaming.worker import Record, StreamWorker
-from plugin.wiring import feedback_log, redis_client
+from plugin.wiring import build_processor, feedback_log, ranking_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -123,16 +122,15 @@ def test_negative_feedback_on_a_popular_cluster_is_learned_and_published_safely(
     repository.prepare_serving(version)
     repository.record_published(version)
     served = best_of_n_planner(settings, catalog)
-    cache = RankingCache(redis_client(settings), settings.cache, 1.5, 7)
+    cache = ranking_cache(settings)  # keyed by settings.planner, as the worker and refresh key it
     precompute(served, cache, all_histories(len(catalog), 2), 512, "all")
 
     # 1. Replay part of the dataset through the worker: its feedback lands in the log.
     store = kit.MemoryStore()
     log = feedback_log(settings)
-    worker = StreamWorker(
-        BatchProcessor(catalog, served, store, settings), catalog, settings, WorkerMetrics()
-    )
-    worker.attach_feedback(FeedbackCollector(store, catalog, settings.sequence, settings.data, log))
+    collector = FeedbackCollector(store, catalog, settings.sequence, settings.data, log)
+    processor = build_processor(settings, catalog, served, store, observer=collector)
+    worker = StreamWorker(processor, catalog, settings, WorkerMetrics(), feedback=collector)
     streamed = replay(
         worker, list(workspace.dataset.events())[:REPLAYED], settings.kafka.feedback_topic
     )

@@ -1,5 +1,6 @@
-"""The worker's feedback hook: one plan read per batch, records logged before the batch's
-writes and sent with it, nothing twice, aggregates and monitoring kept up."""
+"""The worker's feedback loop, given to the processor as its observer when both are built: one
+plan read per batch, records logged before the batch's writes and sent with it, nothing twice,
+aggregates and monitoring kept up."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pytest
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackCollector, FeedbackRecord
-from plugin.core.pipeline import BatchProcessor
 from plugin.models.planner import BestOfNPlanner
 from plugin.observability.metrics import WorkerMetrics
 from plugin.observability.monitoring import FeedbackMonitor
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_processor
 
 
 def records(*events: Any, start: int = 0) -> list[Record]:
@@ -32,14 +33,12 @@ def make_worker(
 ) -> StreamWorker:
     metrics = WorkerMetrics()
     deadline = DeadlinePlanner(planner, settings.worker.plan_timeout_s, metrics)
-    processor = BatchProcessor(catalog, deadline, store, settings)
-    worker = StreamWorker(processor, catalog, settings, metrics, deadline)
     monitor = FeedbackMonitor(len(catalog), 100, metrics.registry)
     collector = FeedbackCollector(
         store, catalog, settings.sequence, settings.data, sink, store, None, monitor
     )
-    worker.attach_feedback(collector)
-    return worker
+    processor = build_processor(settings, catalog, deadline, store, observer=collector)
+    return StreamWorker(processor, catalog, settings, metrics, deadline, feedback=collector)
 
 
 def feedback_of(report: Any, settings: Settings) -> list[FeedbackRecord]:
@@ -135,9 +134,23 @@ def test_without_feedback_the_worker_is_unchanged(
 ) -> None:
     w, s = kit.watch, feedback_settings
     metrics = WorkerMetrics()
-    processor = BatchProcessor(catalog, best_of_n, store, s)
+    processor = build_processor(s, catalog, best_of_n, store)
     worker = StreamWorker(processor, catalog, s, metrics)
     worker.handle(records(w(1, 1), w(2, 2)))
     report = worker.handle(records(w(3, store.plans["u1"].cluster_id), start=2))
     assert not feedback_of(report, s) and "read_plans" not in store.calls
     assert worker.snapshot()["feedback"] is None
+
+
+def test_a_collector_the_processor_does_not_run_is_refused(
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    memory_log: Any,
+    feedback_settings: Settings,
+) -> None:
+    s = feedback_settings
+    collector = FeedbackCollector(store, catalog, s.sequence, s.data, memory_log)
+    processor = build_processor(s, catalog, best_of_n, store)  # built without its observer
+    with pytest.raises(ValueError, match="observer"):
+        StreamWorker(processor, catalog, s, WorkerMetrics(), feedback=collector)

@@ -16,11 +16,11 @@ import pytest
 from plugin.adapters.kafka_io import DeadLetter
 from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.core.events import MAX_PAYLOAD_BYTES
-from plugin.core.pipeline import BatchProcessor
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings, load_settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_processor
 from tests.hostile.corpus import CATEGORIES, HostileCase, Target, category_counts, hostile_cases
 from tests.streams.conftest import CLUSTERS, MemoryStore, make_planner, watch
 
@@ -52,9 +52,8 @@ def baseline_worker(tmp_path: Any) -> tuple[StreamWorker, MemoryStore]:
     store = MemoryStore()
     metrics = WorkerMetrics()
     deadline = DeadlinePlanner(make_planner(), settings.worker.plan_timeout_s, metrics)
-    worker = StreamWorker(
-        BatchProcessor(CATALOG, deadline, store, settings), CATALOG, settings, metrics, deadline
-    )
+    processor = build_processor(settings, CATALOG, deadline, store)
+    worker = StreamWorker(processor, CATALOG, settings, metrics, deadline)
     worker.handle(
         [
             to_record(i, e.user_id.encode(), e.model_dump_json().encode())

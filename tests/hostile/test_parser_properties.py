@@ -27,11 +27,11 @@ from plugin.core.events import (
     WatchEvent,
     parse_event,
 )
-from plugin.core.pipeline import BatchProcessor
 from plugin.observability.metrics import WorkerMetrics, rejection_kind
 from plugin.settings import load_settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker, parse_record
+from plugin.wiring import build_processor
 from tests.hostile.test_hostile_events import CATALOG
 from tests.streams.conftest import MemoryStore, make_planner
 
@@ -130,7 +130,7 @@ def new_worker() -> tuple[StreamWorker, MemoryStore]:
     )
     store = MemoryStore()
     deadline = DeadlinePlanner(PLANNER, 30.0)
-    processor = BatchProcessor(CATALOG, deadline, store, config)
+    processor = build_processor(config, CATALOG, deadline, store)
     return StreamWorker(processor, CATALOG, config, WorkerMetrics(), deadline), store
 
 

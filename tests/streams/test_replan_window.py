@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from plugin.core.events import WatchEvent
-from plugin.core.pipeline import BatchProcessor
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import load_settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_processor
 from tests.hostile.test_hostile_events import CATALOG
 from tests.streams.conftest import MemoryStore, make_planner, watch
 
@@ -38,13 +38,8 @@ def test_a_plan_never_proposes_a_cluster_the_user_just_watched(tmp_path: Path) -
     )
     store = MemoryStore()
     deadline = DeadlinePlanner(make_planner(), 30.0)
-    worker = StreamWorker(
-        BatchProcessor(CATALOG, deadline, store, settings),
-        CATALOG,
-        settings,
-        WorkerMetrics(),
-        deadline,
-    )
+    processor = build_processor(settings, CATALOG, deadline, store)
+    worker = StreamWorker(processor, CATALOG, settings, WorkerMetrics(), deadline)
     worker.handle(records(watch(1, 1), watch(2, 2)))
     planned = store.plans["u1"].cluster_id
     assert store.plans["u1"].history == (2, 1)

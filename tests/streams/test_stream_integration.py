@@ -38,7 +38,6 @@ from plugin.adapters.kafka_io import (
     wait_for_commits,
 )
 from plugin.core.events import WatchEvent
-from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence
 from plugin.jobs.replay import replay
@@ -47,7 +46,7 @@ from plugin.localstack.worker import WorkerProcess
 from plugin.models.repository import ModelRepository
 from plugin.serving.control import ModelControl
 from plugin.settings import Settings, load_settings
-from plugin.wiring import build_planner
+from plugin.wiring import build_planner, build_processor
 from tests.faults.workbench import Workbench, make_workbench
 
 pytestmark = pytest.mark.integration
@@ -97,16 +96,14 @@ def reference(bench: Workbench, triton: Settings, tmp_path_factory: pytest.TempP
             "planner": {"kind": "triton"},
         }
     )
-    store = FeastStore(settings)
-    store.apply()
     planner = build_planner(settings, bench.workspace)
+    processor = build_processor(settings, bench.workspace.catalog, planner)
     try:
-        replay(bench.events, BatchProcessor(bench.workspace.catalog, planner, store, settings),
-               batch_size=1000, progress=False)  # fmt: skip
+        replay(bench.events, processor, batch_size=1000, progress=False)
     finally:
         getattr(planner, "close", lambda: None)()
     users = sorted({e.user_id for e in bench.events})
-    return store.read_sequences(users), store.read_plans(users)
+    return processor.store.read_sequences(users), processor.store.read_plans(users)
 
 
 def stream_settings(
@@ -166,6 +163,7 @@ def comparable(
 
 
 def final_state(settings: Settings, users: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    # A reader of what the worker (another process) wrote: no registration, no catalog rows.
     store = FeastStore(settings)
     return comparable(store.read_sequences(users), store.read_plans(users))
 

@@ -12,13 +12,13 @@ import pytest
 from plugin.adapters.kafka_io import DeadLetter, PlanUpdate
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import ExplorationPlan, PlanRequest
 from plugin.models.planner import BestOfNPlanner
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_processor
 
 
 def records(*payloads: tuple[str | None, bytes], start: int = 0) -> list[Record]:
@@ -38,7 +38,7 @@ def make_worker(
 ) -> StreamWorker:
     metrics = WorkerMetrics()
     deadline = DeadlinePlanner(planner, settings.worker.plan_timeout_s, metrics)
-    processor = BatchProcessor(catalog, deadline, store, settings)
+    processor = build_processor(settings, catalog, deadline, store)
     return StreamWorker(processor, catalog, settings, metrics, deadline)
 
 

@@ -8,16 +8,15 @@ from typing import Any
 
 import pytest
 
-from plugin.adapters.feast_store import FeastStore
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.pipeline import BatchProcessor
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings, load_settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
+from plugin.wiring import build_processor, online_store
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +48,11 @@ def test_events_of_one_second_split_across_batches_are_all_applied(
 ) -> None:
     """MovieLens has thousands of same-second events per user; where a batch boundary falls
     must not matter (Feast's Redis store drops writes that are not newer than the last)."""
-    store = FeastStore(redis_settings)
-    store.apply()
+    store = online_store(redis_settings, catalog)
     metrics = WorkerMetrics()
     deadline = DeadlinePlanner(best_of_n, 10.0, metrics)
-    worker = StreamWorker(
-        BatchProcessor(catalog, deadline, store, redis_settings), catalog, redis_settings, metrics
-    )
+    processor = build_processor(redis_settings, catalog, deadline, store)
+    worker = StreamWorker(processor, catalog, redis_settings, metrics)
     first = event(1, 1)
     same_second = [event(n, n).model_copy(update={"event_time": first.event_time}) for n in (2, 3)]
     for offset, item in enumerate([first, *same_second]):
