@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from plugin.errors import InvalidInput
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -411,7 +413,7 @@ class Settings(BaseSettings):
         return self.worker.stats_path or self.var_dir / "run" / "worker-stats.json"
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidInput, ValueError):
     """A setting is invalid; the message names each offending field."""
 
 

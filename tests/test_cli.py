@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from plugin.cli.app import app
+from plugin.localstack import free_port
 
 GENRES = ("Comedy", "Drama", "Horror", "Western", "Musical", "Documentary", "Crime", "War")
 
@@ -82,6 +88,26 @@ def test_every_command_has_help() -> None:
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
+def command_paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under ``command``, as the argv that reaches it."""
+    paths = [prefix]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        paths += command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_every_command_and_group_has_a_help_text() -> None:
+    paths = command_paths(typer.main.get_command(app))
+    assert ("models", "publish") in paths and ("bench", "planner") in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        described = typer.main.get_command(app)
+        for name in path:
+            described = described.commands[name]  # type: ignore[attr-defined]
+        assert described.help, path
+
+
 def test_a_bad_setting_names_its_field(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXPLORE_SEQUENCE__NOVELTY_WINDOW", "-3")
     result = runner.invoke(app, ["settings"])
@@ -146,3 +172,129 @@ def test_train_evaluate_replay_and_lookup_on_a_two_file_dataset(env: Path) -> No
     assert looked_up.exit_code == 0, looked_up.output
     assert "user nobody: no plan yet" in looked_up.output
     assert "user user0" in looked_up.output and "plan: [" in looked_up.output
+
+
+# -- errors: a user's mistake is one line, a bug keeps its traceback ---------------------------
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_demo_stack_without_the_triton_install_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = env / "no-triton"
+    empty.mkdir()
+    monkeypatch.setenv("TRITON_HOME", str(empty))
+    result = runner.invoke(app, ["demo", "--stack", "-q"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line.startswith(f"error: tritonserver is not installed at {empty}")
+    assert "run `make triton`" in line and "Traceback" not in result.output
+    # It says so before the minute of training a model for the demo.
+    assert not (env / "models").exists()
+
+
+def test_lookup_when_the_stack_is_not_running_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("EXPLORE_FEAST__ONLINE_STORE", "redis")
+    monkeypatch.setenv("EXPLORE_REDIS__PORT", str(port))
+    result = runner.invoke(app, ["lookup", "1"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line.startswith(f"error: redis at 127.0.0.1:{port} does not answer")
+    assert "`explore stack up`" in line
+
+
+def test_lookup_before_any_plan_was_written_is_one_line(env: Path) -> None:
+    result = runner.invoke(app, ["lookup", "1"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line.startswith("error: no Feast registry at ") and "explore replay" in line
+
+
+def test_worker_when_the_stack_is_not_running_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("EXPLORE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    result = runner.invoke(app, ["worker"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert line == (
+        f"error: no Kafka broker answers at 127.0.0.1:{port}; start it with `explore stack up` "
+        "(or point the settings at a running one)"
+    )
+
+
+def test_precompute_when_redis_is_not_running_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPLORE_REDIS__PORT", str(free_port()))
+    result = runner.invoke(app, ["precompute", "-q"])
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert "does not answer" in line and line.startswith("error: redis at ")
+
+
+def test_a_bug_in_a_job_keeps_its_traceback(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugin.jobs.lookup
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, not the user's mistake")
+
+    monkeypatch.setattr(plugin.jobs.lookup, "lookup", broken)
+    result = runner.invoke(app, ["lookup", "1"])
+    assert isinstance(result.exception, RuntimeError)
+    assert "error:" not in result.output
+    with pytest.raises(RuntimeError, match="a bug"):
+        runner.invoke(app, ["lookup", "1"], catch_exceptions=False)
+
+
+def run_entry_point(code: str, env: Path) -> subprocess.CompletedProcess[str]:
+    """``explore`` as installed runs it: plugin.cli.app.main in a fresh interpreter."""
+    environment = {**os.environ, "EXPLORE_VAR_DIR": str(env / "var")}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+    )
+
+
+def test_the_entry_point_prints_a_user_error_as_one_line(env: Path) -> None:
+    done = run_entry_point(
+        "import sys; from plugin.cli.app import main; "
+        "sys.argv = ['explore', 'monitor', '--since', 'last week']; main()",
+        env,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "error: --since must be YYYY-MM-DD, not 'last week'\n"
+
+
+def test_the_entry_point_shows_a_bugs_traceback(env: Path) -> None:
+    done = run_entry_point(
+        "import sys; import plugin.cli.app as cli\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise RuntimeError('a bug, not the user s mistake')\n"
+        "cli.settings = broken\n"
+        "sys.argv = ['explore', 'settings']; cli.main()",
+        env,
+    )
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.rstrip().endswith("RuntimeError: a bug, not the user s mistake")
+    assert "error:" not in done.stderr
+
+
+def test_the_stack_demo_job_checks_the_triton_install_before_training(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plugin.errors import MissingPrerequisite
+    from plugin.jobs.stack_demo import run_stack_demo
+    from plugin.settings import load_settings
+
+    monkeypatch.setenv("TRITON_HOME", str(env / "no-triton"))
+    with pytest.raises(MissingPrerequisite, match="run `make triton`"):
+        run_stack_demo(load_settings(planner={"kind": "triton"}), limit=10)
+    assert not (env / "models").exists()

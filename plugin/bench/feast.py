@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from plugin.adapters.feast_store import SEQUENCE_VIEW, FeastStore
 from plugin.bench.stack import BenchStack
 from plugin.core.sequence import UserClusterSequence, to_micros
 
@@ -90,8 +91,6 @@ def feast_bench(
     on_row: Callable[[StoreRow], None] | None = None,
 ) -> list[StoreRow]:
     """Write and read rows/s per store and batch size (see the module docstring)."""
-    from plugin.adapters.feast_store import FeastStore
-
     out: list[StoreRow] = []
     for name, standard in (("sdk", True), ("fast", False)):
         store = FeastStore(stack.arm(f"feast-{name}", standard=standard))
@@ -106,8 +105,6 @@ def feast_bench(
 def _store_rows(
     name: str, store: Any, sizes: Sequence[int], seconds: float, users: int, push: bool
 ) -> Iterator[StoreRow]:
-    from plugin.adapters.feast_store import SEQUENCE_VIEW
-
     # Rounds go on across batch sizes, so that every write is newer than the one before.
     rounds = 0
 

@@ -10,6 +10,7 @@ come from its /metrics.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import threading
@@ -19,8 +20,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import torch
+
 from plugin.core.planning import ExplorationPlan, PlanRequest
+from plugin.data.workspace import open_workspace
+from plugin.jobs.precompute import precompute_plans
+from plugin.jobs.private_stack import private_stack
+from plugin.models.planner import best_of_n_planner
+from plugin.models.repository import ModelRepository
+from plugin.serving.control import ModelControl
+from plugin.serving.server_metrics import difference, scrape
 from plugin.settings import Settings
+from plugin.wiring import cached_planner, ranking_cache, triton_planner
 
 PlanFn = Callable[[Sequence[PlanRequest]], list[ExplorationPlan]]
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -97,55 +108,25 @@ def measure(
 
 @contextmanager
 def triton_endpoint(config: Settings, server: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
-    """Settings pointing at a Triton that serves the published version, and load figures."""
-    from plugin.localstack import TritonServer, default_log_path
-    from plugin.models.repository import ModelRepository
-    from plugin.serving.control import ModelControl
-
-    repo = ModelRepository(config.models.repository)
+    """Settings pointing at a Triton that serves the published version, and load figures:
+    ``running`` is the settings' server, ``own`` a private one started for the run."""
     if server == "running":
-        with ModelControl(config.triton, repo) as ctl:
+        with ModelControl(config.triton, ModelRepository(config.models.repository)) as ctl:
             ctl.require()
             yield config, {"server": "running", "serving": ctl.ready_versions()}
         return
-    triton = TritonServer(
-        config.models.repository,
-        name="triton-bench",
-        log_path=default_log_path("triton-bench", config.var_dir),
-        log_verbose=config.triton.log_verbose,
-        start_timeout=config.triton.start_timeout_s,
-    )
-    with triton:
-        own = config.model_copy(
-            update={
-                "triton": config.triton.model_copy(
-                    update={
-                        "http_port": triton.http_port,
-                        "grpc_port": triton.grpc_port,
-                        "metrics_port": triton.metrics_port,
-                    }
-                )
-            }
-        )
-        with ModelControl(own.triton, repo) as ctl:
-            report = ctl.load()
+    with private_stack(config, "bench-planner", redis=False, kafka=False) as stack:
+        steps = stack.load.steps if stack.load is not None else []
         loads = [
             {"model": s.model, "versions": list(s.versions), "seconds": round(s.seconds, 3)}
-            for s in report.steps
+            for s in steps
         ]
-        yield (
-            own,
-            {
-                "server": "own",
-                "startup_s": round(triton.startup_seconds or 0.0, 2),
-                "loads": loads,
-            },
-        )
+        info = {"server": "own", "startup_s": stack.startup["triton_s"], "loads": loads}
+        yield stack.settings, info
 
 
 def scrape_metrics(config: Settings) -> dict[str, Any]:
-    from plugin.serving.server_metrics import scrape
-
+    """The Triton server's /metrics now ({} when it does not answer)."""
     url = f"http://{config.triton.host}:{config.triton.metrics_port}/metrics"
     try:
         return {"metrics": scrape(url)}
@@ -154,8 +135,7 @@ def scrape_metrics(config: Settings) -> dict[str, Any]:
 
 
 def server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    from plugin.serving.server_metrics import difference
-
+    """The planner model's rows per batch and queue/compute ms between two scrapes."""
     if "metrics" not in before or "metrics" not in after:
         return {}
     planner = [
@@ -192,12 +172,6 @@ def planner_grid(
 ) -> list[dict[str, Any]]:
     """Plans/s of each cell on the bench stack's Triton; ``cache (all hits)`` is the Redis
     plan cache in front of it, filled first (what the worker meets once the table is full)."""
-    import torch
-
-    from plugin.adapters.plan_cache import CachedPlanner, RankingCache, all_histories, precompute
-    from plugin.models.planner import best_of_n_planner
-    from plugin.wiring import redis_client, triton_planner
-
     torch.set_num_threads(1)  # like each Triton stub; see docs/TRITON.md
     config: Settings = stack.settings
     catalog = stack.workspace.catalog
@@ -213,12 +187,9 @@ def planner_grid(
         planners["in-process"] = (best_of_n_planner(config, catalog, stack.version).plan, None)
     if "cache (all hits)" in kinds:
         arm = stack.arm("planner-cache")
-        cache = RankingCache(
-            redis_client(arm), arm.cache, arm.planner.temperature, arm.planner.seed
-        )
-        histories = all_histories(len(catalog), config.sequence.history_length)
-        precompute(remote, cache, histories, config.cache.precompute_batch, "all")
-        cached = CachedPlanner(remote, cache, n=config.planner.candidates)
+        precompute_plans(arm, stack.workspace, remote, "all", ranking_cache(arm))
+        cached = cached_planner(arm, remote)
+        assert cached is not None  # the arm's cache is on, and Triton's planner ranks
         planners["cache (all hits)"] = (cached.plan, None)
     rows = []
     try:
@@ -234,3 +205,68 @@ def planner_grid(
     finally:
         remote.close()
     return rows
+
+
+PLANNER_KINDS = ("in-process", "triton")
+
+
+def planner_bench(
+    config: Settings,
+    kinds: Sequence[str],
+    batches: Sequence[int],
+    concurrencies: Sequence[int],
+    seconds: float,
+    server: str = "own",
+    torch_threads: int = 1,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """``explore bench planner``: plans/s and call latency of each planner in ``kinds`` for
+    every batch size x concurrency, the in-process planner on ``torch_threads`` threads
+    (0: torch's default) and Triton ``own`` (a private server) or ``running`` (the settings').
+    The document: ``meta`` and one row per cell in ``results``."""
+    if not kinds or set(kinds) - set(PLANNER_KINDS):
+        raise ValueError(f"planners are in-process and/or triton, not {', '.join(kinds)!r}")
+    if server not in ("own", "running"):
+        raise ValueError(f"the Triton server is own or running, not {server!r}")
+    # One thread by default, like each Triton model stub (torch_threads in config.pbtxt):
+    # spinning intra-op workers on a busy small box are what slows torch most.
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    catalog = open_workspace(config).catalog
+    pool = synthetic_requests(
+        4096, len(catalog), config.sequence.history_length, config.sequence.novelty_window
+    )
+    results: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "n": config.planner.candidates,
+        "clusters": len(catalog),
+        "seconds_per_cell": seconds,
+    }
+
+    def grid(name: str, plan: PlanFn, scraped: Callable[[], dict[str, Any]] | None) -> None:
+        for size in batches:
+            for callers in concurrencies:
+                before = scraped() if scraped else None
+                row = {"planner": name, **measure(plan, pool, size, callers, seconds)}
+                if scraped and before is not None:
+                    row.update(server_figures(before, scraped()))
+                results.append(row)
+                if on_row is not None:
+                    on_row(row)
+
+    if "in-process" in kinds:
+        local = best_of_n_planner(config, catalog)
+        meta["version"] = local.model_version
+        grid("in-process", local.plan, None)
+    if "triton" in kinds:
+        with triton_endpoint(config, server) as (endpoint, info):
+            meta["triton"] = info
+            remote = triton_planner(endpoint, catalog)
+            try:
+                grid("triton", remote.plan, lambda: scrape_metrics(endpoint))
+            finally:
+                remote.close()
+    return {"meta": meta, "results": results}

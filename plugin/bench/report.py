@@ -3,7 +3,6 @@ printed and plotted again: ``explore bench report``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -218,11 +217,6 @@ def render(doc: dict[str, Any]) -> str:
         rows = [[t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in found]
         parts.append("targets\n" + table(["target", "measured", "met"], rows))
     return "\n\n".join(parts)
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, default=str))
 
 
 def plot(doc: dict[str, Any], path: Path) -> Path | None:

@@ -1,5 +1,6 @@
 """The real servers a benchmark runs against: redis-server, tritonserver and (for the latency
-bench) tansu, attached, on free 127.0.0.1 ports, stopped when the run ends.
+bench) tansu, attached, on free 127.0.0.1 ports, stopped when the run ends: the private stack
+``explore demo --stack`` runs on too.
 
 Each arm of a benchmark gets its own Redis database (flushed first) and Feast registry, so the
 naive and the batched path start from the same empty state on the same servers.
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plugin.bench.feast_profiles import on_redis
 from plugin.data.workspace import Workspace
+from plugin.errors import MissingPrerequisite
+from plugin.jobs.private_stack import private_stack
+from plugin.models.fit import matching_version
 from plugin.settings import Settings
 
 
-class BenchSetupError(RuntimeError):
+class BenchSetupError(MissingPrerequisite, RuntimeError):
     """The bench cannot start: the message says what to run first."""
 
 
@@ -73,8 +77,6 @@ class BenchStack:
 
 def serving_version(settings: Settings, workspace: Workspace) -> int:
     """The newest gated model version trained on this workspace's catalog and data."""
-    from plugin.models.fit import matching_version
-
     version = matching_version(workspace, settings)
     if version is None:
         raise BenchSetupError(
@@ -89,61 +91,14 @@ def bench_stack(
     settings: Settings, workspace: Workspace, *, kafka: bool = False, triton: bool = True
 ) -> Iterator[BenchStack]:
     """Start redis-server, tritonserver (serving the matching version) and, with ``kafka``,
-    tansu with the worker's topics; yield a :class:`BenchStack`."""
-    from plugin.adapters.kafka_io import topic_partitions
-    from plugin.localstack import KafkaBroker, RedisServer, TritonServer
-    from plugin.models.repository import ModelRepository
-    from plugin.serving.control import ModelControl
-
-    run_dir = settings.var_dir / "bench" / "run"
-    logs = settings.var_dir / "logs"
+    tansu with the worker's topics (:func:`plugin.jobs.private_stack.private_stack`); yield a
+    :class:`BenchStack`."""
     version = serving_version(settings, workspace) if triton else None
-    startup: dict[str, float] = {}
-    with ExitStack() as stack:
-        redis = stack.enter_context(
-            RedisServer(name="bench-redis", log_path=logs / "bench-redis.log")
+    with private_stack(settings, "bench", kafka=kafka, triton=triton, version=version) as stack:
+        run_dir = settings.var_dir / "bench" / "run"
+        yield BenchStack(
+            stack.settings, workspace, run_dir, stack.version, stack.redis, stack.startup
         )
-        startup["redis_s"] = round(redis.startup_seconds or 0.0, 2)
-        update: dict[str, Any] = {
-            "redis": settings.redis.model_copy(
-                update={"host": redis.host, "port": redis.port, "password": None, "ssl": False}
-            ),
-            "var_dir": settings.var_dir,
-        }
-        if kafka:
-            broker = stack.enter_context(
-                KafkaBroker(name="bench-tansu", log_path=logs / "bench-tansu.log")
-            )
-            broker.create_topics(topic_partitions(settings.kafka))
-            startup["tansu_s"] = round(broker.startup_seconds or 0.0, 2)
-            update["kafka"] = settings.kafka.model_copy(
-                update={"bootstrap_servers": broker.bootstrap_servers}
-            )
-        if triton:
-            server = stack.enter_context(
-                TritonServer(
-                    settings.models.repository,
-                    name="bench-triton",
-                    log_path=logs / "bench-triton.log",
-                    start_timeout=settings.triton.start_timeout_s,
-                )
-            )
-            startup["triton_s"] = round(server.startup_seconds or 0.0, 2)
-            update["triton"] = settings.triton.model_copy(
-                update={
-                    "host": "127.0.0.1",
-                    "http_port": server.http_port,
-                    "grpc_port": server.grpc_port,
-                    "metrics_port": server.metrics_port,
-                }
-            )
-            update["planner"] = settings.planner.model_copy(update={"kind": "triton"})
-        own = settings.model_copy(update=update)
-        if triton:
-            with ModelControl(own.triton, ModelRepository(own.models.repository)) as control:
-                report = control.load(version=version)
-            startup["model_load_s"] = round(sum(step.seconds for step in report.steps), 2)
-        yield BenchStack(own, workspace, run_dir, version, redis, startup)
 
 
 def close_planner(planner: Any) -> None:

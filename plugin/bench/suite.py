@@ -13,8 +13,20 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from plugin.bench.feast import feast_bench
+from plugin.bench.latency import latency_bench
+from plugin.bench.machine import LoadMonitor, describe_machine
+from plugin.bench.planner import planner_grid
+from plugin.bench.profile import profile_worker
+from plugin.bench.stack import BenchStack, bench_stack
+from plugin.bench.sweep import sweep, sweep_rows
+from plugin.bench.worker import ratios as worker_ratios
+from plugin.bench.worker import worker_bench
+from plugin.core.events import WatchEvent
+from plugin.data.workspace import open_workspace
 from plugin.settings import Settings
 
+Echo = Callable[[str], None]
 PARTS = ("worker", "latency", "planner", "feast", "sweep", "profile")
 
 
@@ -46,10 +58,6 @@ def run_suite(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``parts`` against one private stack; the document ``plugin.bench.report`` renders."""
-    from plugin.bench.machine import LoadMonitor, describe_machine
-    from plugin.bench.stack import bench_stack
-    from plugin.data.workspace import open_workspace
-
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench part(s): {', '.join(sorted(unknown))}")
@@ -91,10 +99,9 @@ def run_suite(
     return doc
 
 
-def _worker(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.worker import ratios as worker_ratios
-    from plugin.bench.worker import worker_bench
-
+def _worker(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     results = worker_bench(
         stack,
         events,
@@ -113,9 +120,9 @@ def _worker(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo:
     }
 
 
-def _latency(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.latency import latency_bench
-
+def _latency(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     def show(phase: Any) -> None:
         echo(
             f"  {phase.name:8} {phase.events:6} events produced in {phase.produce_seconds:.1f} s, "
@@ -145,9 +152,9 @@ def _latency(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo
         )
 
 
-def _planner(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.planner import planner_grid
-
+def _planner(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     doc["planner"] = planner_grid(
         stack,
         seconds=o.planner_seconds,
@@ -158,9 +165,9 @@ def _planner(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo
     )
 
 
-def _feast(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.feast import feast_bench
-
+def _feast(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     rows = feast_bench(
         stack,
         sizes=o.feast_sizes,
@@ -172,9 +179,9 @@ def _feast(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: 
     doc["feast"] = [r.as_dict() for r in rows]
 
 
-def _sweep(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.sweep import sweep, sweep_rows
-
+def _sweep(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     results = sweep(
         stack,
         events,
@@ -188,9 +195,9 @@ def _sweep(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: 
     doc["sweep"] = sweep_rows(results)
 
 
-def _profile(stack: Any, events: Any, o: BenchOptions, doc: dict[str, Any], echo: Any) -> None:
-    from plugin.bench.profile import profile_worker
-
+def _profile(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
     doc["profile"] = []
     for path in ("batched-sdk", "batched"):
         for kind in ("replans", "sequence-only"):

@@ -12,24 +12,14 @@ The logic lives in ``plugin.bench``; docs/BENCHMARKS.md has the measured tables.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from plugin.bench.planner import (
-    PlanFn,
-    measure,
-    scrape_metrics,
-    server_figures,
-    synthetic_requests,
-    triton_endpoint,
-)
-from plugin.cli.triton import fail, settings, text_table, warn
-
-__all__ = ["bench_app", "synthetic_requests"]
+from plugin.cli.common import records_table, settings, warn, write_json
+from plugin.errors import InvalidInput, UserError
 
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
 
@@ -39,7 +29,7 @@ def _parse_sizes(values: Sequence[str], name: str) -> list[int]:
     for value in values:
         for part in value.split(","):
             if not part.strip().isdigit() or int(part) < 1:
-                fail(f"{name} must be positive integers, got {part!r}")
+                raise InvalidInput(f"{name} must be positive integers, got {part!r}")
             sizes.append(int(part))
     return sizes
 
@@ -64,82 +54,37 @@ def bench_planner(
     ] = None,
 ) -> None:
     """Planner throughput (plans/s) and call latency, in-process vs Triton."""
-    import torch
+    from plugin.bench.planner import PLANNER_KINDS, planner_bench
 
-    from plugin.data.workspace import open_workspace
-    from plugin.models.planner import best_of_n_planner
-    from plugin.wiring import triton_planner
-
-    # One thread by default, like each Triton model stub (torch_threads in config.pbtxt):
-    # spinning intra-op workers on a busy small box are what slows torch most.
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-    config = settings()
     kinds = [k.strip() for k in planners.split(",") if k.strip()]
-    if not kinds or set(kinds) - {"in-process", "triton"}:
-        fail(f"--planners takes in-process and/or triton, got {planners!r}")
+    if not kinds or set(kinds) - set(PLANNER_KINDS):
+        raise InvalidInput(f"--planners takes in-process and/or triton, got {planners!r}")
     if server not in ("own", "running"):
-        fail(f"--server is own or running, got {server!r}")
+        raise InvalidInput(f"--server is own or running, got {server!r}")
     batches = _parse_sizes(batch or ["1", "64"], "--batch")
     concurrencies = _parse_sizes(concurrency or ["1", "32"], "--concurrency")
-    workspace = open_workspace(config)
-    catalog = workspace.catalog
-    pool = synthetic_requests(
-        4096, len(catalog), config.sequence.history_length, config.sequence.novelty_window
-    )
-    results: list[dict[str, Any]] = []
-    meta: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "torch_threads": torch.get_num_threads(),
-        "cpus": _cpus(),
-        "n": config.planner.candidates,
-        "clusters": len(catalog),
-        "seconds_per_cell": seconds,
-    }
+    config = settings()
 
-    def grid(name: str, plan: PlanFn, after: Callable[[], dict[str, Any]] | None) -> None:
-        for size in batches:
-            for callers in concurrencies:
-                before = after() if after else None
-                row = {"planner": name, **measure(plan, pool, size, callers, seconds)}
-                if after and before is not None:
-                    row.update(server_figures(before, after()))
-                results.append(row)
-                typer.echo(
-                    f"{name:10} batch {size:3} x {callers:2}: {row['plans_per_s']:>9,.0f} plans/s"
-                )
+    def show(row: dict[str, Any]) -> None:
+        typer.echo(
+            f"{row['planner']:10} batch {row['batch']:3} x {row['concurrency']:2}: "
+            f"{row['plans_per_s']:>9,.0f} plans/s"
+        )
 
     try:
-        if "in-process" in kinds:
-            local = best_of_n_planner(config, catalog)
-            meta["version"] = local.model_version
-            grid("in-process", local.plan, None)
-        if "triton" in kinds:
-            with triton_endpoint(config, server) as (endpoint, info):
-                meta["triton"] = info
-                remote = triton_planner(endpoint, catalog)
-                try:
-                    grid("triton", remote.plan, lambda: scrape_metrics(endpoint))
-                finally:
-                    remote.close()
-    except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as exc:
-        fail(str(exc))
+        doc = planner_bench(
+            config, kinds, batches, concurrencies, seconds, server, torch_threads, on_row=show
+        )
+    except (FileNotFoundError, ValueError, ConnectionError) as exc:  # no model, no server
+        raise UserError(str(exc)) from exc
+    results = doc["results"]
     columns = ("planner", "batch", "concurrency", "plans_per_s", "p50_ms", "p99_ms")
     extra = ("rows/batch", "queue ms", "compute ms")
-    typer.echo(text_table([{c: r.get(c) for c in (*columns, *extra)} for r in results]))
+    typer.echo(records_table([{c: r.get(c) for c in (*columns, *extra)} for r in results]))
     for row in results:
         if row["errors"]:
             warn(f"{row['planner']} batch {row['batch']} x {row['concurrency']}: {row['errors']}")
-    path = json_path or config.var_dir / "bench" / "planner.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    typer.echo(f"wrote {path}")
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+    write_json(json_path or config.var_dir / "bench" / "planner.json", doc)
 
 
 # -- the real-path benchmarks (plugin.bench) ----------------------------------------------------
@@ -152,20 +97,18 @@ EventsOpt = Annotated[int, typer.Option(help="timed events per workload (worker,
 
 def _run(parts: Sequence[str], name: str, out: Path | None, **changes: Any) -> None:
     """Run ``parts`` with the options changed, print the tables, write JSON and the plot."""
-    from plugin.bench.report import plot, render, write_json
-    from plugin.bench.stack import BenchSetupError
+    from plugin.bench.report import plot, render
     from plugin.bench.suite import BenchOptions, run_suite
 
     config = settings()
     options = BenchOptions(**{k: v for k, v in changes.items() if v is not None})
     try:
         doc = run_suite(config, parts, options, echo=typer.echo)
-    except (BenchSetupError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
-        fail(str(exc))
+    except (FileNotFoundError, ValueError, TimeoutError) as exc:  # no data, model or server
+        raise UserError(str(exc)) from exc
     folder = out or config.var_dir / "bench"
-    typer.echo("\n" + render(doc))
+    typer.echo("\n" + render(doc) + "\n")
     write_json(folder / f"{name}.json", doc)
-    typer.echo(f"\nwrote {folder / f'{name}.json'}")
     image = plot(doc, folder / f"{name}.png")
     if image is not None:
         typer.echo(f"wrote {image}")
@@ -177,9 +120,9 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        fail(f"{name} takes comma-separated numbers, got {text!r}")
+        raise InvalidInput(f"{name} takes comma-separated numbers, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        fail(f"{name} takes positive numbers, got {text!r}")
+        raise InvalidInput(f"{name} takes positive numbers, got {text!r}")
     return values
 
 
@@ -194,7 +137,7 @@ def _orders(text: str | None) -> tuple[str, ...] | None:
 
     values = tuple(v.strip() for v in text.split(",") if v.strip())
     if not values or set(values) - set(ORDERS):
-        fail(f"--orders takes {' and/or '.join(ORDERS)}, got {text!r}")
+        raise InvalidInput(f"--orders takes {' and/or '.join(ORDERS)}, got {text!r}")
     return values
 
 
@@ -338,7 +281,7 @@ def bench_report(
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        fail(f"{path}: {exc}")
+        raise InvalidInput(f"{path}: {exc}") from exc
     typer.echo(render(doc))
     if plot_path is not None and plot(doc, plot_path) is not None:
         typer.echo(f"wrote {plot_path}")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plugin.cli.common import pairs_table
 from plugin.core.catalog import ClusterCatalog
 from plugin.tables import table
+
+if TYPE_CHECKING:
+    from plugin.jobs.serving import PublishedLoad
+    from plugin.serving.control import LoadReport
 
 
 def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
@@ -74,6 +79,38 @@ def print_replay(summary: dict[str, Any]) -> None:
         ),
     ]
     typer.echo("\n" + table(["replay", "value"], rows))
+
+
+def print_replay_summary(
+    summary: dict[str, Any], streaming: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    """A replay's or a demo's summary, then (``streaming``) the stream's figures, then the
+    sample plans."""
+    print_replay(summary)
+    if streaming is not None:
+        streaming(summary)
+    print_lookup(summary["sample_plans"])
+
+
+def print_streaming(summary: dict[str, Any]) -> None:
+    """What the streaming demo adds: batches, latency, cache hit rate, dead letters."""
+    latency = summary.get("event_to_plan") or {}
+    cache = summary.get("plan_cache") or {}
+    rows: list[tuple[str, Any]] = [
+        ("batches", summary.get("batches")),
+        ("produce rate (events/s)", summary["produce"]["events_per_second"]),
+        ("event-to-plan p50 (ms)", latency.get("p50_ms")),
+        ("event-to-plan p99 (ms)", latency.get("p99_ms")),
+        (
+            "plan-cache hit rate",
+            cache.get("hit_rate") if cache else "off (planner has no rankings)",
+        ),
+        ("replans deferred (slow planner)", summary.get("replans_deferred")),
+        ("dead letters", len(summary["dead_letters"])),
+    ]
+    letters = summary["dead_letters"]
+    rows += [(f"  reason #{i + 1}", d["reason"][:70]) for i, d in enumerate(letters)]
+    typer.echo("\n" + pairs_table(rows, ("stream", "value")))
 
 
 def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
@@ -145,3 +182,23 @@ def print_evaluation(report: dict[str, Any]) -> None:
     typer.echo(
         "\n" + table(["n", "hit_at_1", "positive_hit_at_1", "hit_at_n", "coverage"], scaling)
     )
+
+
+def print_load_report(report: LoadReport) -> None:
+    """Each load or unload step, then what serves now."""
+    for step in report.steps:
+        typer.echo(f"  {step.describe()}")
+    if report.serving:
+        serving = ", ".join(f"{m} {v}" for m, v in sorted(report.serving.items()))
+        typer.echo(f"  serving: {serving}")
+
+
+def print_published_load(load: PublishedLoad) -> None:
+    """What loading the published version on Triton found or did."""
+    if load.version is None:
+        typer.echo("triton: no version is published yet; `explore models publish` serves one")
+    elif load.report is None:
+        typer.echo(f"triton: published version {load.version} already serves")
+    else:
+        typer.echo(f"triton: loading published version {load.version}")
+        print_load_report(load.report)

@@ -2,27 +2,20 @@
 
 The local server is the tritonserver unpacked by ``make triton``, on 127.0.0.1 with the ports
 of the settings' ``triton`` section, explicit model control, and its log in
-``<var_dir>/logs/triton.log``. Model management goes through Triton's repository API; see
-:mod:`plugin.serving.control` and docs/TRITON.md.
-
-Heavy imports (torch, tritonclient) happen inside the commands so ``explore --help`` stays
-fast.
+``<var_dir>/logs/triton.log``. Model management goes through Triton's repository API
+(:mod:`plugin.serving.control`, docs/TRITON.md); :mod:`plugin.jobs.serving` holds the shared
+steps.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from plugin.settings import Settings, SettingsError, load_settings
-
-if TYPE_CHECKING:
-    from plugin.models.repository import ModelRepository
-    from plugin.serving.control import LoadReport, ModelControl
+from plugin.cli.common import JsonOpt, records_table, settings, warn, write_json
+from plugin.errors import ServerUnreachable
+from plugin.settings import Settings
 
 triton_app = typer.Typer(
     help="The local Triton Inference Server: up, down, status, metrics.", no_args_is_help=True
@@ -32,112 +25,8 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")]
-SERVER_NAME = "triton"
-
-
-# -- shared helpers ------------------------------------------------------------------------
-
-
-def fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(2)
-
-
-def warn(message: str) -> None:
-    typer.secho(message, err=True, fg=typer.colors.YELLOW)
-
-
-def settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        fail(str(exc))
-
-
-def write_json(path: Path | None, payload: Any) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    typer.echo(f"wrote {path}")
-
-
-def text_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows of dicts as an aligned text table (numbers right-aligned); keys are the header."""
-    if not rows:
-        return "(none)"
-    headers = list(rows[0])
-
-    def show(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
-        return "-" if value is None else str(value)
-
-    cells = [[show(row.get(h)) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row.get(h), int | float) for row in rows) for h in headers]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if right else v.ljust(w)
-            for v, w, right in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
-
-
-def repository(config: Settings) -> ModelRepository:
-    from plugin.models.repository import ModelRepository
-
-    return ModelRepository(config.models.repository)
-
-
-def control(config: Settings) -> ModelControl:
-    from plugin.serving.control import ModelControl
-
-    return ModelControl(config.triton, repository(config))
-
-
-def print_report(report: LoadReport) -> None:
-    for step in report.steps:
-        typer.echo(f"  {step.describe()}")
-    if report.serving:
-        serving = ", ".join(f"{m} {v}" for m, v in sorted(report.serving.items()))
-        typer.echo(f"  serving: {serving}")
-
-
-def management_errors() -> tuple[type[Exception], ...]:
-    from plugin.models.repository import PublishError
-    from plugin.serving.control import ModelControlError, TritonUnreachable
-
-    return (PublishError, ModelControlError, TritonUnreachable, FileNotFoundError)
-
 
 # -- explore triton ------------------------------------------------------------------------
-
-
-def local_server(config: Settings) -> Any:
-    from plugin.localstack import TritonServer, default_log_path
-
-    if config.triton.host != "127.0.0.1":
-        fail(
-            f"`explore triton up` runs a local server on 127.0.0.1; triton.host is "
-            f"{config.triton.host!r} (EXPLORE_TRITON__HOST)"
-        )
-    root = config.models.repository
-    root.mkdir(parents=True, exist_ok=True)
-    return TritonServer(
-        root,
-        http_port=config.triton.http_port,
-        grpc_port=config.triton.grpc_port,
-        metrics_port=config.triton.metrics_port,
-        log_verbose=config.triton.log_verbose,
-        name=SERVER_NAME,
-        log_path=default_log_path(SERVER_NAME, config.var_dir),
-        start_timeout=config.triton.start_timeout_s,
-    )
 
 
 @triton_app.command("up")
@@ -148,55 +37,32 @@ def up(
     json_path: JsonOpt = None,
 ) -> None:
     """Start tritonserver detached (idempotent) and load the published model version."""
-    from plugin.localstack import RunDirectory, ServerError
+    from plugin.cli.output import print_published_load
+    from plugin.jobs.serving import triton_up
 
-    config = settings()
-    server = local_server(config)
-    try:
-        result = server.up(RunDirectory.default(config.var_dir))
-    except ServerError as exc:
-        fail(str(exc))
-    typer.echo(result.state.describe("started" if result.started else "already running"))
-    payload: dict[str, Any] = {"server": result.state.endpoints, "started": result.started}
-    if load:
-        payload["load"] = _load_published(config)
-    write_json(json_path, payload)
-
-
-def _load_published(config: Settings) -> dict[str, Any] | None:
-    pointer = repository(config).published()
-    if pointer is None:
-        typer.echo("no version is published yet: run `explore models publish` to serve one")
-        return None
-    with control(config) as ctl:
-        if ctl.serving_version() == pointer.version:
-            typer.echo(f"published version {pointer.version} already serves")
-            return {"version": pointer.version, "already_serving": True}
-        typer.echo(f"loading published version {pointer.version}")
-        try:
-            report = ctl.load()
-        except management_errors() as exc:
-            fail(str(exc))
-    print_report(report)
-    return report.as_dict()
+    started = triton_up(settings(), load=load)
+    typer.echo(started.server.describe())
+    if started.load is not None:
+        print_published_load(started.load)
+    write_json(json_path, started.as_dict())
 
 
 @triton_app.command("down")
 def down() -> None:
     """Stop the detached tritonserver (idempotent)."""
+    from plugin.jobs.serving import SERVER_NAME
     from plugin.localstack import RunDirectory
 
-    config = settings()
-    state = RunDirectory.default(config.var_dir).stop(SERVER_NAME)
-    if state is None:
-        typer.echo(f"{SERVER_NAME}: not running")
-    else:
-        typer.echo(state.describe("stopped"))
+    state = RunDirectory.default(settings().var_dir).stop(SERVER_NAME)
+    typer.echo(state.describe("stopped") if state else f"{SERVER_NAME}: not running")
 
 
 @triton_app.command("status")
 def status(json_path: JsonOpt = None) -> None:
-    """Whether tritonserver runs, which model versions are ready, and its request figures."""
+    """Whether tritonserver runs, which model versions are ready, and its request figures.
+
+    Exit status 1 when no server runs or answers."""
+    from plugin.jobs.serving import SERVER_NAME, model_control, repository
     from plugin.localstack import RunDirectory
 
     config = settings()
@@ -205,25 +71,25 @@ def status(json_path: JsonOpt = None) -> None:
     if state is not None:
         typer.echo(state.describe())
         payload["process"] = {"pid": state.pid, **state.endpoints, "log": state.log_path}
-    with control(config) as ctl:
-        if not ctl.reachable():
-            typer.echo(
-                f"triton: not reachable at {config.triton.host}:{config.triton.grpc_port}"
-                + ("" if state else " (start it with `explore triton up`)")
-            )
-            write_json(json_path, payload)
-            if state is None:
-                raise typer.Exit(1)
-            return
-        payload["reachable"] = True
-        entries = ctl.index()
-    payload["models"] = entries
-    typer.echo(text_table([{"model": e.get("name"), **_entry(e)} for e in entries]))
+    with model_control(config) as ctl:
+        reachable = ctl.reachable()
+        entries = ctl.index() if reachable else []
+    if not reachable:
+        typer.echo(
+            f"triton: not reachable at {config.triton.host}:{config.triton.grpc_port}"
+            + ("" if state else " (start it with `explore triton up`)")
+        )
+        write_json(json_path, payload)
+        if state is None:
+            raise typer.Exit(1)
+        return
+    payload.update(reachable=True, models=entries)
+    typer.echo(records_table([{"model": e.get("name"), **_entry(e)} for e in entries]))
     pointer = repository(config).published()
     typer.echo(f"published version: {pointer.version if pointer else 'none'}")
     rows = _metrics_rows(config)
     if rows:
-        typer.echo(text_table(rows))
+        typer.echo(records_table(rows))
     payload["metrics"] = rows
     write_json(json_path, payload)
 
@@ -255,11 +121,11 @@ def metrics(json_path: JsonOpt = None) -> None:
     config = settings()
     rows = _metrics_rows(config)
     if not rows:
-        fail(
-            f"no model metrics at {config.triton.host}:{config.triton.metrics_port}; is Triton "
-            "up with models loaded (`explore triton status`)?"
+        raise ServerUnreachable(
+            f"no model metrics at {config.triton.host}:{config.triton.metrics_port}",
+            hint="is Triton up with models loaded (`explore triton status`)?",
         )
-    typer.echo(text_table(rows))
+    typer.echo(records_table(rows))
     write_json(json_path, {"metrics": rows})
 
 
@@ -269,11 +135,13 @@ def metrics(json_path: JsonOpt = None) -> None:
 @models_app.command("list")
 def list_versions(json_path: JsonOpt = None) -> None:
     """Trained versions: quality gate, published or previous, and what Triton serves."""
+    from plugin.jobs.serving import model_control, repository
+
     config = settings()
     repo = repository(config)
     pointer = repo.published()
     ready: dict[str, list[int]] = {}
-    with control(config) as ctl:
+    with model_control(config) as ctl:
         reachable = ctl.reachable()
         if reachable:
             ready = ctl.ready_versions()
@@ -299,7 +167,7 @@ def list_versions(json_path: JsonOpt = None) -> None:
                 "on triton": ",".join(loaded) if reachable else "(not running)",
             }
         )
-    typer.echo(text_table(rows) if rows else "no trained versions; run `explore train`")
+    typer.echo(records_table(rows) if rows else "no trained versions; run `explore train`")
     write_json(
         json_path,
         {
@@ -321,17 +189,16 @@ def publish_version(
 
     A failed load leaves the serving version (and the published pointer) in place.
     """
+    from plugin.cli.output import print_load_report
+    from plugin.jobs.serving import model_control, repository
     from plugin.serving.control import publish
 
     config = settings()
-    with control(config) as ctl:
-        try:
-            outcome = publish(repository(config), ctl, version)
-        except management_errors() as exc:
-            fail(str(exc))
+    with model_control(config) as ctl:
+        outcome = publish(repository(config), ctl, version)
     typer.echo(outcome.describe("published"))
     if outcome.report is not None:
-        print_report(outcome.report)
+        print_load_report(outcome.report)
     previous = outcome.pointer.previous
     typer.echo(f"rollback target: {previous[0] if previous else 'none'}")
     write_json(
@@ -346,17 +213,16 @@ def publish_version(
 @models_app.command("rollback")
 def rollback_version(json_path: JsonOpt = None) -> None:
     """Serve the previously published version again (the pointer moves back to it)."""
+    from plugin.cli.output import print_load_report
+    from plugin.jobs.serving import model_control, repository
     from plugin.serving.control import rollback
 
     config = settings()
-    with control(config) as ctl:
-        try:
-            outcome = rollback(repository(config), ctl)
-        except management_errors() as exc:
-            fail(str(exc))
+    with model_control(config) as ctl:
+        outcome = rollback(repository(config), ctl)
     typer.echo(outcome.describe("rolled back to"))
     if outcome.report is not None:
-        print_report(outcome.report)
+        print_load_report(outcome.report)
     write_json(
         json_path,
         {
@@ -375,14 +241,13 @@ def load_models(
     json_path: JsonOpt = None,
 ) -> None:
     """(Re)load the published version on Triton: all three models, or the ones named."""
-    config = settings()
-    with control(config) as ctl:
-        try:
-            report = ctl.load(models or None)
-        except management_errors() as exc:
-            fail(str(exc))
+    from plugin.cli.output import print_load_report
+    from plugin.jobs.serving import model_control
+
+    with model_control(settings()) as ctl:
+        report = ctl.load(models or None)
     typer.echo(f"loaded version {report.version}")
-    print_report(report)
+    print_load_report(report)
     write_json(json_path, report.as_dict())
 
 
@@ -392,12 +257,11 @@ def unload_model(
     json_path: JsonOpt = None,
 ) -> None:
     """Unload one model from Triton; refused for a model the loaded planner needs."""
-    config = settings()
-    with control(config) as ctl:
-        try:
-            report = ctl.unload(model)
-        except management_errors() as exc:
-            fail(str(exc))
+    from plugin.cli.output import print_load_report
+    from plugin.jobs.serving import model_control
+
+    with model_control(settings()) as ctl:
+        report = ctl.unload(model)
     typer.echo(f"unloaded {model}")
-    print_report(report)
+    print_load_report(report)
     write_json(json_path, report.as_dict())

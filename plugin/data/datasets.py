@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from plugin.core.events import MAX_ID_LENGTH, MAX_WATCH_RATIO, WatchEvent
+from plugin.errors import InvalidInput
 from plugin.settings import DataSettings
 
 INTERACTION_COLUMNS = ("event_id", "user_id", "item_id", "event_time", "rating", "watch_ratio")
@@ -45,7 +46,7 @@ _TZ_SUFFIX_RE = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[zZ]|[+-]\d{2}(?::?
 _PARSER_LINE_RE = re.compile(r"line (\d+)")
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput, ValueError):
     """A dataset file is missing or malformed.
 
     ``row`` is the 1-based number of the data row as a user counts them in the file, the
@@ -61,6 +62,7 @@ class DatasetError(ValueError):
         self.column = column
         self.message = message
         super().__init__(str(self))
+        self.message = message  # UserError keeps the whole text; __str__ adds the place
 
     def __str__(self) -> str:
         where = [self.path.name]
@@ -204,7 +206,7 @@ def load_dataset(settings: DataSettings) -> Dataset:
         loader = BUILTIN_DATASETS[settings.dataset]
     except KeyError:
         known = ", ".join(sorted(BUILTIN_DATASETS))
-        raise ValueError(
+        raise InvalidInput(
             f"data.dataset: unknown dataset {settings.dataset!r}; built-in datasets: {known} "
             "(or set data.interactions and data.items to load your own files)"
         ) from None

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from plugin.adapters.feast_store import FeastStore
+from plugin.jobs.prerequisites import require_online_store
+from plugin.settings import Settings
+
+
+def lookup(settings: Settings, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """``explore lookup``: the users' plans from the configured online store, once it is
+    reachable and has a registry."""
+    require_online_store(settings)
+    return lookup_plans(FeastStore(settings), user_ids)
 
 
 def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -39,3 +49,8 @@ def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, A
             }
         )
     return rows
+
+
+def natural_order(user_id: str) -> tuple[int, str]:
+    """Sort key: numeric ids by value ("2" before "10"), then the others by name."""
+    return (int(user_id), "") if user_id.isdigit() else (sys.maxsize, user_id)

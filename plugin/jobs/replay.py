@@ -1,5 +1,6 @@
 """The embedded driver: stream a dataset's events, in time order and micro-batches, through
-the same :class:`~plugin.core.pipeline.BatchProcessor` the Faust worker uses."""
+the same :class:`~plugin.core.pipeline.BatchProcessor` the Faust worker uses (``explore
+replay``, and the embedded ``explore demo``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 from tqdm import tqdm
 
 from plugin.core.events import WatchEvent
 from plugin.core.pipeline import BatchProcessor, BatchTimings
 from plugin.core.sequence import BatchStats
+from plugin.data.workspace import Workspace
+from plugin.jobs import prerequisites
+from plugin.jobs.lookup import lookup_plans, natural_order
+from plugin.settings import Settings
+from plugin.wiring import build_processor, online_store
 
 
 @dataclass
@@ -78,3 +85,37 @@ def replay(
             bar.update(len(batch))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def replay_dataset(
+    settings: Settings,
+    limit: int | None = None,
+    samples: int = 5,
+    progress: bool = False,
+    version: int | None = None,
+    workspace: Workspace | None = None,
+) -> dict[str, Any]:
+    """Replay the settings' dataset (its first ``limit`` events) through the core into the
+    Feast online store with the configured planner (best-of-n: ``version`` or the published
+    one). Returns the summary (events/s, users, replans, time per step) with ``samples`` users'
+    plans as a ranker reads them."""
+    workspace = workspace or prerequisites.workspace(settings, progress=progress)
+    planner = prerequisites.planner(settings, workspace, version)
+    store = online_store(settings, workspace.catalog)
+    processor = build_processor(settings, workspace.catalog, planner, store)
+    events: Iterable[WatchEvent] = workspace.dataset.events()
+    total = len(workspace.dataset.interactions)
+    if limit is not None:
+        events, total = islice(events, limit), min(limit, total)
+    report = replay(events, processor, settings.replay.batch_size, total=total, progress=progress)
+    summary: dict[str, Any] = {
+        "dataset": workspace.dataset.name,
+        "catalog_version": workspace.catalog.version,
+        "clusters": len(workspace.catalog),
+        "planner": planner.model_version,
+        "online_store": settings.feast.online_store,
+        **report.as_dict(),
+    }
+    sample_users = sorted(report.planned_users, key=natural_order)[:samples]
+    summary["sample_plans"] = lookup_plans(store, sample_users)
+    return summary

@@ -32,14 +32,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from plugin.errors import MissingPrerequisite
 from plugin.settings import PROJECT_ROOT
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
 
 
-class ServerError(RuntimeError):
-    """A local server could not be found, started, reached or stopped."""
+class ServerError(MissingPrerequisite, RuntimeError):
+    """A local server could not be found, started, reached or stopped: the message says what
+    to run or free first, so the command line shows it as one line."""
 
 
 class ServerStartError(ServerError):

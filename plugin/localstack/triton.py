@@ -23,6 +23,7 @@ from plugin.security import ServerTLS
 from plugin.settings import PROJECT_ROOT
 
 DEFAULT_TRITON_HOME = PROJECT_ROOT / ".cache" / "tritonserver"
+UNPACK = "run `make triton` (TRITON_HOME points elsewhere if it is unpacked there)"
 
 
 class TritonInstall:
@@ -39,10 +40,10 @@ class TritonInstall:
     def check(self) -> None:
         """Raise a :class:`ServerError` saying what to run if the server is not unpacked."""
         if not os.access(self.binary, os.X_OK):
-            raise ServerError(f"tritonserver is not installed at {self.binary}; run `make triton`")
+            raise ServerError(f"tritonserver is not installed at {self.binary}", hint=UNPACK)
         stub = self.backends / "python" / "triton_python_backend_stub"
         if not os.access(stub, os.X_OK):
-            raise ServerError(f"the Python backend stub is missing at {stub}; run `make triton`")
+            raise ServerError(f"the Python backend stub is missing at {stub}", hint=UNPACK)
 
 
 class TritonServer(LocalServer):

@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plugin.localstack.process import ServerError
 from plugin.settings import PROJECT_ROOT, Settings, settings_environment
+
+
+class WorkerFailed(ServerError):
+    """The worker child exited or never joined its group: the message points at its log."""
 
 
 class WorkerProcess:
@@ -64,9 +69,9 @@ class WorkerProcess:
             if assigned:
                 return list(assigned)
             if not self.alive:
-                raise RuntimeError(f"the worker exited; see {self.log_path}:\n{self.log_tail()}")
+                raise WorkerFailed(f"the worker exited; see {self.log_path}:\n{self.log_tail()}")
             time.sleep(0.2)
-        raise TimeoutError(f"the worker joined no group in {timeout_s:.0f} s; see {self.log_path}")
+        raise WorkerFailed(f"the worker joined no group in {timeout_s:.0f} s; see {self.log_path}")
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from plugin.core.catalog import ClusterCatalog
+from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 
@@ -43,7 +44,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "model_repository"
 ROLLBACK_DEPTH = 10
 
 
-class PublishError(ValueError):
+class PublishError(UserError, ValueError):
     """A version cannot be published (missing, incomplete, or failed its quality gate)."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugin.errors import ServerUnreachable, UserError
 from plugin.models.repository import (
     CONFIG,
     TEMPLATES,
@@ -46,11 +47,11 @@ from plugin.settings import TritonSettings
 PLANNER_NEEDS = (NOVELTY_MODEL, ALIGNMENT_MODEL)
 
 
-class TritonUnreachable(ConnectionError):
+class TritonUnreachable(ServerUnreachable, ConnectionError):
     """No Triton answers at the configured address."""
 
 
-class ModelControlError(RuntimeError):
+class ModelControlError(UserError, RuntimeError):
     """A management call was refused or failed; the message says what to do."""
 
 

@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from plugin.adapters.kafka_io import quiet_kafka
+from plugin.adapters.kafka_io import list_topics, quiet_kafka, topic_partitions
+from plugin.jobs.private_stack import private_stack
 from plugin.localstack import (
     KafkaBroker,
     ManagedProcess,
@@ -35,7 +36,7 @@ from plugin.localstack import (
     free_port,
     port_open,
 )
-from plugin.settings import PROJECT_ROOT
+from plugin.settings import PROJECT_ROOT, load_settings
 
 TritonFactory = Callable[..., TritonServer]
 
@@ -314,3 +315,22 @@ def test_detached_up_status_down_round_trip(tmp_path: Path) -> None:
     assert run_dir.stop("redis") is None  # `down` twice says "not running"
     assert not run_dir.pidfile("redis").exists()
     assert not port_open("127.0.0.1", port)
+
+
+# --- the private stack of `explore demo --stack` and the benchmarks ---------------------------
+
+
+def test_private_stack_points_the_settings_at_its_own_servers(tmp_path: Path) -> None:
+    settings = load_settings(var_dir=tmp_path / "var", redis={"password": "not-the-private-one"})
+    with private_stack(settings, "check", triton=False) as stack:
+        own = stack.settings
+        assert stack.redis is not None and own.redis.port == stack.redis.port
+        assert own.redis.password is None  # the private server has none
+        assert redis.Redis(host=own.redis.host, port=own.redis.port).ping()
+        assert own.kafka.bootstrap_servers != settings.kafka.bootstrap_servers
+        assert list_topics(own) == topic_partitions(own.kafka)
+        assert stack.version is None and stack.load is None
+        assert set(stack.startup) == {"redis_s", "tansu_s"}
+        assert (tmp_path / "var" / "logs" / "check-redis.log").exists()
+        ports = [own.redis.port, int(own.kafka.bootstrap_servers.rpartition(":")[2])]
+    assert not any(port_open("127.0.0.1", port) for port in ports)

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.adapters.triton_planner import TritonPlanner, TritonPlannerError
+from plugin.bench.planner import synthetic_requests
 from plugin.cli.app import app
-from plugin.cli.bench import synthetic_requests
 from plugin.localstack import TritonServer, free_port
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository, version_label
