@@ -46,6 +46,10 @@ _TZ_SUFFIX_RE = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[zZ]|[+-]\d{2}(?::?
 _PARSER_LINE_RE = re.compile(r"line (\d+)")
 
 
+class UnknownDataset(InvalidInput, ValueError):
+    """``data.dataset`` names no built-in dataset (the message lists them)."""
+
+
 class DatasetError(InvalidInput, ValueError):
     """A dataset file is missing or malformed.
 
@@ -206,7 +210,7 @@ def load_dataset(settings: DataSettings) -> Dataset:
         loader = BUILTIN_DATASETS[settings.dataset]
     except KeyError:
         known = ", ".join(sorted(BUILTIN_DATASETS))
-        raise InvalidInput(
+        raise UnknownDataset(
             f"data.dataset: unknown dataset {settings.dataset!r}; built-in datasets: {known} "
             "(or set data.interactions and data.items to load your own files)"
         ) from None

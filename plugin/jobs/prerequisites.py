@@ -10,7 +10,6 @@ from __future__ import annotations
 import redis
 
 from plugin.core.planning import Planner
-from plugin.data.datasets import BUILTIN_DATASETS, DatasetError
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.errors import InvalidInput, MissingPrerequisite, ServerUnreachable
 from plugin.localstack import TritonInstall, port_open
@@ -25,15 +24,11 @@ START_STACK = "start it with `explore stack up` (or point the settings at a runn
 def workspace(settings: Settings, rebuild: bool = False, progress: bool = False) -> Workspace:
     """The dataset, its time split and its cluster catalog; a bad or missing file, or an
     unknown dataset, is an :class:`~plugin.errors.InvalidInput` naming it."""
+    # A bad file (DatasetError) or an unknown dataset (UnknownDataset) is a UserError already.
     try:
         return open_workspace(settings, rebuild=rebuild, progress=progress)
-    except (DatasetError, FileNotFoundError, KeyError) as exc:
+    except (FileNotFoundError, KeyError) as exc:
         raise InvalidInput(str(exc)) from exc
-    except ValueError as exc:
-        data = settings.data
-        if data.interactions is None and data.dataset not in BUILTIN_DATASETS:
-            raise InvalidInput(str(exc)) from exc
-        raise
 
 
 def planner(settings: Settings, workspace: Workspace, version: int | None = None) -> Planner:
