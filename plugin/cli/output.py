@@ -159,21 +159,55 @@ def print_training(version: int, manifest: dict[str, Any]) -> None:
 def print_evaluation(report: dict[str, Any]) -> None:
     from plugin.evaluation.offline import METRICS
 
-    rows = [
-        (name, *(round(metrics[m], 4) for m in METRICS))
-        for name, metrics in report["methods"].items()
-    ]
+    def cell(metrics: dict[str, Any], metric: str) -> str:
+        # A point estimate and, where the report has one, its bootstrap interval.
+        interval = metrics.get(f"{metric}_ci")
+        if interval is None:
+            return f"{metrics[metric]:.3f}"
+        return f"{metrics[metric]:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+    def label(name: str) -> str:
+        return "sasrec (baseline)" if name == "sasrec" else name
+
     data = report["dataset"]
     typer.echo(
         f"\n{data['name']}: {data['cases']:,} held-out novel engagements "
         f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}"
     )
-    typer.echo(table(["method", *METRICS], rows))
+    # Two tables of three metrics: with intervals, six columns do not fit a terminal.
+    for group in (METRICS[:3], METRICS[3:]):
+        rows = [
+            (label(name), *(cell(metrics, m) for m in group))
+            for name, metrics in report["methods"].items()
+        ]
+        typer.echo("\n" + table(["method", *group], rows))
+    bootstrap = data.get("bootstrap")
+    if bootstrap:
+        typer.echo(
+            f"[lo, hi]: {bootstrap['confidence']:.0%} percentile bootstrap over the cases, "
+            f"{bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}; a resample can "
+            "only lose planned clusters, so coverage's interval is a lower range"
+        )
+    paired = report.get("paired", {})
+    if paired:
+        rows = [
+            (
+                pair.replace(" - sasrec", " - sasrec (baseline)"),
+                f"{row['positive_hit_at_1']:+.4f}",
+                f"[{row['ci'][0]:+.4f}, {row['ci'][1]:+.4f}]",
+                "yes" if row["ci"][0] > 0 else "no",
+            )
+            for pair, row in paired.items()
+        ]
+        typer.echo(
+            "\n"
+            + table(["paired, positive_hit_at_1", "difference", "95% interval", "above 0"], rows)
+        )
     scaling = [
         (
             row["n"],
             round(row["hit_at_1"], 4),
-            round(row["positive_hit_at_1"], 4),
+            cell(row, "positive_hit_at_1"),
             round(row["hit_at_n"], 4),
             round(row["coverage"], 4),
         )

@@ -1,15 +1,20 @@
 """Offline exploration evaluation on a time split.
 
 Every held-out event whose cluster is novel for the user (outside their novelty window) is a
-case. Each method sees the user's state just before it (history and window) and plans one
-cluster; it also names a candidate set of size n for ``hit_at_n``.
+case. Each method sees the user's state just before it (history and window, and for the
+sequential baseline the user's recent cluster sequence) and plans one cluster; it also names a
+candidate set of size n for ``hit_at_n``.
+
+Every metric comes with a 95% percentile-bootstrap interval over the cases
+(:mod:`plugin.evaluation.bootstrap`), and best-of-n's ``positive_hit_at_1`` is compared with
+every other method's as a paired difference (the same resampled cases for both).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +22,21 @@ import numpy as np
 import torch
 
 from plugin.core.frequency import TransitionFrequencyPlanner, frequency_planner
-from plugin.core.moves import NovelMove
+from plugin.core.moves import NovelMove, cluster_sequences, novel_moves
 from plugin.core.planning import PlanRequest
 from plugin.core.stats import gini
 from plugin.data.workspace import Workspace
+from plugin.evaluation.bootstrap import Bootstrap, CaseOutcomes
 from plugin.models.fit import fit_models, training_data
 from plugin.models.planner import BestOfNPlanner, best_of_n_planner, histories_tensor
 from plugin.models.repository import ModelRepository
+from plugin.models.sequential import SasRecModel, SequentialSettings, fit_sasrec
+from plugin.models.training import TrainingRun
 from plugin.settings import Settings
 
 METRICS = ("hit_at_1", "positive_hit_at_1", "hit_at_n", "novelty_rate", "coverage", "gini")
 N_SCALING = (1, 2, 4, 8, 16, 32)
+REFERENCE = "best_of_n"  # the method every other one is compared with, case by case
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,31 @@ def score(cases: Sequence[NovelMove], output: MethodOutput, n_clusters: int) -> 
         "coverage": len(planned_counts) / n_clusters,
         "gini": gini([planned_counts.get(c, 0) for c in range(n_clusters)]),
     }
+
+
+def case_outcomes(cases: Sequence[NovelMove], output: MethodOutput) -> CaseOutcomes:
+    """The per-case arrays behind :func:`score`, for the bootstrap."""
+    return CaseOutcomes(
+        hit=np.array([p == m.target for p, m in zip(output.planned, cases, strict=True)]),
+        positive_hit=np.array(
+            [p == m.target and m.positive for p, m in zip(output.planned, cases, strict=True)]
+        ),
+        in_set=np.array([m.target in c for c, m in zip(output.candidates, cases, strict=True)]),
+        novel=np.array([p not in m.recent for p, m in zip(output.planned, cases, strict=True)]),
+        planned=np.array(output.planned, dtype=np.int64),
+    )
+
+
+def with_intervals(
+    metrics: dict[str, float], intervals: dict[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """``{metric: value, metric_ci: [lo, hi], ...}`` in the metrics' order."""
+    merged: dict[str, Any] = {}
+    for name, value in metrics.items():
+        merged[name] = value
+        if name in intervals:
+            merged[f"{name}_ci"] = list(intervals[name])
+    return merged
 
 
 def in_chunks(
@@ -157,6 +191,16 @@ def random_method(
     return run
 
 
+def sasrec_method(model: SasRecModel, n: int) -> Callable[[Sequence[NovelMove]], MethodOutput]:
+    """The SASRec baseline's most likely novel clusters given the case's recent sequence."""
+
+    def run(chunk: Sequence[NovelMove]) -> MethodOutput:
+        rows = model.top_novel([m.sequence for m in chunk], [m.recent for m in chunk], n)
+        return MethodOutput([r[0] for r in rows], rows)
+
+    return run
+
+
 def evaluate(
     cases: Sequence[NovelMove],
     best_of_n: BestOfNPlanner,
@@ -165,8 +209,14 @@ def evaluate(
     n_clusters: int,
     n: int,
     seed: int,
+    sasrec: SasRecModel | None = None,
+    bootstrap: Bootstrap | None = None,
 ) -> dict[str, Any]:
-    """All methods at the default n, and best-of-n's n-scaling curve."""
+    """All methods at the default n with their intervals, best-of-n's paired differences
+    against the others, and best-of-n's n-scaling curve.
+
+    ``sasrec`` needs each case's ``sequence`` (``novel_moves(..., sequence_length=L)``)."""
+    bootstrap = bootstrap or Bootstrap(seed=seed)
     methods = {
         "best_of_n": best_of_n_method(best_of_n, n),
         "novelty_greedy": novelty_greedy_method(best_of_n, n),
@@ -175,20 +225,34 @@ def evaluate(
         "popularity": popularity_method(popularity, n),
         "random": random_method(n_clusters, n, seed),
     }
-    results = {name: score(cases, in_chunks(cases, fn), n_clusters) for name, fn in methods.items()}
+    if sasrec is not None:
+        methods["sasrec"] = sasrec_method(sasrec, n)
+    results: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, CaseOutcomes] = {}
+    for name, fn in methods.items():
+        output = in_chunks(cases, fn)
+        outcomes[name] = case_outcomes(cases, output)
+        results[name] = with_intervals(
+            score(cases, output, n_clusters), bootstrap.intervals(outcomes[name], n_clusters)
+        )
+    paired = {}
+    for name, other in outcomes.items():
+        if name == REFERENCE:
+            continue
+        delta, interval = bootstrap.paired_difference(
+            outcomes[REFERENCE].positive_hit, other.positive_hit
+        )
+        paired[f"{REFERENCE} - {name}"] = {"positive_hit_at_1": delta, "ci": list(interval)}
     scaling = []
     for size in N_SCALING:
-        metrics = score(cases, in_chunks(cases, best_of_n_method(best_of_n, size)), n_clusters)
-        scaling.append(
-            {
-                "n": size,
-                "hit_at_1": metrics["hit_at_1"],
-                "positive_hit_at_1": metrics["positive_hit_at_1"],
-                "hit_at_n": metrics["hit_at_n"],
-                "coverage": metrics["coverage"],
-            }
-        )
-    return {"methods": results, "n_scaling": scaling}
+        output = in_chunks(cases, best_of_n_method(best_of_n, size))
+        metrics = score(cases, output, n_clusters)
+        intervals = bootstrap.intervals(case_outcomes(cases, output), n_clusters)
+        row = {
+            key: metrics[key] for key in ("hit_at_1", "positive_hit_at_1", "hit_at_n", "coverage")
+        }
+        scaling.append({"n": size, **with_intervals(row, intervals)})
+    return {"methods": results, "n_scaling": scaling, "paired": paired}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -231,12 +295,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def run_evaluation(
-    workspace: Workspace, settings: Settings, version: int | None = None, progress: bool = False
+    workspace: Workspace,
+    settings: Settings,
+    version: int | None = None,
+    progress: bool = False,
+    sequential: SequentialSettings | None = None,
+    bootstrap: Bootstrap | None = None,
 ) -> dict[str, Any]:
     """Fit (or load) the models on the training part and evaluate every method on the rest.
 
-    The JSON report has exactly the keys ``methods``, ``n_scaling``, ``dataset`` and ``seed``.
+    The SASRec baseline is always trained afresh on the training part (``sequential`` sets its
+    size and budget). The JSON report has exactly the keys ``methods``, ``n_scaling``,
+    ``paired``, ``dataset`` and ``seed``.
     """
+    sequential = sequential or SequentialSettings()
+    bootstrap = bootstrap or Bootstrap(seed=settings.planner.seed)
     data = training_data(workspace, settings)
     if version is None:
         fitted = fit_models(workspace, settings, data=data, progress=progress)
@@ -257,9 +330,10 @@ def run_evaluation(
         workspace.train.events(), workspace.catalog, settings.sequence, settings.planner.candidates
     )
     popularity = Counter(m.target for m in data.train_moves if m.positive)
-    cases = data.heldout_moves
+    cases = _with_sequences(workspace, settings, data.heldout_moves, sequential.max_length)
     if not cases:
         raise ValueError("the held-out part has no novel engagements to evaluate on")
+    sasrec, sasrec_run = _fit_sequential_baseline(workspace, settings, sequential, progress)
     results = evaluate(
         cases,
         planner,
@@ -268,10 +342,13 @@ def run_evaluation(
         len(workspace.catalog),
         settings.planner.candidates,
         settings.planner.seed,
+        sasrec=sasrec,
+        bootstrap=bootstrap,
     )
     return {
         "methods": results["methods"],
         "n_scaling": results["n_scaling"],
+        "paired": results["paired"],
         "dataset": {
             "name": workspace.dataset.name,
             "events": len(workspace.dataset.interactions),
@@ -287,9 +364,62 @@ def run_evaluation(
             "n": settings.planner.candidates,
             "temperature": settings.planner.temperature,
             "models": models,
+            "baselines": {
+                "sasrec": {
+                    **sequential.as_dict(),
+                    "steps": sasrec_run.steps,
+                    "seconds": round(sasrec_run.seconds, 2),
+                    "final_loss": round(sasrec_run.final_loss, 4),
+                }
+            },
+            "bootstrap": {
+                "method": "percentile",
+                "resamples": bootstrap.resamples,
+                "confidence": bootstrap.confidence,
+                "seed": bootstrap.seed,
+                "paired_against": REFERENCE,
+            },
         },
         "seed": settings.planner.seed,
     }
+
+
+def _split_time(workspace: Workspace) -> Any:
+    # The same cut as plugin.models.fit.training_data: held-out moves start at the test part.
+    return workspace.test.interactions["event_time"].min()
+
+
+def _with_sequences(
+    workspace: Workspace, settings: Settings, heldout: Sequence[NovelMove], length: int
+) -> list[NovelMove]:
+    """The held-out moves again, from the same walk, now carrying each user's recent cluster
+    sequence for the sequential baseline; checked to be the very same moves."""
+    sequence = settings.sequence
+    split = _split_time(workspace)
+    walked = novel_moves(
+        workspace.dataset.events(),
+        workspace.catalog,
+        sequence.history_length,
+        sequence.novelty_window,
+        settings.data,
+        sequence_length=length,
+    )
+    cases = [m for m in walked if m.at is not None and m.at >= split]
+    if [replace(m, sequence=()) for m in cases] != list(heldout):
+        raise RuntimeError("the sequence walk and the training-data walk disagree on the cases")
+    return cases
+
+
+def _fit_sequential_baseline(
+    workspace: Workspace, settings: Settings, sequential: SequentialSettings, progress: bool
+) -> tuple[SasRecModel, TrainingRun]:
+    """SASRec on every user's sequence up to the split (the training part only)."""
+    split = _split_time(workspace)
+    timelines = cluster_sequences(
+        workspace.dataset.events(), workspace.catalog, settings.sequence.novelty_window
+    )
+    training = [[step for step in steps if step.at < split] for steps in timelines.values()]
+    return fit_sasrec(training, len(workspace.catalog), sequential, progress)
 
 
 def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def test_train_evaluate_replay_and_lookup_on_a_two_file_dataset(env: Path) -> No
     )
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((env / "eval.json").read_text())
-    assert set(report) == {"methods", "n_scaling", "dataset", "seed"}
+    assert set(report) == {"methods", "n_scaling", "paired", "dataset", "seed"}
     assert report["dataset"]["clusters"] == 8
     assert (env / "eval.png").exists()
     # On data where the next genre is the liked move, the learned planner finds it.

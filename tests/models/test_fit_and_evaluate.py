@@ -10,6 +10,7 @@ from plugin.data.workspace import Workspace, open_workspace
 from plugin.evaluation.offline import N_SCALING, gini, plot, run_evaluation
 from plugin.models.fit import matching_version, train_version
 from plugin.models.planner import best_of_n_planner
+from plugin.models.sequential import SequentialSettings
 from plugin.settings import Settings, load_settings
 
 
@@ -67,8 +68,8 @@ def test_an_impossible_gate_fails_with_reasons(workspace: Workspace, tmp_path: P
 @pytest.mark.slow
 def test_evaluation_report_has_the_agreed_shape(workspace: Workspace, tmp_path: Path) -> None:
     settings = quick_settings(tmp_path, objective="pairwise")
-    report = run_evaluation(workspace, settings)
-    assert set(report) == {"methods", "n_scaling", "dataset", "seed"}
+    report = run_evaluation(workspace, settings, sequential=SequentialSettings(epochs=2))
+    assert set(report) == {"methods", "n_scaling", "paired", "dataset", "seed"}
     assert set(report["methods"]) == {
         "best_of_n",
         "novelty_greedy",
@@ -76,10 +77,16 @@ def test_evaluation_report_has_the_agreed_shape(workspace: Workspace, tmp_path: 
         "transition_frequency",
         "popularity",
         "random",
+        "sasrec",
     }
     for metrics in report["methods"].values():
         assert metrics["novelty_rate"] == 1.0  # every method plans outside the window
         assert 0.0 <= metrics["positive_hit_at_1"] <= metrics["hit_at_1"] <= metrics["hit_at_n"]
+        lo, hi = metrics["positive_hit_at_1_ci"]
+        assert lo <= metrics["positive_hit_at_1"] <= hi
+    assert set(report["paired"]) == {
+        f"best_of_n - {name}" for name in report["methods"] if name != "best_of_n"
+    }
     assert [row["n"] for row in report["n_scaling"]] == list(N_SCALING)
     # best-of-n at n=1 is exactly one novelty sample
     assert report["n_scaling"][0]["hit_at_1"] == pytest.approx(
