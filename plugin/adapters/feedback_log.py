@@ -23,24 +23,39 @@ exist:
   ``(user_id, event_id)`` (:meth:`FeedbackLog.read`), keeping the first;
 * rolling: once the log holds ``compact_parts`` parts smaller than ``part_rows`` rows, the
   writer merges them into one part (deduplicated, sorted by event time) and then deletes the
-  merged ones. A crash in between leaves duplicates, which readers drop.
+  merged ones;
+* compaction is safe with several writers (workers) on one filesystem: a merge runs only
+  under an exclusive ``flock`` on the hidden ``.compact.lock`` in the folder, and merges
+  only the parts that still exist once it holds the lock (a merge deletes its inputs before
+  it lets go of the lock, so those are in no other merged part). A writer that finds the
+  lock taken skips its merge (the holder merges, and the next append tries again), so no two
+  writers merge the same parts and no record is written to two parts. Appends never take
+  the lock. The order makes a crash safe: the merged part is durable under its final name
+  before any input is deleted, so a crash in between leaves duplicates (never a lost record),
+  which readers drop. The merged part names its inputs in its Parquet metadata
+  (``explore.merged_from``), and the next merge deletes any input that survived such a
+  crash, so the duplicates do not last.
 
 Logs written before this layout kept one folder per date (``date=YYYY-MM-DD/part-<n>.parquet``,
 no ``date`` column). Readers still read those folders, and :meth:`FeedbackLog.compact` moves
 them into the flat layout.
 
-Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the whole log, ``date`` included.
+Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the whole log, ``date`` included
+(it skips the hidden files). Its rows are unique except after a crash mid-merge or a retried
+batch (at-least-once); :meth:`FeedbackLog.read` dedupes those too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -80,6 +95,11 @@ RECORD_SCHEMA = pa.schema(
 SCHEMA = RECORD_SCHEMA.append(pa.field("date", pa.date32(), nullable=False))
 # Row groups of merged parts (sorted by event time), so a date filter skips most of them.
 MERGED_ROW_GROUP = 16_384
+
+# The merge lock (hidden, so Parquet readers skip it) and the metadata key naming a merged
+# part's inputs (paths relative to the log's folder).
+COMPACTION_LOCK = ".compact.lock"
+MERGED_FROM = b"explore.merged_from"
 
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _LEGACY_DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -156,9 +176,10 @@ class FeedbackLog:
         part = self._write_part(to_table(records))
         if not self.merge_in_background:
             self._merge_small_parts()
-        elif not self._merge_running() and len(self._small_parts()) >= self.compact_parts:
+        elif not self._merge_running() and len(small := self._small_parts()) >= self.compact_parts:
+            # The parts are chosen now: the merge is of those that made it due.
             self._merging = threading.Thread(
-                target=self._merge_small_parts, name="feedback-merge", daemon=True
+                target=self._merge_small_parts, args=(small,), name="feedback-merge", daemon=True
             )
             self._merging.start()
         return [part]
@@ -171,14 +192,23 @@ class FeedbackLog:
         if self._merging is not None:
             self._merging.join(timeout_s)
 
-    def _merge_small_parts(self) -> None:
+    def _merge_small_parts(self, small: Sequence[Path] | None = None) -> None:
         try:
-            self._maybe_compact()
+            self._maybe_compact(small)
         except (OSError, pa.ArrowException) as exc:
             log.warning("feedback log: merging small parts failed (%s); will retry", exc)
 
-    def _write_part(self, table: pa.Table, row_group_size: int | None = None) -> Path:
+    def _write_part(
+        self,
+        table: pa.Table,
+        row_group_size: int | None = None,
+        merged_from: Sequence[str] = (),
+    ) -> Path:
         self._ensure_root()
+        if merged_from:
+            metadata = dict(table.schema.metadata or {})
+            metadata[MERGED_FROM] = json.dumps(list(merged_from)).encode()
+            table = table.replace_schema_metadata(metadata)
         temporary = self.root / f".part-{uuid.uuid4().hex}.tmp"  # hidden: readers skip it
         try:
             pq.write_table(table, temporary, row_group_size=row_group_size)
@@ -227,21 +257,86 @@ class FeedbackLog:
                     self._rows[part.name] = rows
         return rows
 
-    def _maybe_compact(self) -> None:
-        small = self._small_parts()
-        if len(small) >= self.compact_parts:
-            self._merge(small)
+    @contextlib.contextmanager
+    def _compaction_lock(self, wait: bool) -> Iterator[bool]:
+        """Hold the folder's merge lock (across processes and threads: each call opens the
+        file anew, and ``flock`` locks belong to the open file); yields False without it when
+        ``wait`` is off and another writer holds it."""
+        self._ensure_root()
+        with (self.root / COMPACTION_LOCK).open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _maybe_compact(self, small: Sequence[Path] | None = None) -> None:
+        """Merge the small parts (``small``: as listed when the merge was due) once they reach
+        ``compact_parts``, unless another writer holds the merge lock."""
+        if small is None:
+            small = self._small_parts()
+        if len(small) < self.compact_parts:
+            return  # the common case: no lock, no syscall beyond the listing
+        with self._compaction_lock(wait=False) as held:
+            if not held:
+                return  # another writer is merging; the next append looks again
+            self._drop_superseded()
+            # Under the lock a part that still exists is in no other merged part: a merge
+            # deletes its inputs before it lets go of the lock. Those another writer merged
+            # before we got here are gone.
+            present = [p for p in small if p.exists()]
+            if len(present) >= self.compact_parts:
+                self._merge(present)
+
+    def _drop_superseded(self) -> list[Path]:
+        """Delete inputs of a merge that a crash left behind (the merged part holds their
+        rows, and its metadata names them); only under the merge lock. The paths deleted."""
+        removed: list[Path] = []
+        for merged in _parts(self.root):
+            try:
+                metadata = pq.read_schema(merged).metadata or {}
+            except (FileNotFoundError, pa.ArrowException):
+                continue
+            inputs = metadata.get(MERGED_FROM)
+            if inputs is None:
+                continue
+            number = _part_number(merged)
+            for name in json.loads(inputs):
+                leftover = self.root / name
+                # A name in the flat layout is only ever reused above the merged part's number
+                # (numbers grow), so a higher one is a newer part, not a leftover input.
+                if leftover.parent == self.root and _part_number(leftover) > number:
+                    continue
+                if leftover.exists():
+                    leftover.unlink(missing_ok=True)
+                    removed.append(leftover)
+        if removed:
+            _fsync_directory(self.root)
+            log.warning("feedback log: removed %d parts left over by a crashed merge", len(removed))
+        return removed
 
     def _merge(self, parts: Sequence[Path]) -> Path | None:
         """One new part with the rows of ``parts`` (deduplicated, by event time); then the
-        merged parts are deleted. None when they all vanished (another writer merged them)."""
+        merged parts are deleted. Only under the merge lock, so the parts stay put meanwhile;
+        None when there was nothing to read."""
         tables = [t for t in (_read_arrow(p) for p in parts) if t is not None]
         if not tables:
             return None
         merged = _dedupe_table(pa.concat_tables(tables)).sort_by(_ORDER)
-        target = self._write_part(_with_date(merged), row_group_size=MERGED_ROW_GROUP)
+        # Durable under its final name before any input goes: a crash in between duplicates
+        # records (readers dedupe, the next merge deletes the inputs), never loses one.
+        target = self._write_part(
+            _with_date(merged),
+            row_group_size=MERGED_ROW_GROUP,
+            merged_from=[p.relative_to(self.root).as_posix() for p in parts],
+        )
         for part in parts:
             part.unlink(missing_ok=True)
+        _fsync_directory(self.root)
         for folder in {p.parent for p in parts if p.parent != self.root}:
             with contextlib.suppress(OSError):  # not empty: an old writer is still at work
                 folder.rmdir()  # an emptied date folder of the old layout
@@ -250,12 +345,15 @@ class FeedbackLog:
 
     def compact(self) -> list[Path]:
         """Merge the log's small parts, and every part of the old per-date layout, into one
-        (``explore feedback compact``); the new parts (none when nothing needed merging)."""
-        small = self._small_parts()
-        legacy = _legacy_parts(self.root)
-        if not legacy and len(small) < 2:
-            return []
-        target = self._merge([*legacy, *small])
+        (``explore feedback compact``); the new parts (none when nothing needed merging).
+        Waits for a merge another writer is running."""
+        with self._compaction_lock(wait=True):
+            self._drop_superseded()
+            small = self._small_parts()
+            legacy = _legacy_parts(self.root)
+            if not legacy and len(small) < 2:
+                return []
+            target = self._merge([*legacy, *small])
         return [target] if target is not None else []
 
     # -- reading ---------------------------------------------------------------------------
@@ -333,6 +431,11 @@ def _legacy_parts(root: Path) -> list[Path]:
 def _legacy_date(part: Path) -> date | None:
     match = _LEGACY_DATE.match(part.parent.name)
     return date.fromisoformat(match.group(1)) if match else None
+
+
+def _part_number(part: Path) -> int:
+    match = _PART.match(part.name)
+    return int(match.group(1)) if match else -1
 
 
 def _next_number(directory: Path) -> int:

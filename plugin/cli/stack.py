@@ -10,6 +10,7 @@ cache) and tritonserver (the planner). Ports come from the settings (``kafka.boo
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,10 +35,22 @@ def stack_up(
     triton: Annotated[
         bool, typer.Option("--triton/--no-triton", help="also start tritonserver")
     ] = True,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="first stop Redis and delete its files (var/run/redis: the append-only file "
+            "and any dump.rdb), so the store starts empty; without it Redis reloads its data",
+        ),
+    ] = False,
     json_path: JsonOpt = None,
 ) -> None:
     """Start tansu, redis-server and tritonserver (idempotent), create the topics, register
-    the Feast repo on Redis, and load the published model version on Triton."""
+    the Feast repo on Redis, and load the published model version on Triton.
+
+    Redis is durable: it keeps an append-only file under var/run/redis and reloads it, so
+    state survives `stack down` and `stack up` unless --reset is given. If a step fails, the
+    servers this command started are stopped again before the error is shown."""
     from plugin.cli.output import print_published_load
     from plugin.jobs.stack import stack_up as start_stack
 
@@ -50,7 +63,9 @@ def stack_up(
             "metrics_port": triton_metrics_port,
         },
     )
-    up = start_stack(config, triton=triton)
+    up = start_stack(config, triton=triton, reset=reset)
+    if reset:
+        typer.echo("redis: reset, its files deleted before the start")
     for server in up.servers:
         typer.echo(server.describe())
     typer.echo(f"topics: {', '.join(f'{t} ({p})' for t, p in up.topics.items())}")
@@ -64,12 +79,25 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down() -> None:
-    """Stop the stack's servers (idempotent). Kafka topics live in memory and go with tansu."""
+def stack_down(
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="also delete Redis's files (var/run/redis: the append-only file and any "
+            "dump.rdb); without it the next `stack up` reloads the store",
+        ),
+    ] = False,
+) -> None:
+    """Stop the stack's servers (idempotent). Kafka topics live in memory and go with tansu;
+    Redis keeps its data under var/run/redis for the next `stack up` unless --reset is given."""
     from plugin.jobs.stack import stack_down as stop_stack
 
-    for name, state in stop_stack(settings()):
+    down = stop_stack(settings(), reset=reset)
+    for name, state in down.servers:
         typer.echo(state.describe("stopped") if state else f"{name}: not running")
+    if reset:
+        typer.echo(f"redis: reset, {len(down.removed)} file(s) deleted")
 
 
 @stack_app.command("status")
@@ -98,8 +126,32 @@ def stack_status(json_path: JsonOpt = None) -> None:
     write_json(json_path, status.as_dict())
 
 
+# `explore worker` runs the deployment's shape (README, "Streaming and serving"): plans come
+# from the planner model on the stack's Triton. The settings' default stays best-of-n, which
+# the embedded replay, the demo and the tests plan with in-process.
+WORKER_PLANNER = "triton"
+WorkerPlannerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--planner",
+        help=f"frequency | best-of-n | triton (default: {WORKER_PLANNER}, the stack's "
+        "tritonserver; EXPLORE_PLANNER__KIND overrides it)",
+    ),
+]
+
+
+def worker_planner(option: str | None) -> str | None:
+    """The worker's planner: the option, else the environment's ``planner.kind`` when it sets
+    one (None: keep it), else :data:`WORKER_PLANNER`."""
+    if option is not None:
+        return option
+    if any(name.upper() == "EXPLORE_PLANNER__KIND" for name in os.environ):
+        return None
+    return WORKER_PLANNER
+
+
 def worker_command(
-    planner: PlannerOpt = None,
+    planner: WorkerPlannerOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="events per micro-batch")] = None,
     batch_within: Annotated[
         float | None, typer.Option(help="seconds before a partial batch is processed")
@@ -118,13 +170,14 @@ def worker_command(
     """Run the Faust worker in the foreground against the stack (Kafka, Redis, Triton).
 
     Consumes watch events in micro-batches, writes sequences and plans to Feast, sends plan
-    updates and dead letters, and commits offsets only after that. Stop it with Ctrl-C."""
+    updates and dead letters, and commits offsets only after that. Plans come from Triton
+    unless --planner (or EXPLORE_PLANNER__KIND) says otherwise. Stop it with Ctrl-C."""
     from plugin.jobs.prerequisites import require_worker_stack
     from plugin.jobs.stack import with_stack_store
     from streams.runner import run_worker
 
     config = settings(
-        planner={"kind": planner},
+        planner={"kind": worker_planner(planner)},
         worker={
             "batch_size": batch_size,
             "batch_within_s": batch_within,

@@ -4,11 +4,17 @@
 
 ``stack up`` also writes ``<var_dir>/run/stack.env`` so other shells can ``source`` the same
 settings, and ``<var_dir>/run/feature_store.yaml`` for ``feast serve``.
+
+The stack's Redis is durable: its append-only file (``appendfsync everysec``) lives in
+``<var_dir>/run/redis/`` and survives ``stack down``/``stack up`` and a crash of the server;
+only ``--reset`` deletes it. A ``stack up`` that fails part-way stops the servers it started
+before the error reaches the user, so no half stack is left behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,10 @@ from plugin.localstack import (
     create_topics,
     default_log_path,
 )
+from plugin.localstack.redis import remove_redis_files
 from plugin.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 STACK_SERVERS = ("triton", "redis", "tansu")  # stop order; start order is the reverse
@@ -51,6 +60,18 @@ def kafka_local_port(settings: Settings) -> int:
             f"{settings.kafka.bootstrap_servers!r} (EXPLORE_KAFKA__BOOTSTRAP_SERVERS)"
         )
     return int(port)
+
+
+def redis_data_dir(settings: Settings) -> Path:
+    """``<var_dir>/run/redis``: the stack's Redis files (the append-only file, any dump.rdb)."""
+    return settings.var_dir / "run" / "redis"
+
+
+def reset_redis(settings: Settings) -> list[Path]:
+    """Stop the stack's redis-server if it runs and delete its files (the AOF folder, any
+    ``dump.rdb``), so that its next start is empty; the paths deleted."""
+    RunDirectory.default(settings.var_dir).stop("redis")
+    return remove_redis_files(redis_data_dir(settings))
 
 
 def stack_env_path(settings: Settings) -> Path:
@@ -106,16 +127,8 @@ class StackUp:
         return payload
 
 
-def stack_up(settings: Settings, triton: bool = True) -> StackUp:
-    """Start tansu, redis-server and (with ``triton``) tritonserver detached (idempotent),
-    create the topics, register the Feast repo on Redis, load the published model version on
-    Triton, and write the files other shells and ``feast serve`` use."""
-    settings = with_stack_store(settings)
-    if settings.redis.host not in LOCAL_HOSTS:
-        raise InvalidInput(
-            f"the local stack runs redis on 127.0.0.1; redis.host is {settings.redis.host!r}"
-        )
-    run_dir = RunDirectory.default(settings.var_dir)
+def stack_servers(settings: Settings, triton: bool = True) -> list[LocalServer]:
+    """The stack's servers in start order: tansu, the durable redis-server, tritonserver."""
     servers: list[LocalServer] = [
         KafkaBroker(
             port=kafka_local_port(settings), log_path=default_log_path("tansu", settings.var_dir)
@@ -123,29 +136,75 @@ def stack_up(settings: Settings, triton: bool = True) -> StackUp:
         RedisServer(
             port=settings.redis.port,
             password=settings.redis.password,
+            data_dir=redis_data_dir(settings),
             log_path=default_log_path("redis", settings.var_dir),
         ),
     ]
     if triton:
         servers.append(local_triton(settings))
-    started = [server.up(run_dir) for server in servers]
-    topics = topic_partitions(settings.kafka)
-    create_topics(settings.kafka.bootstrap_servers, topics)
-    FeastStore(settings).apply()
-    models = load_published(settings) if triton else None
-    env_path = stack_env_path(settings)
-    env_path.parent.mkdir(parents=True, exist_ok=True)
-    env_path.write_text(
-        "".join(f"export {key}={value}\n" for key, value in stack_exports(settings).items())
-    )
-    return StackUp(settings, started, topics, models, write_serving_config(settings), env_path)
+    return servers
 
 
-def stack_down(settings: Settings) -> list[tuple[str, ServerState | None]]:
-    """Stop the stack's servers (idempotent): each name with the state it had, None when it
-    was not running. Kafka topics live in memory and go with tansu."""
+def stack_up(settings: Settings, triton: bool = True, reset: bool = False) -> StackUp:
+    """Start tansu, redis-server and (with ``triton``) tritonserver detached (idempotent),
+    create the topics, register the Feast repo on Redis, load the published model version on
+    Triton, and write the files other shells and ``feast serve`` use.
+
+    Redis reloads its append-only file from ``<var_dir>/run/redis``; ``reset`` first stops it
+    and deletes those files, so the stack starts with an empty store. When a step fails, the
+    servers this call started are stopped again (those already running are left alone) and
+    the error is raised."""
+    settings = with_stack_store(settings)
+    if settings.redis.host not in LOCAL_HOSTS:
+        raise InvalidInput(
+            f"the local stack runs redis on 127.0.0.1; redis.host is {settings.redis.host!r}"
+        )
     run_dir = RunDirectory.default(settings.var_dir)
-    return [(name, run_dir.stop(name)) for name in STACK_SERVERS]
+    servers = stack_servers(settings, triton)
+    if reset:
+        reset_redis(settings)
+    started: list[UpResult] = []
+    try:
+        for server in servers:
+            started.append(server.up(run_dir))
+        topics = topic_partitions(settings.kafka)
+        create_topics(settings.kafka.bootstrap_servers, topics)
+        FeastStore(settings).apply()
+        models = load_published(settings) if triton else None
+        env_path = stack_env_path(settings)
+        env_path.parent.mkdir(parents=True, exist_ok=True)
+        env_path.write_text(
+            "".join(f"export {key}={value}\n" for key, value in stack_exports(settings).items())
+        )
+        serving_config = write_serving_config(settings)
+    except BaseException:
+        # Ctrl-C included: a half stack would hold the ports, and the next `stack up` would
+        # report it "already running" without the steps that failed here.
+        for result in reversed(started):
+            if result.started:
+                log.info("stack up failed: stopping %s again", result.state.name)
+                run_dir.stop(result.state.name)
+        raise
+    return StackUp(settings, started, topics, models, serving_config, env_path)
+
+
+@dataclass
+class StackDown:
+    """What ``stack down`` stopped (each server with its last state, None when it was not
+    running) and, with ``--reset``, the Redis files it deleted."""
+
+    servers: list[tuple[str, ServerState | None]]
+    removed: list[Path] = field(default_factory=list)
+
+
+def stack_down(settings: Settings, reset: bool = False) -> StackDown:
+    """Stop the stack's servers (idempotent): each name with the state it had, None when it
+    was not running. Kafka topics live in memory and go with tansu; Redis keeps its data in
+    ``<var_dir>/run/redis`` unless ``reset`` deletes it."""
+    run_dir = RunDirectory.default(settings.var_dir)
+    stopped = [(name, run_dir.stop(name)) for name in STACK_SERVERS]
+    removed = remove_redis_files(redis_data_dir(settings)) if reset else []
+    return StackDown(stopped, removed)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from plugin.localstack.process import LocalServer, ServerError, free_port
+from plugin.localstack.process import LocalServer, RunDirectory, ServerError, UpResult, free_port
 from plugin.security import ServerTLS
 
 
@@ -23,8 +24,44 @@ def redis_server_binary() -> str:
     return found
 
 
+# The files a durable redis-server keeps in its ``--dir``: the append-only file's folder (Redis 7
+# writes a base and incremental files there plus a manifest) and any RDB snapshot
+# (``SHUTDOWN SAVE``, ``BGSAVE``).
+AOF_DIRNAME = "appendonlydir"
+RDB_FILENAME = "dump.rdb"
+
+
+def remove_redis_files(data_dir: Path) -> list[Path]:
+    """Delete what a durable redis-server keeps in ``data_dir`` (its AOF folder, ``dump.rdb``
+    and the temporary files of a rewrite in progress); the paths deleted. Only for a server
+    that is stopped: a running one would write them again."""
+    if not data_dir.is_dir():
+        return []
+    doomed = [data_dir / AOF_DIRNAME, data_dir / RDB_FILENAME]
+    # Left behind by a rewrite or save that was killed half-way (``temp-<pid>.rdb`` and so on).
+    doomed += sorted(data_dir.glob("temp-*.rdb")) + sorted(data_dir.glob("temp-*.aof"))
+    removed = []
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 class RedisServer(LocalServer):
-    """``redis-server`` on 127.0.0.1 without persistence.
+    """``redis-server`` on 127.0.0.1, durable in ``data_dir`` or without persistence.
+
+    With a ``data_dir`` the server keeps an append-only file there (``appendonly yes``,
+    ``appendfsync everysec``: at most about a second of writes lost on a crash) and reloads it
+    at the next start; that is the local stack's store. Without one it persists nothing and
+    starts empty (the tests' and private stacks' servers): its ``--dir`` is then a private
+    temporary folder, so that even a ``SHUTDOWN SAVE`` writes nowhere near the shell's current
+    directory and no old ``dump.rdb`` is ever loaded. The folder is removed when an attached
+    server stops.
 
     A ``password`` is passed to the server on stdin (``redis-server -``), so it appears
     neither in the process table nor in the log or the state file. With ``tls`` the server
@@ -39,6 +76,7 @@ class RedisServer(LocalServer):
         password: SecretStr | None = None,
         *,
         tls: ServerTLS | None = None,
+        data_dir: Path | None = None,
         name: str | None = None,
         log_path: Path | None = None,
         start_timeout: float = 10.0,
@@ -50,6 +88,39 @@ class RedisServer(LocalServer):
         self.port = port or free_port(self.host)
         self.password = password
         self.tls = tls
+        # Not ``self.data_dir``: subclasses in the fault tests use that name for their own
+        # snapshot folder, passed as flags after these.
+        self.durable_dir = data_dir
+        self._scratch_dir: Path | None = None
+
+    @property
+    def durable(self) -> bool:
+        """Whether the server keeps its data (an append-only file in ``data_dir``)."""
+        return self.durable_dir is not None
+
+    def _working_dir(self) -> Path:
+        if self.durable_dir is not None:
+            self.durable_dir.mkdir(parents=True, exist_ok=True)
+            return self.durable_dir.resolve()
+        if self._scratch_dir is None:
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        return self._scratch_dir
+
+    def persistence(self) -> list[str]:
+        """The flags that say where and whether the server keeps its data."""
+        where = ["--dir", str(self._working_dir()), "--dbfilename", RDB_FILENAME]
+        if self.durable_dir is None:
+            return [*where, "--save", "", "--appendonly", "no"]
+        return [
+            *where,
+            # The append-only file is the durability; no periodic snapshots besides it.
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--appenddirname", AOF_DIRNAME,
+            # A torn last write after a crash is cut off at load rather than refusing to start.
+            "--aof-load-truncated", "yes",
+        ]  # fmt: skip
 
     def command(self) -> list[str]:
         if self.tls is None:
@@ -69,10 +140,29 @@ class RedisServer(LocalServer):
             "-",  # read config from stdin first; the flags below are applied after it
             *listen,
             "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
+            *self.persistence(),
             "--daemonize", "no",
         ]  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop an attached server; a non-durable one's scratch folder goes with it."""
+        super().stop()
+        if self._scratch_dir is not None and not self.running:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None
+
+    def up(self, run_dir: RunDirectory) -> UpResult:
+        """Start detached (see :meth:`LocalServer.up`). A non-durable server's scratch folder
+        is then ``<run_dir>/<name>.scratch``, emptied before a start, rather than a temporary
+        folder that nothing would remove."""
+        fresh = self.durable_dir is None and self._scratch_dir is None
+        if fresh and run_dir.status(self.name) is None:
+            scratch = run_dir.path / f"{self.name}.scratch"
+            # Emptied: an old run's dump.rdb there would be loaded into this "empty" server.
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            self._scratch_dir = scratch
+        return super().up(run_dir)
 
     def stdin_data(self) -> bytes:
         if self.password is None:
@@ -113,6 +203,8 @@ class RedisServer(LocalServer):
         }
         if self.tls is not None:
             found["tls"] = True
+        if self.durable_dir is not None:
+            found["aof"] = str(self._working_dir() / AOF_DIRNAME)
         return found
 
     @property

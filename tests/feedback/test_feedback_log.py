@@ -289,3 +289,68 @@ def test_logs_in_the_old_per_date_layout_are_read_and_compacted_into_the_new(
     assert names(log) == ["part-1.parquet"] and not list(tmp_path.glob("date=*"))
     assert log.read() == expected
     assert len(pd.read_parquet(tmp_path)) == 6
+
+
+def test_a_second_writer_never_merges_the_parts_another_is_merging(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers both reaching the threshold used to merge the same parts twice (4,479 rows
+    for 2,350 records). The merge lock lets one merge; the other skips, and loses nothing."""
+    one, other = FeedbackLog(tmp_path, compact_parts=3), FeedbackLog(tmp_path, compact_parts=3)
+    records = spread(kit, days=6, per_day=1)
+    for record in records[:2]:
+        one.append([record])
+    reading, release = threading.Event(), threading.Event()
+    write_part = one._write_part
+
+    def slow_write(table: Any, *args: Any, **kwargs: Any) -> Path:
+        if threading.current_thread().name == "merging" and "row_group_size" in kwargs:
+            reading.set()  # the merge has read its inputs and is about to write them
+            release.wait(10)
+        return write_part(table, *args, **kwargs)
+
+    monkeypatch.setattr(one, "_write_part", slow_write)
+    merging = threading.Thread(target=one.append, args=([records[2]],), name="merging")
+    merging.start()
+    assert reading.wait(10)  # `one` holds the lock and has read the three parts
+    other.append([records[3]])  # four small parts: `other` would merge them too
+    release.set()
+    merging.join(10)
+    frame = pd.read_parquet(tmp_path)
+    assert sorted(frame["user_id"]) == sorted(r.user_id for r in records[:4])  # each once
+    other.append(records[4:])  # the next merge takes what the first one left
+    frame = pd.read_parquet(tmp_path)
+    assert len(frame) == len(records)
+    assert sorted(frame["user_id"]) == sorted(r.user_id for r in records)
+    assert one.read() == records
+
+
+def test_a_crash_between_merge_and_delete_duplicates_and_the_next_merge_repairs_it(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged part is durable before any input goes, so a crash in between loses nothing;
+    readers dedupe meanwhile, and the next merge deletes the inputs its metadata names."""
+    # A merged part of 3 rows is full (part_rows=3): it is not merged again, so only the
+    # metadata can tell that the inputs left beside it are duplicates.
+    log = FeedbackLog(tmp_path, compact_parts=3, part_rows=3)
+    records = spread(kit, days=5, per_day=1)
+    unlink = Path.unlink
+
+    def crash(path: Path, missing_ok: bool = False) -> None:
+        if path.name.startswith("part-"):
+            raise OSError("power cut")
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", crash)
+    for record in records[:3]:
+        log.append([record])  # the third merges, then "crashes" before deleting the inputs
+    monkeypatch.undo()
+    assert names(log) == [f"part-{n}.parquet" for n in range(4)]
+    assert len(pd.read_parquet(tmp_path)) == 6  # duplicates, never a loss
+    assert log.read() == records[:3]
+    for record in records[3:]:
+        log.append([record])
+    assert len(log.parts()) < 4
+    frame = pd.read_parquet(tmp_path)
+    assert sorted(frame["user_id"]) == sorted(r.user_id for r in records)
+    assert log.read() == records

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import streams.runner as runner_module
 from plugin.adapters.kafka_io import read_topic
 from plugin.cli.app import app
+from plugin.jobs import prerequisites
 from plugin.localstack import free_port
-from plugin.settings import load_settings
+from plugin.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +72,31 @@ def test_stack_up_produce_status_down(tmp_path: Path) -> None:
     assert "tansu: stopped" in down.output and "redis: stopped" in down.output
     after = runner.invoke(app, ["stack", "status"], env=env)
     assert "tansu: not running" in after.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, "triton"),  # the README's deployment: plans come from Triton
+        (["--planner", "best-of-n"], {}, "best-of-n"),
+        ([], {"EXPLORE_PLANNER__KIND": "frequency"}, "frequency"),
+    ],
+)
+def test_explore_worker_plans_on_triton_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    seen: list[Settings] = []
+    monkeypatch.delenv("EXPLORE_PLANNER__KIND", raising=False)
+    monkeypatch.setattr(prerequisites, "require_worker_stack", lambda config: None)
+    monkeypatch.setattr(runner_module, "run_worker", seen.append)
+    result = CliRunner().invoke(
+        app, ["worker", *args], env={"EXPLORE_VAR_DIR": str(tmp_path / "var"), **env}
+    )
+    assert result.exit_code == 0, result.output
+    [config] = seen
+    assert config.planner.kind == expected
+    assert config.feast.online_store == "redis"
