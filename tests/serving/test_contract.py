@@ -26,6 +26,7 @@ from plugin.serving.contract import (
     unpack_sampled,
 )
 from plugin.serving.control import model_config_json
+from tests.support.serving import CLUSTERS, in_process, request
 
 
 def inputs(**changes: Any) -> dict[str, Any]:
@@ -75,14 +76,14 @@ def test_histories_are_fitted_to_k_like_the_in_process_planner() -> None:
     assert padded_histories(np.array([[9]]), 2, 48).tolist() == [[9, -1]]
 
 
-def test_sample_rows_matches_the_in_process_planner(kit: Any) -> None:
-    planner = kit.in_process(seed=1, version=1, n=5)
+def test_sample_rows_matches_the_in_process_planner() -> None:
+    planner = in_process(seed=1, version=1, n=5)
     requests = [
-        kit.request("a", (3, 5)),
-        kit.request("b", (3, 5), {3, 5, 1, 2, 40}),  # same history, other window
-        kit.request("c", (7,)),
-        kit.request("d", (9, 8, 7)),  # longer than K: the seed uses the whole tuple
-        kit.request("e", (11, 12), set(range(kit.clusters)) - {30, 31}),  # 2 novel left
+        request("a", (3, 5)),
+        request("b", (3, 5), {3, 5, 1, 2, 40}),  # same history, other window
+        request("c", (7,)),
+        request("d", (9, 8, 7)),  # longer than K: the seed uses the whole tuple
+        request("e", (11, 12), set(range(CLUSTERS)) - {30, 31}),  # 2 novel left
     ]
     rows = [PlannerRow(r.history, r.excluded, 5, 1.5, 7) for r in requests]
     sampled = sample_rows(rows, planner.novelty, planner.alignment, history_length=2)
@@ -94,8 +95,8 @@ def test_sample_rows_matches_the_in_process_planner(kit: Any) -> None:
     assert len(sampled[4].candidates) == 2
 
 
-def test_rows_at_two_temperatures_are_sampled_at_their_own(kit: Any) -> None:
-    planner = kit.in_process(seed=1, version=1)
+def test_rows_at_two_temperatures_are_sampled_at_their_own() -> None:
+    planner = in_process(seed=1, version=1)
     hot, cold = PlannerRow((3,), frozenset(), 48, 5.0, 7), PlannerRow((3,), frozenset(), 48, 0.2, 7)
     mixed = sample_rows([hot, cold], planner.novelty, planner.alignment, 2)
     alone = sample_rows([cold], planner.novelty, planner.alignment, 2)

@@ -18,6 +18,7 @@ from plugin.adapters.triton_planner import (
 from plugin.core.planning import Planner
 from plugin.localstack import free_port
 from plugin.settings import TritonSettings, load_settings
+from tests.support.serving import CATALOG, CLUSTERS, request
 
 
 class Clock:
@@ -81,7 +82,7 @@ def unreachable_planner(**changes: Any) -> TritonPlanner:
     return TritonPlanner(settings, n=4, temperature=1.5, seed=7, n_clusters=48, label=str)
 
 
-def test_an_unreachable_server_fails_with_what_to_start(kit: Any) -> None:
+def test_an_unreachable_server_fails_with_what_to_start() -> None:
     planner = unreachable_planner()
     try:
         assert isinstance(planner, Planner)
@@ -91,9 +92,9 @@ def test_an_unreachable_server_fails_with_what_to_start(kit: Any) -> None:
         planner.close()
 
 
-def test_retries_then_the_breaker_fails_fast(kit: Any) -> None:
+def test_retries_then_the_breaker_fails_fast() -> None:
     planner = unreachable_planner()
-    requests = [kit.request("u1", (1, 2))]
+    requests = [request("u1", (1, 2))]
     try:
         for _ in range(2):
             with pytest.raises(PlannerUnavailable, match=r"after 2 attempt\(s\)"):
@@ -107,7 +108,7 @@ def test_retries_then_the_breaker_fails_fast(kit: Any) -> None:
         planner.close()
 
 
-def test_build_planner_says_how_to_start_triton(tmp_path: Any, kit: Any) -> None:
+def test_build_planner_says_how_to_start_triton(tmp_path: Any) -> None:
     from plugin.wiring import triton_planner
 
     settings = load_settings(
@@ -117,10 +118,10 @@ def test_build_planner_says_how_to_start_triton(tmp_path: Any, kit: Any) -> None
     )
 
     class Catalog:
-        version = kit.catalog
+        version = CATALOG
 
         def __len__(self) -> int:
-            return kit.clusters
+            return CLUSTERS
 
     with pytest.raises(ValueError, match="explore triton up"):
         triton_planner(settings, Catalog())  # type: ignore[arg-type]

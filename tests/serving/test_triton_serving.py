@@ -28,6 +28,7 @@ from plugin.serving.contract import PLANNER_MODEL, planner_inputs, triton_dtype
 from plugin.serving.control import ModelControl
 from plugin.serving.server_metrics import scrape
 from plugin.settings import TritonSettings
+from tests.support.serving import CATALOG, CLUSTERS, request, write_version
 
 pytestmark = pytest.mark.integration
 Served = tuple[TritonServer, TritonSettings]
@@ -56,24 +57,22 @@ def planner(triton: Served, served_root: Path, control: ModelControl) -> Iterato
         client.close()
 
 
-def mixed_requests(kit: Any) -> list[Any]:
-    requests = synthetic_requests(300, kit.clusters, k=2, window=20, seed=3)
+def mixed_requests() -> list[Any]:
+    requests = synthetic_requests(300, CLUSTERS, k=2, window=20, seed=3)
     return [
         *requests,
         *requests[:5],  # duplicate histories and users
-        kit.request("short", (4,)),
-        kit.request("long", (9, 8, 7)),  # longer than K: the seed covers the whole history
-        kit.request("no-window", (5, 6), set()),
-        kit.request("narrow", (11, 12), set(range(kit.clusters)) - {30, 31, 32}),  # 3 novel
+        request("short", (4,)),
+        request("long", (9, 8, 7)),  # longer than K: the seed covers the whole history
+        request("no-window", (5, 6), set()),
+        request("narrow", (11, 12), set(range(CLUSTERS)) - {30, 31, 32}),  # 3 novel
     ]
 
 
-def test_triton_plans_equal_in_process_plans(
-    planner: TritonPlanner, served_root: Path, kit: Any
-) -> None:
-    requests = mixed_requests(kit)
+def test_triton_plans_equal_in_process_plans(planner: TritonPlanner, served_root: Path) -> None:
+    requests = mixed_requests()
     planner.connect()
-    assert planner.model_version == f"best-of-n-v1-{kit.catalog[:8]}"
+    assert planner.model_version == f"best-of-n-v1-{CATALOG[:8]}"
     expected = reference(served_root, 1).plan(requests)
     assert planner.plan(requests) == expected
     assert planner.plan(requests, n=4) == reference(served_root, 1).plan(requests, n=4)
@@ -81,9 +80,9 @@ def test_triton_plans_equal_in_process_plans(
 
 
 def test_requests_split_over_concurrent_triton_requests_give_the_same_plans(
-    triton: Served, served_root: Path, kit: Any, control: ModelControl
+    triton: Served, served_root: Path, control: ModelControl
 ) -> None:
-    requests = mixed_requests(kit)
+    requests = mixed_requests()
     small = triton[1].model_copy(update={"max_rows_per_request": 7})
     with remote(served_root, small) as planner:
         assert planner.plan(requests) == reference(served_root, 1).plan(requests)
@@ -96,10 +95,8 @@ def test_rank_equals_the_in_process_ranking(planner: TritonPlanner, served_root:
     assert sorted(rankings[0].order) == list(range(48))
 
 
-def test_plan_async_from_another_event_loop(
-    planner: TritonPlanner, served_root: Path, kit: Any
-) -> None:
-    requests = synthetic_requests(64, kit.clusters, k=2, window=20, seed=4)
+def test_plan_async_from_another_event_loop(planner: TritonPlanner, served_root: Path) -> None:
+    requests = synthetic_requests(64, CLUSTERS, k=2, window=20, seed=4)
     batches = [requests[i : i + 8] for i in range(0, 64, 8)]
 
     async def all_batches() -> list[Any]:
@@ -156,9 +153,9 @@ def test_bad_requests_fail_alone_with_clear_messages(triton: Served, control: Mo
 
 
 def test_the_adapter_names_the_bad_user_and_keeps_the_circuit_closed(
-    planner: TritonPlanner, kit: Any
+    planner: TritonPlanner,
 ) -> None:
-    good, bad = kit.request("fine", (3, 5)), kit.request("broken", (3, 480))
+    good, bad = request("fine", (3, 5)), request("broken", (3, 480))
     with pytest.raises(TritonPlannerError, match="user broken: unknown cluster id 480"):
         planner.plan([good, bad])
     assert planner.breaker.state == "closed"
@@ -185,12 +182,12 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served_root: Path, trit
 
 
 def test_publish_load_rollback_cycle(
-    cli: Any, control: ModelControl, triton: Served, served_root: Path, kit: Any, tmp_path: Path
+    cli: Any, control: ModelControl, triton: Served, served_root: Path, tmp_path: Path
 ) -> None:
-    requests = synthetic_requests(50, kit.clusters, k=2, window=20, seed=5)
+    requests = synthetic_requests(50, CLUSTERS, k=2, window=20, seed=5)
     with remote(served_root, triton[1]) as planner:
         before = planner.plan(requests)
-        assert {p.model_version for p in before} == {f"best-of-n-v1-{kit.catalog[:8]}"}
+        assert {p.model_version for p in before} == {f"best-of-n-v1-{CATALOG[:8]}"}
 
         out = cli("models", "publish", "2")
         assert "published version 2 (loaded on Triton)" in out
@@ -198,7 +195,7 @@ def test_publish_load_rollback_cycle(
         assert control.ready_versions() == {"novelty": [2], "alignment": [2], "planner": [2]}
         after = planner.plan(requests)
         assert after == reference(served_root, 2).plan(requests)
-        assert {p.model_version for p in after} == {f"best-of-n-v2-{kit.catalog[:8]}"}
+        assert {p.model_version for p in after} == {f"best-of-n-v2-{CATALOG[:8]}"}
         assert after != before  # other weights, other plans
 
         listing = tmp_path / "list.json"
@@ -215,9 +212,9 @@ def test_publish_load_rollback_cycle(
 
 
 def test_publishing_a_gate_failure_is_refused(
-    cli: Any, control: ModelControl, served_root: Path, kit: Any
+    cli: Any, control: ModelControl, served_root: Path
 ) -> None:
-    version = kit.write_version(served_root, seed=3, passed=False)
+    version = write_version(served_root, seed=3, passed=False)
     out = cli("models", "publish", str(version), code=2)
     assert f"version {version} failed its quality gate" in out
     assert control.serving_version() == 1
@@ -225,9 +222,9 @@ def test_publishing_a_gate_failure_is_refused(
 
 
 def test_a_bad_model_is_survived(
-    cli: Any, control: ModelControl, triton: Served, served_root: Path, kit: Any
+    cli: Any, control: ModelControl, triton: Served, served_root: Path
 ) -> None:
-    version = kit.write_version(served_root, seed=4)
+    version = write_version(served_root, seed=4)
     (served_root / "alignment" / str(version) / "weights.pt").write_bytes(b"not a checkpoint")
     out = cli("models", "publish", str(version), code=2)
     assert f"loading version {version} failed" in out
@@ -236,7 +233,7 @@ def test_a_bad_model_is_survived(
     pointer = ModelRepository(served_root).published()
     assert pointer is not None and pointer.version == 1
     with remote(served_root, triton[1]) as planner:
-        requests = [kit.request("u", (1, 2))]
+        requests = [request("u", (1, 2))]
         assert planner.plan(requests) == reference(served_root, 1).plan(requests)
 
 
@@ -257,12 +254,12 @@ def test_models_the_planner_needs_cannot_be_unloaded(cli: Any, control: ModelCon
 
 
 def test_triton_metrics_are_readable(
-    cli: Any, planner: TritonPlanner, triton: Served, kit: Any, tmp_path: Path
+    cli: Any, planner: TritonPlanner, triton: Served, tmp_path: Path
 ) -> None:
     server = triton[0]
     key = (PLANNER_MODEL, "1")
     before = scrape(server.metrics_url)
-    planner.plan(synthetic_requests(32, kit.clusters, k=2, window=20, seed=6))
+    planner.plan(synthetic_requests(32, CLUSTERS, k=2, window=20, seed=6))
     # The backend reports a request's statistics after its response has gone out: wait.
     deadline = time.monotonic() + 5
     while True:
