@@ -303,6 +303,23 @@ class WorkerSettings(Section):
     plan_timeout_s: float = Field(
         5.0, gt=0, le=600, description="replans that take longer are left pending"
     )
+    # A deferred replan (planner down, timed out, busy) is recorded in Redis with the state
+    # and repaired by the worker without waiting for the user's next event (docs/ROBUSTNESS.md).
+    repair_interval_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="how often the worker replans users whose replan was deferred",
+    )
+    repair_batch: int = Field(
+        500, ge=1, le=100_000, description="owed replans per repair round and partition (max)"
+    )
+    owed_key_prefix: str = Field(
+        "explore:owed",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9:._-]+$",
+        description="Redis key prefix of the record of owed replans",
+    )
     commit_interval_s: float = Field(0.5, gt=0, le=60, description="offset commit interval")
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=10_000, description="longest a fetch waits for data (Faust fixes 1500)"

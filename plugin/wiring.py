@@ -157,7 +157,8 @@ def planner_chain(
 ) -> PlannerChain:
     """``planner`` wrapped, innermost first, in the plan cache (``cache.enabled``), the
     fresh-transition boost (``fresh`` given and ``feedback.fresh_weight`` above 0) and the
-    replan deadline (``worker.plan_timeout_s``).
+    replan deadline (``worker.plan_timeout_s``), which falls back on the cache alone when the
+    planner fails (without the boost).
 
     The cache and the boost both work on per-history rankings, so a planner that is not a
     :class:`RankingPlanner` gets neither. The boost ranks through the cache: a cached ranking
@@ -173,7 +174,11 @@ def planner_chain(
             log.info("plans get the fresh-transition boost (weight %s)", weight)
         else:
             log.info("planner %s has no rank(): plans get no fresh boost", planner.model_version)
-    deadline = DeadlinePlanner(outer, settings.worker.plan_timeout_s, metrics)
+    # When the planner fails or is late, cached histories are still planned from the cache
+    # alone. Not under the boost: its plans re-order the cached ranking, and a plan made
+    # without it would differ from the plan the batch would have got.
+    fallback = cache.plan_cached if cache is not None and outer is cache else None
+    deadline = DeadlinePlanner(outer, settings.worker.plan_timeout_s, metrics, fallback)
     return PlannerChain(deadline, cache)
 
 
@@ -241,7 +246,9 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> St
     * the configured planner inside :func:`planner_chain` (plan cache, fresh boost, deadline);
     * the Feast store (:func:`online_store`), registered and holding the cluster rows;
     * with ``feedback.enabled``, the :func:`feedback_collector` (and its fresh table, shared
-      with the boost), given to the processor as its observer and to the worker.
+      with the boost), given to the processor as its observer and to the worker;
+    * the store as the worker's record of owed replans (kept on Redis only), which batches
+      write with their states and the repair loop reads.
     """
     metrics = metrics or WorkerMetrics()
     workspace = open_workspace(settings)
@@ -253,7 +260,14 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> St
     collector = feedback_collector(settings, catalog, store, metrics, fresh) if enabled else None
     processor = build_processor(settings, catalog, planners.deadline, store, collector)
     return StreamWorker(
-        processor, catalog, settings, metrics, planners.deadline, planners.cache, collector
+        processor,
+        catalog,
+        settings,
+        metrics,
+        planners.deadline,
+        planners.cache,
+        collector,
+        owed=store,
     )
 
 

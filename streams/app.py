@@ -23,6 +23,11 @@ that crashed or was cancelled mid-batch would mark unprocessed events as done). 
 3. only then ack every event of the batch. Faust commits acked offsets every
    ``worker.commit_interval_s``.
 
+Deferred replans are repaired without waiting for the user: every ``worker.repair_interval_s``
+a timer runs :meth:`StreamWorker.repair` on the same batch thread (so never at once with a
+batch), rounds following at once while they are full, and sends the plan updates it made. A
+repair has no offsets to ack; a failed round is logged and tried again at the next tick.
+
 A crash anywhere before step 3 leaves the batch unacked: it is consumed again after a restart
 and the core's watermarks make the second application a no-op (plans and output messages may
 repeat; they are identical). A batch that keeps failing (Feast down) is retried with backoff;
@@ -38,6 +43,7 @@ import os
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import faust
@@ -144,10 +150,13 @@ def record_of(event: Any) -> Record:
     )
 
 
-def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
+def build_app(
+    settings: Settings, worker: StreamWorker, stats_path: Path | None = None
+) -> faust.App:
     """The Faust app with the batch agent around ``worker``, which comes fully assembled
     (``plugin.wiring.build_worker``: planners, store, feedback loop); the agent sends its output
-    (dead letters, plan updates, feedback records) to the topics the worker names."""
+    (dead letters, plan updates, feedback records) to the topics the worker names, and keeps
+    its JSON summary in ``stats_path`` (default ``settings.worker_stats_path``)."""
     kafka, config = settings.kafka, settings.worker
     app = faust_app(settings)
     topic_args: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
@@ -155,7 +164,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
     # One thread: batches are applied strictly one after another, as the core requires.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
     metrics = worker.metrics
-    summary = settings.worker_stats_path
+    summary = stats_path or settings.worker_stats_path
 
     async def handle(records: list[Record]) -> BatchReport:
         loop = asyncio.get_running_loop()
@@ -219,6 +228,32 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
                 observe_lag(records)
         finally:
             worker.write_stats(summary)
+
+    @app.timer(interval=config.repair_interval_s)
+    async def repair_owed_replans() -> None:
+        if worker.owed is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                report = await loop.run_in_executor(executor, worker.repair)
+            except Exception as exc:  # Redis or the planner away: the next tick tries again
+                log.warning("repair round failed, retrying at the next tick: %s", exc)
+                return
+            if report is None:
+                return
+            if report.outbound:
+                try:
+                    producer = await app.maybe_start_producer()
+                    pending = [
+                        await producer.send(m.topic, m.key, m.value, None, None, None)
+                        for m in report.outbound
+                    ]
+                    await asyncio.wait_for(asyncio.gather(*pending), timeout=PUBLISH_TIMEOUT_S)
+                except Exception as exc:  # plans are in Feast already; the topic is a copy
+                    log.warning("could not send repaired plan updates: %s", exc)
+            if not report.more:
+                return
 
     ticks = 0
 

@@ -46,6 +46,9 @@ from feast.repo_config import RepoConfig
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+# Sorted-set updates queued after a batch's row writes: key -> (kind, member, revision) triples.
+OwedOps = Mapping[str, Sequence[tuple[str, str, int]]]
+
 STORE_TYPE: Final = "plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"
 StoreType = Literal["plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"]
 TIMESTAMP_FIELD = "event_timestamp"
@@ -108,6 +111,25 @@ for i, key in ipairs(KEYS) do
   end
 end
 return written
+"""
+# KEYS[1]: one shard's sorted set of users owed a replan (score: a state revision in epoch
+# microseconds, exact in a double below 2^53). ARGV: triples of kind ('o' owed, 's' settled),
+# member, revision. Owed keeps the highest revision (ZADD GT); settled removes an entry only
+# when its revision is at most the one given, so it never removes a newer owed state's entry.
+_OWED_SCRIPT = """
+local changed = 0
+for i = 1, #ARGV, 3 do
+  local kind, member, rev = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if kind == 'o' then
+    changed = changed + redis.call('ZADD', KEYS[1], 'GT', rev, member)
+  else
+    local score = redis.call('ZSCORE', KEYS[1], member)
+    if score and tonumber(score) <= tonumber(rev) then
+      changed = changed + redis.call('ZREM', KEYS[1], member)
+    end
+  end
+end
+return changed
 """
 # KEYS: entity hashes; ARGV: fields. One HMGET reply per key.
 _READ_SCRIPT = """
@@ -224,7 +246,11 @@ class FastRedisOnlineStore(RedisOnlineStore):
     # -- the batched path ----------------------------------------------------------------------
 
     def write_rows(
-        self, config: RepoConfig, table: FeatureView, rows: Sequence[Mapping[str, Any]]
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        rows: Sequence[Mapping[str, Any]],
+        owed: OwedOps | None = None,
     ) -> int:
         """Write rows (entity column, every feature, ``event_timestamp``); returns the number
         written.
@@ -233,6 +259,8 @@ class FastRedisOnlineStore(RedisOnlineStore):
         ``rows``, are skipped, as Feast's Redis store does. On a single Redis (or a Sentinel
         master) each chunk of rows is one script call that checks and writes every hash
         atomically; on a Redis Cluster (keys in many slots) it is two pipelines, as in Feast.
+        ``owed`` (the record of owed replans, outside Feast's layout) is applied after the
+        rows, in the same pipeline (on a Cluster, right after it).
         """
         self._check(config, table)
         online = config.online_store
@@ -256,17 +284,60 @@ class FastRedisOnlineStore(RedisOnlineStore):
         ]
         ttl = online.key_ttl_seconds or 0
         if not self.scripted(online):
-            return _write_pipelined(client, ts_field, fields, batch, ttl)
+            written = _write_pipelined(client, ts_field, fields, batch, ttl) if batch else 0
+            if owed:
+                with client.pipeline(transaction=False) as pipe:
+                    self._queue_owed(client, pipe, owed)
+                    pipe.execute()
+            return written
         script = self._script(client, "write", _WRITE_SCRIPT)
-        written = 0
-        for start in range(0, len(batch), _ROWS_PER_SCRIPT):
-            chunk = batch[start : start + _ROWS_PER_SCRIPT]
-            args: list[Any] = [ts_field, ttl, len(fields), *fields]
-            for item in chunk:
-                args += [item.stamp.seconds, item.stamp.nanos, item.stamp.SerializeToString()]
-                args += item.values
-            written += int(script(keys=[item.key for item in chunk], args=args))
-        return written
+        # One round trip: every chunk's script call, then the record's updates.
+        with client.pipeline(transaction=False) as pipe:
+            chunks = 0
+            for start in range(0, len(batch), _ROWS_PER_SCRIPT):
+                chunk = batch[start : start + _ROWS_PER_SCRIPT]
+                args: list[Any] = [ts_field, ttl, len(fields), *fields]
+                for item in chunk:
+                    args += [item.stamp.seconds, item.stamp.nanos, item.stamp.SerializeToString()]
+                    args += item.values
+                script(keys=[item.key for item in chunk], args=args, client=pipe)
+                chunks += 1
+            if owed:
+                self._queue_owed(client, pipe, owed)
+            if not chunks and not owed:
+                return 0
+            replies = pipe.execute()
+        return sum(int(reply) for reply in replies[:chunks])
+
+    def _queue_owed(self, client: Any, pipe: Any, owed: OwedOps) -> None:
+        script = self._script(client, "owed", _OWED_SCRIPT)
+        for key, ops in owed.items():
+            if ops:
+                args = [value for op in ops for value in op]
+                script(keys=[key], args=args, client=pipe)
+
+    def read_owed(
+        self, config: RepoConfig, keys: Sequence[str], limit: int
+    ) -> list[list[tuple[str, int]]]:
+        """Per sorted set, up to ``limit`` (member, revision) pairs, lowest revision first:
+        one pipelined round trip."""
+        online = config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        client = self._get_client(online)
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrange(key, 0, limit - 1, withscores=True)
+            replies = pipe.execute()
+        return [[(_text(member), int(score)) for member, score in reply] for reply in replies]
+
+    def count_owed(self, config: RepoConfig, keys: Sequence[str]) -> int:
+        online = config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        client = self._get_client(online)
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zcard(key)
+            return sum(int(n) for n in pipe.execute())
 
     def read_rows(
         self,
@@ -320,6 +391,10 @@ class _EncodedRow:
     key: bytes
     stamp: Timestamp
     values: list[bytes]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -389,8 +464,16 @@ class BatchedRedisPath:
     def forget_views(self) -> None:
         self._views.clear()
 
-    def write(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self.online.write_rows(self.store.config, self.view(view), list(rows))
+    def write(
+        self, view: str, rows: Iterable[Mapping[str, Any]], owed: OwedOps | None = None
+    ) -> int:
+        return self.online.write_rows(self.store.config, self.view(view), list(rows), owed)
+
+    def read_owed(self, keys: Sequence[str], limit: int) -> list[list[tuple[str, int]]]:
+        return self.online.read_owed(self.store.config, keys, limit)
+
+    def count_owed(self, keys: Sequence[str]) -> int:
+        return self.online.count_owed(self.store.config, keys)
 
     def read(
         self, view: str, features: Sequence[str], entity_values: Sequence[Any]

@@ -5,6 +5,12 @@ Writes go through ``write_to_online_store`` once per batch and feature view; rea
 not newer than the stored one, so a user's rows are stamped with the state's revision
 (``UserClusterSequence.revision_us``): the last applied event time, moved on by a microsecond
 where needed so that it strictly increases. It is never a wall-clock time.
+
+With the fast Redis store, the store also keeps the durable record of users owed a replan
+(:class:`~plugin.core.ports.OwedReplanRecord`): one sorted set per shard (a ``topic:partition``
+of the events topic), key ``<worker.owed_key_prefix>:<project>:<topic>:<partition>``, member the
+user id, score the owed state's revision. Its updates go in the same pipeline as the states'
+write, after it, so the record is as durable as the states (docs/ROBUSTNESS.md).
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import pandas as pd
 import yaml
 from feast import FeatureStore, RepoConfig
 
-from plugin.adapters.fast_redis_online_store import BatchedRedisPath
+from plugin.adapters.fast_redis_online_store import BatchedRedisPath, OwedOps
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackAggregate
 from plugin.core.planning import ExplorationPlan
+from plugin.core.ports import OwedChanges, OwedMark
 from plugin.core.sequence import UserClusterSequence, to_micros
 from plugin.settings import Settings
 
@@ -136,7 +143,11 @@ class FeastStore:
 
     # -- sequences -------------------------------------------------------------------------
 
-    def write_sequences(self, states: Iterable[UserClusterSequence]) -> None:
+    def write_sequences(
+        self, states: Iterable[UserClusterSequence], owed: OwedChanges | None = None
+    ) -> None:
+        """Write states, then ``owed``'s changes to the record of owed replans in the same
+        round trip (ignored by a store that keeps no record: SQLite, the SDK path)."""
         rows = [
             {
                 "user_id": s.user_id,
@@ -155,7 +166,45 @@ class FeastStore:
             for s in states
             if s.last_event_time is not None
         ]
-        self._write(SEQUENCE_VIEW, rows)
+        if owed and self.batched is not None:
+            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed))
+        else:
+            self._write(SEQUENCE_VIEW, rows)
+
+    # -- the record of owed replans ------------------------------------------------------------
+
+    @property
+    def keeps_owed_replans(self) -> bool:
+        return self.batched is not None
+
+    def owed_key(self, shard: str) -> str:
+        return f"{self.settings.worker.owed_key_prefix}:{self.store.project}:{shard}"
+
+    def _owed_ops(self, owed: OwedChanges) -> OwedOps:
+        ops: dict[str, list[tuple[str, str, int]]] = {}
+        for kind, marks in (("o", owed.owed), ("s", owed.settled)):
+            for user_id, mark in marks.items():
+                ops.setdefault(self.owed_key(mark.shard), []).append(
+                    (kind, user_id, mark.revision_us)
+                )
+        return ops
+
+    def read_owed(self, shards: Sequence[str], limit: int) -> dict[str, OwedMark]:
+        """Up to ``limit`` users owed a replan per shard, oldest revision first ({} without
+        a record)."""
+        if self.batched is None or not shards:
+            return {}
+        replies = self.batched.read_owed([self.owed_key(shard) for shard in shards], limit)
+        return {
+            user_id: OwedMark(shard, revision)
+            for shard, entries in zip(shards, replies, strict=True)
+            for user_id, revision in entries
+        }
+
+    def count_owed(self, shards: Sequence[str]) -> int:
+        if self.batched is None or not shards:
+            return 0
+        return self.batched.count_owed([self.owed_key(shard) for shard in shards])
 
     def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
         found: dict[str, UserClusterSequence] = {}

@@ -167,6 +167,8 @@ class CacheStats:
     errors: int = 0
     rank_calls: int = 0
     histories_ranked: int = 0
+    # Plans made from the cache alone while the planner failed or was late (plan_cached).
+    planned_without_planner: int = 0
 
     @property
     def hit_rate(self) -> float | None:
@@ -182,6 +184,7 @@ class CacheStats:
             "errors": self.errors,
             "rank_calls": self.rank_calls,
             "histories_ranked": self.histories_ranked,
+            "planned_without_planner": self.planned_without_planner,
         }
 
 
@@ -209,6 +212,27 @@ class CachedPlanner:
             select(request, ranking, self.n, version)
             for request, (ranking, version) in zip(requests, found, strict=True)
         ]
+
+    def plan_cached(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
+        """Plans for the requests whose history is cached, without asking the planner: what a
+        batch still gets when the planner fails or misses its deadline (the others stay
+        pending). Not counted as hits or misses: the failed call was the lookup."""
+        version = self.planner.model_version
+        unique = list(dict.fromkeys(request.history for request in requests))
+        try:
+            cached = self.cache.get_many(version, unique)
+        except redis.RedisError as exc:
+            log.warning("plan cache unavailable too: %s", exc)
+            self._count(errors=1)
+            return []
+        found = {h: r for h, r in zip(unique, cached, strict=True) if r is not None}
+        plans = [
+            select(request, found[request.history], self.n, version)
+            for request in requests
+            if request.history in found
+        ]
+        self._count(planned_without_planner=len(plans))
+        return plans
 
     def _lookup(self, histories: Sequence[tuple[int, ...]]) -> list[tuple[HistoryRanking, str]]:
         """Each history's ranking with the model version that made it."""

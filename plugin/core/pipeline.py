@@ -4,6 +4,12 @@ Every driver (embedded replay, Faust worker, benchmarks) calls :meth:`BatchProce
 The write order is what makes a crash safe: plans are written before the states that confirm
 them, and a driver commits its input offsets only after ``process`` returns.
 
+With ``shards`` (the Kafka partition of each user's events), a batch also keeps the store's
+durable record of users owed a replan, in the same write as its states: a user whose replan was
+deferred (planner down, timed out, busy) is recorded, and one whose plan is current is settled.
+:meth:`BatchProcessor.repair` replans recorded users from their stored states, through the same
+core rules, without waiting for their next event.
+
 The processor's only hooks are those of the optional :class:`~plugin.core.ports.BatchObserver`
 it is built with (the feedback loop): before the state read, between the read and the first
 write, and after the writes. Nothing wraps its store or planner after it is built.
@@ -12,14 +18,21 @@ write, and after the writes. Nothing wraps its store or planner after it is buil
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.core.planning import ExplorationPlan, Planner
-from plugin.core.ports import BatchObserver, SequencePlanStore
-from plugin.core.sequence import BatchStats, apply_batch, confirm_plans
+from plugin.core.ports import BatchObserver, OwedChanges, OwedMark, SequencePlanStore
+from plugin.core.sequence import (
+    BatchResult,
+    BatchStats,
+    UserClusterSequence,
+    apply_batch,
+    confirm_plans,
+    owed_replans,
+)
 from plugin.settings import Settings
 
 
@@ -44,6 +57,30 @@ class BatchOutcome:
     stats: BatchStats
     plans: list[ExplorationPlan] = field(default_factory=list)
     timings: BatchTimings = field(default_factory=BatchTimings)
+    # The record of owed replans: users recorded (still waiting) and settled by this write.
+    owed: int = 0
+    settled: int = 0
+
+
+def owed_changes(
+    result: BatchResult,
+    updated: Mapping[str, UserClusterSequence],
+    plans: Sequence[ExplorationPlan],
+    shards: Mapping[str, str],
+) -> OwedChanges:
+    """A batch's changes to the record: each replan it asked for and did not get is owed at
+    the written state's revision; every other written user is settled up to it."""
+    planned = {plan.user_id for plan in plans}
+    waiting = {r.user_id for r in result.replans} - planned
+    owed: dict[str, OwedMark] = {}
+    settled: dict[str, OwedMark] = {}
+    for user_id, state in updated.items():
+        shard = shards.get(user_id)
+        if shard is None:
+            continue
+        mark = OwedMark(shard, state.revision_us)
+        (owed if user_id in waiting else settled)[user_id] = mark
+    return OwedChanges(owed, settled)
 
 
 class BatchProcessor:
@@ -64,11 +101,14 @@ class BatchProcessor:
         self.settings = settings
         self.observer = observer
 
-    def process(self, events: Sequence[WatchEvent]) -> BatchOutcome:
+    def process(
+        self, events: Sequence[WatchEvent], shards: Mapping[str, str] | None = None
+    ) -> BatchOutcome:
         """One batch, in this order: ``observer.before_read``, one state read,
         ``observer.before_writes``, the core, one planner call, the plans, the sequences that
-        confirm them, ``observer.after_writes``. The observer's time before the writes counts
-        in the ``read`` step."""
+        confirm them (with the batch's changes to the record of owed replans when ``shards``,
+        each user's ``topic:partition``, is given), ``observer.after_writes``. The observer's
+        time before the writes counts in the ``read`` step."""
         timings = BatchTimings()
         observer = self.observer
         started = time.perf_counter()
@@ -91,7 +131,8 @@ class BatchProcessor:
         if plans:
             revisions = {plan.user_id: updated[plan.user_id].revision_us for plan in plans}
             self.store.write_plans(plans, self.catalog.describe, revisions)
-        self.store.write_sequences(updated.values())
+        owed = owed_changes(result, updated, plans, shards) if shards is not None else None
+        self.store.write_sequences(updated.values(), owed)
         finished = time.perf_counter()
         if observer is not None:
             observer.after_writes(events)
@@ -99,4 +140,58 @@ class BatchProcessor:
         timings.core = after_core - after_read
         timings.plan = after_plan - after_core
         timings.write = finished - after_plan
-        return BatchOutcome(stats=result.stats, plans=plans, timings=timings)
+        return BatchOutcome(
+            stats=result.stats,
+            plans=plans,
+            timings=timings,
+            owed=len(owed.owed) if owed else 0,
+            settled=len(owed.settled) if owed else 0,
+        )
+
+    def repair(self, owed: Mapping[str, OwedMark]) -> BatchOutcome:
+        """Replan users the store's record says are owed one, from their stored states.
+
+        One state read, :func:`~plugin.core.sequence.owed_replans` (the batch's own replan
+        rule), one planner call, the plans, then the confirming states together with the
+        record's settlements. An entry is settled up to the revision of the state read, so one
+        that a concurrent batch raised (a newer owed state) stays; a user the planner still
+        cannot plan stays recorded. Repair stamps lose to any batch from the same state
+        (``plugin.core.sequence``), so a repair never overwrites a newer state or plan.
+        The observer sees nothing: a repair applies no events.
+        """
+        timings = BatchTimings()
+        started = time.perf_counter()
+        states = self.store.read_sequences(sorted(owed))
+        after_read = time.perf_counter()
+        result = owed_replans(states, self.settings.sequence)
+        after_core = time.perf_counter()
+        plans = self.planner.plan(result.replans) if result.replans else []
+        after_plan = time.perf_counter()
+        confirmed = confirm_plans(result.states, plans, repair=True)
+        if plans:
+            revisions = {plan.user_id: confirmed[plan.user_id].revision_us for plan in plans}
+            self.store.write_plans(plans, self.catalog.describe, revisions)
+        waiting = set(result.states) - set(confirmed)
+        # Up to the revision read: what this repair planned (or found needing no plan) and
+        # anything older. A concurrent batch's owed state is newer and keeps its entry.
+        settled = {
+            user_id: OwedMark(
+                mark.shard,
+                max(mark.revision_us, states[user_id].revision_us if user_id in states else 0),
+            )
+            for user_id, mark in owed.items()
+            if user_id not in waiting
+        }
+        self.store.write_sequences(confirmed.values(), OwedChanges(settled=settled))
+        finished = time.perf_counter()
+        timings.read = after_read - started
+        timings.core = after_core - after_read
+        timings.plan = after_plan - after_core
+        timings.write = finished - after_plan
+        return BatchOutcome(
+            stats=result.stats,
+            plans=plans,
+            timings=timings,
+            owed=len(waiting),
+            settled=len(settled),
+        )

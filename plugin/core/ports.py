@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence
+
+
+@dataclass(frozen=True)
+class OwedMark:
+    """One user's entry in the record of owed replans: the shard (``topic:partition``) the
+    user's events come from, and a state revision (see :class:`OwedChanges`)."""
+
+    shard: str
+    revision_us: int
+
+
+@dataclass(frozen=True)
+class OwedChanges:
+    """What a write changes in the durable record of users owed a replan.
+
+    ``owed``: the user's written state (of that revision) still waits for a plan; the record
+    keeps the highest revision it was given. ``settled``: the user's entry goes, but only if
+    its revision is at most the one given, so a settlement never removes the entry of a newer
+    owed state that someone else wrote meanwhile.
+    """
+
+    owed: Mapping[str, OwedMark] = field(default_factory=dict)
+    settled: Mapping[str, OwedMark] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.owed or self.settled)
 
 
 class SequencePlanStore(Protocol):
@@ -18,7 +45,12 @@ class SequencePlanStore(Protocol):
         """Current state of each known user; unknown users are absent from the result."""
         ...
 
-    def write_sequences(self, states: Iterable[UserClusterSequence]) -> None: ...
+    def write_sequences(
+        self, states: Iterable[UserClusterSequence], owed: OwedChanges | None = None
+    ) -> None:
+        """Write states and, where the store keeps one, apply ``owed`` to its record of owed
+        replans in the same round trip (so the record is exactly as durable as the states)."""
+        ...
 
     def write_plans(
         self,
@@ -59,4 +91,22 @@ class BatchObserver(Protocol):
 
     def after_writes(self, events: Sequence[WatchEvent]) -> None:
         """Once the batch's plans and states are written."""
+        ...
+
+
+class OwedReplanRecord(Protocol):
+    """A store's durable record of users owed a replan, per shard (``topic:partition``):
+    written with the states (:meth:`SequencePlanStore.write_sequences`), read by the repair."""
+
+    @property
+    def keeps_owed_replans(self) -> bool:
+        """Whether this store keeps the record (the Redis store does; SQLite does not)."""
+        ...
+
+    def read_owed(self, shards: Sequence[str], limit: int) -> dict[str, OwedMark]:
+        """Up to ``limit`` users per shard, lowest (oldest) revision first."""
+        ...
+
+    def count_owed(self, shards: Sequence[str]) -> int:
+        """How many users the shards owe a replan."""
         ...

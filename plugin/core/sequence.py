@@ -17,9 +17,13 @@ Rules
 * **Sequence.** ``recent_clusters`` holds the user's most recent unique clusters, most recent
   first, at most W (the novelty window). The planning history is its first K entries.
 * **Revision.** Every state change gets a per-user revision stamp that strictly increases:
-  ``max(last event time, previous revision + 1 us)``. Stores that keep only writes newer than
-  the stored one (Feast's Redis store) are stamped with it, so two batches that end on events
-  of the same second, or a plan confirmed without a new event, are never dropped.
+  ``max(last event time, previous revision + 2 us)`` for a batch's changes and confirmations.
+  Stores that keep only writes newer than the stored one (Feast's Redis store) are stamped with
+  it, so two batches that end on events of the same second, or a plan confirmed without a new
+  event, are never dropped. A *repair* (a deferred replan made without a new event,
+  :func:`owed_replans`) confirms with ``previous revision + 1 us``: a batch that started from
+  the same state always stamps higher, so whichever of the two is written last, the batch's
+  state wins and a repair never overwrites a newer state or plan.
 * **Replan.** A user needs a replan when the planner's input moved since their last confirmed
   plan (their history, or the set of recent clusters the plan had to avoid), and at least
   ``replan_debounce_s`` of event time has passed since that plan. Comparing the avoided set,
@@ -27,7 +31,8 @@ Rules
   (or while a replan was deferred): the old plan may propose a cluster they have just watched.
   With it, a user's plan is always the plan of their current state, wherever batch boundaries
   fell. A pending replan survives in the state, so a crash between the state write and the plan
-  write is repaired the next time the user is seen.
+  write is repaired the next time the user is seen, or sooner by the worker's repair loop
+  (drivers keep a durable record of the users owed a replan, :mod:`plugin.core.ports`).
 """
 
 from __future__ import annotations
@@ -108,10 +113,16 @@ def to_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def next_revision(state: UserClusterSequence) -> UserClusterSequence:
+# A batch moves a revision on by at least BATCH_STEP_US, a repair by exactly REPAIR_STEP_US:
+# from the same stored state, a batch always stamps higher than a repair (module docstring).
+BATCH_STEP_US = 2
+REPAIR_STEP_US = 1
+
+
+def next_revision(state: UserClusterSequence, step_us: int = BATCH_STEP_US) -> UserClusterSequence:
     """Stamp a changed state with a revision newer than any the user had."""
     event_us = to_micros(state.last_event_time) if state.last_event_time else 0
-    return replace(state, revision_us=max(event_us, state.revision_us + 1))
+    return replace(state, revision_us=max(event_us, state.revision_us + step_us))
 
 
 def push_cluster(recent: tuple[int, ...], cluster_id: int, window: int) -> tuple[int, ...]:
@@ -218,15 +229,39 @@ def apply_batch(
     )
 
 
+def owed_replans(
+    states: Mapping[str, UserClusterSequence], sequence: SequenceSettings
+) -> BatchResult:
+    """The replans still owed to ``states`` (stored states, no new events): the same rule as
+    :func:`apply_batch` applies at the end of a batch, so a repaired plan is the plan the user
+    would have got had the planner answered in time. Confirm them with
+    ``confirm_plans(..., repair=True)``."""
+    k = sequence.history_length
+    debounce = timedelta(seconds=sequence.replan_debounce_s)
+    owed = {
+        user_id: state
+        for user_id, state in sorted(states.items())
+        if needs_replan(state, k, debounce)
+    }
+    stats = BatchStats(replans=len(owed))
+    return BatchResult(
+        states=owed, replans=[plan_request(s, k) for s in owed.values()], stats=stats
+    )
+
+
 def confirm_plans(
     states: Mapping[str, UserClusterSequence],
     plans: Sequence[ExplorationPlan],
+    repair: bool = False,
 ) -> dict[str, UserClusterSequence]:
     """Record written plans in the user states: returns the states that now carry a plan.
 
     Call it only after the plans are durably written, then write the returned states; the
-    pending-replan rule makes any crash in between safe.
+    pending-replan rule makes any crash in between safe. ``repair``: the states are stored ones
+    replanned without a new event (:func:`owed_replans`), stamped so that any batch from the
+    same state outranks them.
     """
+    step = REPAIR_STEP_US if repair else BATCH_STEP_US
     confirmed: dict[str, UserClusterSequence] = {}
     for plan in plans:
         state = states.get(plan.user_id)
@@ -238,6 +273,7 @@ def confirm_plans(
                 planned_history=plan.history,
                 planned_window=tuple(sorted(state.recent_clusters)),
                 planned_at=plan.as_of,
-            )
+            ),
+            step,
         )
     return confirmed

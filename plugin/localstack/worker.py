@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -15,6 +16,20 @@ from plugin.localstack.process import ServerError
 from plugin.settings import PROJECT_ROOT, Settings, settings_environment
 
 
+def _held(stats_file: Path) -> bool:
+    """Whether a live worker holds ``stats_file``'s lock (``streams.runner``)."""
+    lock_path = stats_file.with_name(stats_file.name + ".lock")
+    if not lock_path.exists():
+        return False
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
 class WorkerFailed(ServerError):
     """The worker child exited or never joined its group: the message points at its log."""
 
@@ -23,7 +38,8 @@ class WorkerProcess:
     """``python -m streams`` as a child process with a given settings tree (tests, the demo).
 
     The child gets exactly ``settings`` (inherited ``EXPLORE_*`` variables are dropped), logs
-    to ``log_path``, and writes its JSON summary to ``settings.worker_stats_path``.
+    to ``log_path``, and writes its JSON summary to ``settings.worker_stats_path``, or beside it
+    under its pid while another live worker holds that file (:attr:`own_stats_file`).
     """
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
@@ -35,7 +51,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORE_")}
         env.update(settings_environment(self.settings))
-        self.stats_file.unlink(missing_ok=True)
+        if not _held(self.stats_file):  # a live worker's summary stays; this child names its own
+            self.stats_file.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
@@ -53,10 +70,27 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def own_stats_file(self) -> Path:
+        """Where this child writes its summary: ``settings.worker_stats_path``, or the file
+        named after its pid when another live worker holds that one (``streams.runner``)."""
+        if self.process is None:
+            return self.stats_file
+        named = self.stats_file.with_name(
+            f"{self.stats_file.stem}-{self.process.pid}{self.stats_file.suffix}"
+        )
+        if named.exists():
+            return named
+        try:  # the holder of the shared file writes its pid into the lock
+            holder = self.stats_file.with_name(self.stats_file.name + ".lock").read_text()
+        except OSError:
+            holder = ""
+        return self.stats_file if holder.strip() == str(self.process.pid) else named
+
     def stats(self) -> dict[str, Any]:
         """The child's latest JSON summary ({} before it wrote one)."""
         try:
-            loaded: dict[str, Any] = json.loads(self.stats_file.read_text())
+            loaded: dict[str, Any] = json.loads(self.own_stats_file.read_text())
         except (OSError, ValueError):
             return {}
         return loaded

@@ -9,6 +9,12 @@ later batches do not queue behind it: they skip planning at once.
 
 So a batch's sequence write waits on planning for at most ``timeout_s`` (plus the store's own
 read and write), and only the first batch after the planner slows down pays even that.
+
+With a ``fallback`` (the plan cache's
+:meth:`~plugin.adapters.plan_cache.CachedPlanner.plan_cached`), a call that fails, times out or
+is skipped still plans every request whose history is cached: only the misses are deferred.
+The worker's repair loop makes the deferred ones once the planner answers again
+(:mod:`plugin.core.pipeline`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -27,19 +33,28 @@ log = logging.getLogger(__name__)
 
 
 class DeadlinePlanner:
-    """A :class:`~plugin.core.planning.Planner` that answers within ``timeout_s`` or plans nobody.
+    """A :class:`~plugin.core.planning.Planner` that answers within ``timeout_s`` or plans only
+    what ``fallback`` (the cache) can.
 
-    It may return fewer plans than requests (none at all on a timeout or an error); the batch
-    processor confirms only the plans it got, so the others stay pending.
+    It may return fewer plans than requests (only cached ones on a timeout or an error); the
+    batch processor confirms only the plans it got, so the others stay pending.
     """
 
     def __init__(
-        self, planner: Planner, timeout_s: float, metrics: WorkerMetrics | None = None
+        self,
+        planner: Planner,
+        timeout_s: float,
+        metrics: WorkerMetrics | None = None,
+        fallback: Callable[[Sequence[PlanRequest]], list[ExplorationPlan]] | None = None,
     ) -> None:
         self.planner = planner
         self.timeout_s = timeout_s
         self.metrics = metrics
+        self.fallback = fallback
         self.deferred = 0
+        # Whether the last call the planner finished answered (False after a failure or a
+        # timeout; a late call that then answers sets it again).
+        self.healthy = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
         self._late: Future[list[ExplorationPlan]] | None = None
         self._lock = threading.Lock()
@@ -57,12 +72,15 @@ class DeadlinePlanner:
             self._late = None
             started = time.perf_counter()
             future = self._executor.submit(self.planner.plan, list(requests))
+            future.add_done_callback(self._note_health)
             try:
                 plans = future.result(timeout=self.timeout_s)
             except FutureTimeout:
                 # The call cannot be cancelled; remember it so that later batches skip
                 # planning until it has finished, instead of queueing behind it.
                 self._late = future
+                if not future.done():  # else its callback already told how it ended
+                    self.healthy = False
                 log.warning(
                     "planner missed its deadline; replans left pending",
                     extra={"timeout_s": self.timeout_s, "requests": len(requests)},
@@ -79,11 +97,21 @@ class DeadlinePlanner:
                 self.metrics.planner_seconds.observe(time.perf_counter() - started)
             return plans
 
+    def _note_health(self, future: Future[list[ExplorationPlan]]) -> None:
+        self.healthy = not future.cancelled() and future.exception() is None
+
     def _defer(self, requests: Sequence[PlanRequest], why: str) -> list[ExplorationPlan]:
-        self.deferred += len(requests)
+        plans: list[ExplorationPlan] = []
+        if self.fallback is not None:
+            try:
+                plans = self.fallback(requests)
+            except Exception as exc:  # the cache is an optimisation: never fail the batch
+                log.warning("planning from the cache failed too: %s", exc)
+        deferred = len(requests) - len(plans)
+        self.deferred += deferred
         if self.metrics is not None:
-            self.metrics.replans_deferred.labels(why=why).inc(len(requests))
-        return []
+            self.metrics.replans_deferred.labels(why=why).inc(deferred)
+        return plans
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

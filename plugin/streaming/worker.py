@@ -5,6 +5,10 @@ batch: validate each record, run :class:`~plugin.core.pipeline.BatchProcessor` o
 (one Feast read, one planner call, one plan write, one sequence write), and build the output
 messages. It does no Kafka I/O, so the agent decides when to send and when to ack, and unit
 tests drive it with plain records.
+
+:meth:`StreamWorker.repair` is the repair loop's round, which the agent runs on the same batch
+thread between batches: it replans users of the worker's own partitions whose replan was
+deferred, from the store's durable record of owed replans (``plugin.core.pipeline``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from plugin.core.events import (
 )
 from plugin.core.feedback import FeedbackCollector
 from plugin.core.pipeline import BatchOutcome, BatchProcessor, BatchTimings
+from plugin.core.ports import OwedReplanRecord
 from plugin.observability.metrics import WorkerMetrics, rejection_kind
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
@@ -80,6 +85,30 @@ class BatchReport:
     outcome: BatchOutcome | None
     outbound: list[Outbound]
     seconds: float
+
+
+@dataclass
+class RepairReport:
+    """One repair round: the owed users it read, planned and settled, and the plan updates to
+    send. ``more``: a round was full, so another one should follow at once."""
+
+    read: int
+    planned: int
+    settled: int
+    still_owed: int
+    outbound: list[Outbound]
+    seconds: float
+    more: bool
+
+
+@dataclass
+class RepairTotals:
+    rounds: int = 0
+    read: int = 0
+    planned: int = 0
+    settled: int = 0
+    last_owed: int | None = None
+    last_round_at: float | None = None
 
 
 @dataclass
@@ -159,7 +188,9 @@ class StreamWorker:
     Built fully assembled (``plugin.wiring.build_worker``): ``deadline`` and ``cache`` are the
     planners inside ``processor.planner`` that the summary reports on, and ``feedback``, when
     given, must be the processor's own observer: it derives the records that join the outbound
-    (:mod:`plugin.core.feedback`).
+    (:mod:`plugin.core.feedback`). ``owed`` is the processor's store as the record of owed
+    replans, when it keeps one: batches then record deferred replans and :meth:`repair`
+    makes them.
     """
 
     def __init__(
@@ -171,6 +202,7 @@ class StreamWorker:
         deadline: DeadlinePlanner | None = None,
         cache: CachedPlanner | None = None,
         feedback: FeedbackCollector | None = None,
+        owed: OwedReplanRecord | None = None,
     ) -> None:
         if feedback is not None and processor.observer is not feedback:
             # Records only come from batches the collector saw: a collector the processor
@@ -183,6 +215,10 @@ class StreamWorker:
         self.deadline = deadline
         self.cache = cache
         self.feedback = feedback
+        # The store's record of owed replans (None: the store keeps none, e.g. SQLite); it
+        # must be the processor's store, which writes the record with the states.
+        self.owed = owed if owed is not None and owed.keeps_owed_replans else None
+        self.repairs = RepairTotals()
         self.totals = WorkerTotals()
         self.assigned: list[str] = []
         self._cache_seen = (0, 0)
@@ -233,7 +269,14 @@ class StreamWorker:
             newest[result.user_id] = record
 
         # With feedback on, the processor runs the collector around its reads and writes.
-        outcome = self.processor.process(events) if events else None
+        # Each user's shard: where the record of owed replans keeps them, so that only the
+        # worker owning the partition repairs them.
+        shards = (
+            {user: f"{record.topic}:{record.partition}" for user, record in newest.items()}
+            if self.owed is not None
+            else None
+        )
+        outcome = self.processor.process(events, shards) if events else None
         done = time.time()
         written_at = datetime.now(tz=UTC)
         if outcome is not None:
@@ -262,6 +305,84 @@ class StreamWorker:
         # Metrics only once the batch went through: a retried batch must not count twice.
         self._observe(report, by_user, done, reasons)
         return report
+
+    # -- the repair loop ----------------------------------------------------------------------
+
+    def owned_shards(self) -> list[str]:
+        """The ``topic:partition`` shards of the events topic this worker owns now."""
+        prefix = f"{self.settings.kafka.events_topic}:"
+        return [shard for shard in self.assigned if shard.startswith(prefix)]
+
+    def repair(self) -> RepairReport | None:
+        """One repair round over the partitions this worker owns: read up to
+        ``worker.repair_batch`` owed users per partition from the record, replan them through
+        the processor (:meth:`~plugin.core.pipeline.BatchProcessor.repair`) and return the plan
+        updates to send. None when there is no record or nothing is owed.
+
+        Run it on the batch thread, between batches: a user's state is then never read by a
+        batch and a repair at once in this worker, and revision stamps make a repair lose to
+        any batch another worker (one that took over the partition) wrote meanwhile.
+        """
+        if self.owed is None:
+            return None
+        shards = self.owned_shards()
+        started = time.perf_counter()
+        limit = self.settings.worker.repair_batch
+        owed = self.owed.read_owed(shards, limit) if shards else {}
+        if not owed:
+            self._note_repair(0, 0, 0, 0)
+            return None
+        outcome = self.processor.repair(owed)
+        written_at = datetime.now(tz=UTC)
+        kafka = self.settings.kafka
+        outbound = [
+            Outbound(
+                kafka.plans_topic,
+                plan.user_id.encode(),
+                PlanUpdate.from_plan(
+                    plan, self.catalog.describe(plan.cluster_id), written_at, None
+                ).encode(),
+            )
+            for plan in outcome.plans
+        ]
+        per_shard: dict[str, int] = {}
+        for mark in owed.values():
+            per_shard[mark.shard] = per_shard.get(mark.shard, 0) + 1
+        report = RepairReport(
+            read=len(owed),
+            planned=len(outcome.plans),
+            settled=outcome.settled,
+            still_owed=outcome.owed,
+            outbound=outbound,
+            seconds=time.perf_counter() - started,
+            # Another round at once only when this one got through and some shard had more.
+            more=bool(outcome.plans) and any(n >= limit for n in per_shard.values()),
+        )
+        self._note_repair(report.read, report.planned, report.settled, report.still_owed)
+        if report.planned:
+            log.info(
+                "deferred replans repaired",
+                extra={
+                    "planned": report.planned,
+                    "settled": report.settled,
+                    "still_owed": report.still_owed,
+                    "seconds": round(report.seconds, 3),
+                },
+            )
+        self.metrics.plans_written.inc(report.planned)
+        return report
+
+    def _note_repair(self, read: int, planned: int, settled: int, still_owed: int) -> None:
+        with self._lock:
+            r = self.repairs
+            r.rounds += 1
+            r.read += read
+            r.planned += planned
+            r.settled += settled
+            r.last_owed = still_owed
+            r.last_round_at = time.time()
+            if planned:
+                self.totals.plans += planned
 
     def _observe(
         self,
@@ -366,6 +487,19 @@ class StreamWorker:
         summary["event_to_state"] = self.metrics.state_latency.summary()
         summary["plan_cache"] = self.cache.stats.as_dict() if self.cache else None
         summary["assigned"] = list(self.assigned)
+        with self._lock:
+            r = self.repairs
+            summary["repairs"] = (
+                {
+                    "rounds": r.rounds,
+                    "read": r.read,
+                    "planned": r.planned,
+                    "settled": r.settled,
+                    "owed_after_last_round": r.last_owed,
+                }
+                if self.owed is not None
+                else None
+            )
         summary["feedback"] = self.feedback.snapshot() if self.feedback is not None else None
         summary["updated_at"] = datetime.now(tz=UTC).isoformat()
         return summary

@@ -31,8 +31,10 @@ from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.jobs.replay import replay
-from plugin.localstack import create_topics, free_port
-from plugin.settings import KafkaSettings, Settings, load_settings
+from plugin.localstack import TritonServer, create_topics, free_port
+from plugin.models.repository import ModelRepository
+from plugin.serving.control import ModelControl
+from plugin.settings import KafkaSettings, Settings, TritonSettings, load_settings
 from plugin.wiring import build_planner, build_processor
 from tests.untrained import write_untrained_version
 
@@ -191,3 +193,32 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {timeout_s:.0f} s: {what}")
         time.sleep(poll_s)
+
+
+def serve(
+    factory: Callable[..., TritonServer], bench: Workbench, name: str, **ports: int
+) -> TritonServer:
+    """A tritonserver over the bench's repository with the published version loaded."""
+    server = factory(bench.settings.models.repository, name=name, **ports)
+    settings = triton_settings(bench, server)
+    with ModelControl(settings, ModelRepository(bench.settings.models.repository)) as control:
+        control.load()
+    return server
+
+
+def triton_settings(bench: Workbench, server: TritonServer) -> TritonSettings:
+    return bench.settings.triton.model_copy(
+        update={
+            "http_port": server.http_port,
+            "grpc_port": server.grpc_port,
+            "metrics_port": server.metrics_port,
+        }
+    )
+
+
+def triton_ports(server: TritonServer) -> dict[str, int]:
+    return {
+        "http_port": server.http_port,
+        "grpc_port": server.grpc_port,
+        "metrics_port": server.metrics_port,
+    }

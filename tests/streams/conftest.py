@@ -13,6 +13,7 @@ import torch
 from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.core.events import WatchEvent
 from plugin.core.planning import ExplorationPlan
+from plugin.core.ports import OwedChanges
 from plugin.core.sequence import UserClusterSequence
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
@@ -46,7 +47,9 @@ class MemoryStore:
         self.calls.append("read_sequences")
         return {u: self.sequences[u] for u in user_ids if u in self.sequences}
 
-    def write_sequences(self, states: Iterable[UserClusterSequence]) -> None:
+    def write_sequences(
+        self, states: Iterable[UserClusterSequence], owed: OwedChanges | None = None
+    ) -> None:
         self.calls.append("write_sequences")
         if self.fail_writes:
             self.fail_writes -= 1
