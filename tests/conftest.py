@@ -7,15 +7,19 @@ Missing binaries fail with the make target to run (`make system-deps`, `make tri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from plugin.adapters.kafka_io import quiet_kafka
+from plugin.core.catalog import ClusterCatalog
+from plugin.core.events import WatchEvent
 from plugin.localstack import KafkaBroker, RedisServer, TritonServer
+from plugin.models.planner import BestOfNPlanner
 from plugin.settings import Settings, load_settings
+from tests.support.streaming import make_planner, ten_clusters, watch
 
 # kafka-python warns ~200 times at import, half of it from importlib's own module, which
 # pytest's module-based filters cannot catch; import it once here, quietly.
@@ -27,6 +31,35 @@ with quiet_kafka():
 def settings(tmp_path: Path) -> Settings:
     """The default settings tree with ``var_dir`` in this test's tmp dir."""
     return load_settings(var_dir=tmp_path / "var")
+
+
+@pytest.fixture
+def feedback_settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        var_dir=tmp_path / "var",
+        sequence={"history_length": 2, "novelty_window": 4},
+        planner={"candidates": 4},
+        worker={"metrics_port": 0, "plan_timeout_s": 5.0},
+        feedback={"fresh": False},
+    )
+
+
+@pytest.fixture
+def event() -> Callable[..., WatchEvent]:
+    """``event(n, cluster, user="u1")``: a positive watch of cluster c at minute n."""
+    return watch
+
+
+@pytest.fixture
+def catalog() -> ClusterCatalog:
+    """Ten clusters: item ``i<c>`` lives in cluster c (:mod:`tests.support.streaming`)."""
+    return ten_clusters()
+
+
+@pytest.fixture
+def best_of_n() -> BestOfNPlanner:
+    """An untrained but deterministic best-of-n planner over the ten clusters."""
+    return make_planner()
 
 
 @pytest.fixture(scope="session")

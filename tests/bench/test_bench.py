@@ -25,7 +25,7 @@ from plugin.bench.workload import build_workload, history_changes, interleave
 from plugin.core.events import WatchEvent
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.settings import Settings, load_settings
-from tests.untrained import write_untrained_version
+from tests.support.untrained import write_untrained_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from plugin.evaluation.offline import (
 )
 from plugin.models.sequential import SasRecModel, SequentialSettings
 from plugin.settings import load_settings
-from tests.untrained import write_untrained_version
+from tests.support.untrained import write_untrained_version
 
 RATES = ("hit_at_1", "positive_hit_at_1", "hit_at_n", "novelty_rate")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.workbench import Workbench, make_workbench
+from tests.support.workbench import Workbench, make_workbench
 
 # Enough events for several batches per phase, few enough for a 2-CPU budget.
 EVENTS = 1200

@@ -24,7 +24,7 @@ import pytest
 from plugin.adapters.kafka_io import event_messages, produce, topic_partitions, wait_for_commits
 from plugin.localstack import KafkaBroker, RedisServer, create_topics
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.support.workbench import (
     Workbench,
     assert_matches,
     final_state,

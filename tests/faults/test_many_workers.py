@@ -22,7 +22,7 @@ import pytest
 from plugin.adapters.kafka_io import committed_offsets, event_messages, produce, wait_for_commits
 from plugin.localstack import KafkaBroker, RedisServer
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.support.workbench import (
     Workbench,
     assert_matches,
     final_state,

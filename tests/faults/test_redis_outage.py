@@ -35,7 +35,7 @@ from plugin.adapters.kafka_io import (
 from plugin.core.events import WatchEvent
 from plugin.localstack import KafkaBroker, RedisServer
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.support.workbench import (
     Workbench,
     assert_matches,
     final_state,

@@ -28,7 +28,7 @@ from plugin.adapters.kafka_io import event_messages, produce, wait_for_commits
 from plugin.core.events import WatchEvent
 from plugin.localstack import KafkaBroker, RedisServer, TritonServer
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.support.workbench import (
     Workbench,
     differences,
     final_state,

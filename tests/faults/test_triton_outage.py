@@ -25,7 +25,7 @@ from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.kafka_io import event_messages, produce, wait_for_commits
 from plugin.localstack import KafkaBroker, RedisServer, TritonServer
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.support.workbench import (
     Workbench,
     assert_matches,
     final_state,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from plugin.adapters.feedback_log import FeedbackLog
 from plugin.cli.app import app
 from plugin.observability.monitoring import sliding_series, window_stats
+from tests.support.feedback import record as feedback_record
 
 
 @pytest.fixture
@@ -23,19 +24,17 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def answers(kit: Any, count: int) -> list[Any]:
+def answers(count: int) -> list[Any]:
     """Plans of cluster 7 mostly, accepted early on and refused later."""
-    r = kit.record
+    r = feedback_record
     return [
         r(f"u{i}", 10 + i, (2, 1), 7 if i % 4 else i % 48, 7 if i < count // 2 else 3, i % 3 > 0)
         for i in range(count)
     ]
 
 
-def test_monitor_prints_the_window_and_draws_it(
-    kit: Any, env: dict[str, str], tmp_path: Path
-) -> None:
-    records = answers(kit, 60)
+def test_monitor_prints_the_window_and_draws_it(env: dict[str, str], tmp_path: Path) -> None:
+    records = answers(60)
     FeedbackLog(tmp_path / "var" / "feedback").append(records)
     out = tmp_path / "monitor.json"
     result = CliRunner().invoke(app, ["monitor", "--json", str(out)], env=env)
@@ -67,9 +66,9 @@ def test_refresh_without_a_trained_version_changes_nothing(env: dict[str, str]) 
     )
 
 
-def test_feedback_stats_and_compact(kit: Any, env: dict[str, str], tmp_path: Path) -> None:
+def test_feedback_stats_and_compact(env: dict[str, str], tmp_path: Path) -> None:
     log = FeedbackLog(tmp_path / "var" / "feedback")
-    records = answers(kit, 6)
+    records = answers(6)
     log.append(records[:3])
     log.append(records[3:])
     runner = CliRunner()

@@ -29,6 +29,7 @@ from plugin.observability.monitoring import window_stats
 from plugin.settings import Settings, load_settings
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor, feedback_log, ranking_cache
+from tests.support.feedback import MemoryStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -109,7 +110,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_negative_feedback_on_a_popular_cluster_is_learned_and_published_safely(
-    tmp_path: Path, redis_server: RedisServer, kit: Any
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     redis_server.client(db=15).flushdb()
     settings = loop_settings(tmp_path, redis_server)
@@ -126,7 +127,7 @@ def test_negative_feedback_on_a_popular_cluster_is_learned_and_published_safely(
     precompute(served, cache, all_histories(len(catalog), 2), 512, "all")
 
     # 1. Replay part of the dataset through the worker: its feedback lands in the log.
-    store = kit.MemoryStore()
+    store = MemoryStore()
     log = feedback_log(settings)
     collector = FeedbackCollector(store, catalog, settings.sequence, settings.data, log)
     processor = build_processor(settings, catalog, served, store, observer=collector)

@@ -18,6 +18,7 @@ from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor
+from tests.support.streaming import watch
 
 
 def records(*events: Any, start: int = 0) -> list[Record]:
@@ -49,14 +50,13 @@ def feedback_of(report: Any, settings: Settings) -> list[FeedbackRecord]:
 
 
 def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
-    kit: Any,
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
     store: Any,
     memory_log: Any,
     feedback_settings: Settings,
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     worker = make_worker(catalog, best_of_n, store, s, memory_log)
     first = worker.handle(records(w(1, 1), w(2, 2)))
     assert not feedback_of(first, s)  # no plan yet: nothing to answer
@@ -81,14 +81,13 @@ def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
 
 
 def test_a_replayed_batch_sends_and_logs_nothing_again(
-    kit: Any,
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
     store: Any,
     memory_log: Any,
     feedback_settings: Settings,
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     worker = make_worker(catalog, best_of_n, store, s, memory_log)
     worker.handle(records(w(1, 1), w(2, 2)))
     batch = records(w(3, store.plans["u1"].cluster_id), start=2)
@@ -100,14 +99,13 @@ def test_a_replayed_batch_sends_and_logs_nothing_again(
 
 
 def test_a_batch_that_fails_after_logging_sends_its_records_once_it_goes_through(
-    kit: Any,
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
     store: Any,
     memory_log: Any,
     feedback_settings: Settings,
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     worker = make_worker(catalog, best_of_n, store, s, memory_log)
     worker.handle(records(w(1, 1), w(2, 2)))
     batch = records(w(3, store.plans["u1"].cluster_id), start=2)
@@ -126,13 +124,12 @@ def test_a_batch_that_fails_after_logging_sends_its_records_once_it_goes_through
 
 
 def test_without_feedback_the_worker_is_unchanged(
-    kit: Any,
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
     store: Any,
     feedback_settings: Settings,
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     metrics = WorkerMetrics()
     processor = build_processor(s, catalog, best_of_n, store)
     worker = StreamWorker(processor, catalog, s, metrics)

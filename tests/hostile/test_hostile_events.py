@@ -22,7 +22,7 @@ from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor
 from tests.hostile.corpus import CATEGORIES, HostileCase, Target, category_counts, hostile_cases
-from tests.streams.conftest import CLUSTERS, MemoryStore, make_planner, watch
+from tests.support.streaming import CLUSTERS, MemoryStore, make_planner, watch
 
 CATALOG = ClusterCatalog(
     clusters=tuple(InterestCluster(c, 0, (f"k{c}",), (f"i{c}",), 1) for c in range(CLUSTERS)),

@@ -25,14 +25,14 @@ from plugin.adapters.kafka_io import (
 from plugin.core.events import MAX_PAYLOAD_BYTES
 from plugin.localstack import KafkaBroker, RedisServer
 from plugin.localstack.worker import WorkerProcess
-from tests.faults.workbench import (
+from tests.hostile.corpus import Target, hostile_cases
+from tests.support.workbench import (
     assert_matches,
     final_state,
     make_workbench,
     reference_state,
     stack_settings,
 )
-from tests.hostile.corpus import Target, hostile_cases
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker, parse_record
 from plugin.wiring import build_processor
 from tests.hostile.test_hostile_events import CATALOG
-from tests.streams.conftest import MemoryStore, make_planner
+from tests.support.streaming import MemoryStore, make_planner
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 FIELDS = ("event", "event_id", "user_id", "item_id", "event_time", "rating", "watch_ratio")

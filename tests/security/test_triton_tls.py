@@ -24,7 +24,7 @@ from plugin.security import ServerTLS
 from plugin.serving.control import ModelControl
 from plugin.settings import TritonSettings
 from plugin.wiring import triton_planner
-from tests.faults.workbench import make_workbench
+from tests.support.workbench import make_workbench
 
 pytestmark = pytest.mark.integration
 

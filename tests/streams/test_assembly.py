@@ -19,7 +19,7 @@ from plugin.core.sequence import UserClusterSequence
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import Settings, load_settings
 from plugin.wiring import build_processor, planner_chain
-from tests.streams.conftest import MemoryStore, watch
+from tests.support.streaming import MemoryStore, watch
 
 
 class RecordingObserver:

@@ -23,7 +23,7 @@ from plugin.settings import CacheSettings, Settings, load_settings
 from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor, online_store
-from tests.streams.conftest import MemoryStore
+from tests.support.streaming import MemoryStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from plugin.streaming.deadline import DeadlinePlanner
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor
 from tests.hostile.test_hostile_events import CATALOG
-from tests.streams.conftest import MemoryStore, make_planner, watch
+from tests.support.streaming import MemoryStore, make_planner, watch
 
 
 def records(*events: WatchEvent) -> list[Record]:

@@ -47,7 +47,7 @@ from plugin.models.repository import ModelRepository
 from plugin.serving.control import ModelControl
 from plugin.settings import Settings, load_settings
 from plugin.wiring import build_planner, build_processor
-from tests.faults.workbench import Workbench, make_workbench
+from tests.support.workbench import Workbench, make_workbench
 
 pytestmark = pytest.mark.integration
 

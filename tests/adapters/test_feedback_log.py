@@ -15,14 +15,15 @@ import pytest
 
 from plugin.adapters import feedback_log as module
 from plugin.adapters.feedback_log import SCHEMA, FeedbackLog, to_table
+from tests.support.feedback import record as feedback_record
 
 DAY = 60 * 24  # minutes
 
 
-def spread(kit: Any, days: int, per_day: int = 2, start: int = 0) -> list[Any]:
+def spread(days: int, per_day: int = 2, start: int = 0) -> list[Any]:
     """Records over ``days`` engagement dates, as one interleaved MovieLens batch spans them."""
     return [
-        kit.record(f"u{start + d * per_day + i}", d * DAY + 10 + i, (2, 1), 7, 7, i % 2 == 0)
+        feedback_record(f"u{start + d * per_day + i}", d * DAY + 10 + i, (2, 1), 7, 7, i % 2 == 0)
         for i in range(per_day)
         for d in range(days)
     ]
@@ -32,11 +33,9 @@ def names(log: FeedbackLog) -> list[str]:
     return [p.relative_to(log.root).as_posix() for p in log.parts()]
 
 
-def test_a_batch_over_many_dates_is_one_part_with_its_dates_inside(
-    kit: Any, tmp_path: Path
-) -> None:
+def test_a_batch_over_many_dates_is_one_part_with_its_dates_inside(tmp_path: Path) -> None:
     log = FeedbackLog(tmp_path / "feedback")
-    batch = spread(kit, days=90)
+    batch = spread(days=90)
     (part,) = log.append(batch)
     assert names(log) == ["part-0.parquet"] and part == log.root / "part-0.parquet"
     assert pq.read_schema(part).equals(SCHEMA, check_metadata=False)
@@ -59,10 +58,8 @@ def test_a_batch_over_many_dates_is_one_part_with_its_dates_inside(
     }
 
 
-def test_records_round_trip_and_pandas_reads_the_documented_layout(
-    kit: Any, tmp_path: Path
-) -> None:
-    r = kit.record
+def test_records_round_trip_and_pandas_reads_the_documented_layout(tmp_path: Path) -> None:
+    r = feedback_record
     log = FeedbackLog(tmp_path / "feedback")
     day_one = [r("u1", 10, (2, 1), 7, 7, True), r("u2", 11, (3,), 4, 5, False, novel=False)]
     day_two = [r("u3", DAY + 5, (2, 1), 7, 7, False)]
@@ -75,9 +72,9 @@ def test_records_round_trip_and_pandas_reads_the_documented_layout(
     assert frame.set_index("user_id")["history"].map(list)["u1"] == [2, 1]
 
 
-def test_the_date_is_the_utc_date_of_the_engagement(kit: Any, tmp_path: Path) -> None:
+def test_the_date_is_the_utc_date_of_the_engagement(tmp_path: Path) -> None:
     """23:30 at UTC-5 is 04:30 the next day in UTC: the date column and the filters say so."""
-    evening = kit.record("u1", 10, (2, 1), 7, 7, True).model_copy(
+    evening = feedback_record("u1", 10, (2, 1), 7, 7, True).model_copy(
         update={"event_time": datetime(1998, 1, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))}
     )
     log = FeedbackLog(tmp_path)
@@ -87,8 +84,8 @@ def test_the_date_is_the_utc_date_of_the_engagement(kit: Any, tmp_path: Path) ->
     assert log.read(until=date(1998, 1, 1)) == []
 
 
-def test_appends_never_overwrite_and_reads_dedupe(kit: Any, tmp_path: Path) -> None:
-    r = kit.record
+def test_appends_never_overwrite_and_reads_dedupe(tmp_path: Path) -> None:
+    r = feedback_record
     log = FeedbackLog(tmp_path)
     batch = [r("u1", 10, (2, 1), 7, 7, True), r("u2", 12, (2, 1), 7, 3, True)]
     log.append(batch)
@@ -101,19 +98,19 @@ def test_appends_never_overwrite_and_reads_dedupe(kit: Any, tmp_path: Path) -> N
 
 
 def test_a_taken_part_number_moves_the_writer_on(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two writers racing for one number: the second link fails and takes the next one."""
     log = FeedbackLog(tmp_path)
-    log.append([kit.record("u1", 10, (2, 1), 7, 7, True)])
+    log.append([feedback_record("u1", 10, (2, 1), 7, 7, True)])
     monkeypatch.setattr(module, "_next_number", lambda directory: 0)  # a stale listing
-    (second,) = log.append([kit.record("u2", 11, (2, 1), 7, 7, True)])
+    (second,) = log.append([feedback_record("u2", 11, (2, 1), 7, 7, True)])
     assert second.name == "part-1.parquet"
     assert len(log.read()) == 2
 
 
 def test_append_returns_only_once_the_bytes_and_the_name_are_fsynced(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker acks a batch after append: the part's data, then the folder holding its
     name, must be on disk by then. One file and two fsyncs per batch, whatever its dates."""
@@ -127,16 +124,16 @@ def test_append_returns_only_once_the_bytes_and_the_name_are_fsynced(
         real_fsync(descriptor)
 
     monkeypatch.setattr(module.os, "fsync", recording_fsync)
-    log.append(spread(kit, days=30))
+    log.append(spread(days=30))
     # The bytes before the name exists; the folder after the link made it.
     assert synced == [("file", []), ("folder", ["part-0.parquet"])]
 
 
 def test_a_crash_while_writing_leaves_no_readable_part(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = FeedbackLog(tmp_path)
-    kept = spread(kit, days=3)
+    kept = spread(days=3)
     log.append(kept)
     real_write = module.pq.write_table
 
@@ -148,20 +145,20 @@ def test_a_crash_while_writing_leaves_no_readable_part(
 
     monkeypatch.setattr(module.pq, "write_table", dying_write)
     with pytest.raises(OSError, match="disk gone"):
-        log.append(spread(kit, days=3, start=100))
+        log.append(spread(days=3, start=100))
     monkeypatch.undo()
     assert names(log) == ["part-0.parquet"] and not list(tmp_path.glob(".part-*"))
     # A killed process cannot clean up: its hidden temporary file stays, and is ignored.
     (tmp_path / f".part-{'0' * 32}.tmp").write_bytes(b"PAR1 half a part")
     assert log.read() == sorted(kept, key=lambda r: (r.event_time, r.user_id, r.event_id))
     assert len(pd.read_parquet(tmp_path)) == len(kept)
-    (later,) = log.append(spread(kit, days=1, start=200))
+    (later,) = log.append(spread(days=1, start=200))
     assert later.name == "part-1.parquet" and len(log.read()) == len(kept) + 2
 
 
-def test_small_parts_roll_into_one_without_loss(kit: Any, tmp_path: Path) -> None:
+def test_small_parts_roll_into_one_without_loss(tmp_path: Path) -> None:
     log = FeedbackLog(tmp_path, compact_parts=4, part_rows=1000)
-    records = [kit.record(f"u{i}", 10 + i * DAY, (2, 1), 7, 7, i % 2 == 0) for i in range(5)]
+    records = [feedback_record(f"u{i}", 10 + i * DAY, (2, 1), 7, 7, i % 2 == 0) for i in range(5)]
     for one in records[:3]:
         log.append([one])
     log.append(records[:1])  # a duplicate in the fourth part
@@ -177,7 +174,7 @@ def test_small_parts_roll_into_one_without_loss(kit: Any, tmp_path: Path) -> Non
 
 
 def test_a_background_merge_rolls_parts_up_while_appends_go_on(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker's mode: the append that reaches the threshold returns before the merge."""
     log = FeedbackLog(tmp_path, compact_parts=3, merge_in_background=True)
@@ -189,7 +186,7 @@ def test_a_background_merge_rolls_parts_up_while_appends_go_on(
         return merge(parts)
 
     monkeypatch.setattr(log, "_merge", slow_merge)
-    batches = [spread(kit, days=2, per_day=1, start=10 * b) for b in range(4)]
+    batches = [spread(days=2, per_day=1, start=10 * b) for b in range(4)]
     for batch in batches[:3]:
         log.append(batch)
     log.append(batches[3])  # while the merge of the first three waits
@@ -201,11 +198,11 @@ def test_a_background_merge_rolls_parts_up_while_appends_go_on(
 
 
 def test_merged_parts_keep_date_pruning_across_row_groups(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(module, "MERGED_ROW_GROUP", 4)
     log = FeedbackLog(tmp_path, compact_parts=3)
-    batches = [spread(kit, days=10, per_day=1, start=100 * b) for b in range(3)]
+    batches = [spread(days=10, per_day=1, start=100 * b) for b in range(3)]
     for batch in batches:
         log.append(batch)
     (merged,) = log.parts()
@@ -218,9 +215,9 @@ def test_merged_parts_keep_date_pruning_across_row_groups(
     assert len(log.read()) == 30
 
 
-def test_writers_count_each_others_parts_towards_a_merge(kit: Any, tmp_path: Path) -> None:
+def test_writers_count_each_others_parts_towards_a_merge(tmp_path: Path) -> None:
     one, other = FeedbackLog(tmp_path, compact_parts=4), FeedbackLog(tmp_path, compact_parts=4)
-    records = spread(kit, days=4, per_day=1)
+    records = spread(days=4, per_day=1)
     one.append(records[:1])
     other.append(records[1:2])
     one.append(records[2:3])
@@ -229,26 +226,26 @@ def test_writers_count_each_others_parts_towards_a_merge(kit: Any, tmp_path: Pat
 
 
 def test_a_failed_merge_does_not_fail_the_durable_append(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = FeedbackLog(tmp_path, compact_parts=2)
-    log.append(spread(kit, days=1))
+    log.append(spread(days=1))
 
     def broken(parts: Any) -> None:
         raise OSError("no space left")
 
     monkeypatch.setattr(log, "_merge", broken)
-    (part,) = log.append(spread(kit, days=1, start=10))
+    (part,) = log.append(spread(days=1, start=10))
     assert part.name == "part-1.parquet" and len(log.read()) == 4
     assert "merging small parts failed" in caplog.text
 
 
 def test_a_part_merged_away_while_reading_is_found_in_its_successor(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = FeedbackLog(tmp_path, compact_parts=100)
     for i in range(3):
-        log.append([kit.record(f"u{i}", 10 + i, (2, 1), 7, 7, True)])
+        log.append([feedback_record(f"u{i}", 10 + i, (2, 1), 7, 7, True)])
     original = module.pq.read_table
     calls = {"n": 0}
 
@@ -264,17 +261,17 @@ def test_a_part_merged_away_while_reading_is_found_in_its_successor(
 
 
 def test_logs_in_the_old_per_date_layout_are_read_and_compacted_into_the_new(
-    kit: Any, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """Before one part per batch, the log kept ``date=YYYY-MM-DD/part-<n>.parquet`` folders
     without a date column: readers still see those records, and ``compact`` moves them."""
     log = FeedbackLog(tmp_path)
-    old = spread(kit, days=3, per_day=1)
+    old = spread(days=3, per_day=1)
     for n, record in enumerate(old):
         folder = tmp_path / f"date={record.event_time.date().isoformat()}"
         folder.mkdir()
         pq.write_table(to_table([record]).drop_columns(["date"]), folder / f"part-{n}.parquet")
-    new = spread(kit, days=3, per_day=1, start=10)
+    new = spread(days=3, per_day=1, start=10)
     log.append(new + old[:1])  # a retried record, in both layouts
     assert names(log)[:3] == [
         "date=1998-01-01/part-0.parquet",
@@ -292,12 +289,12 @@ def test_logs_in_the_old_per_date_layout_are_read_and_compacted_into_the_new(
 
 
 def test_a_second_writer_never_merges_the_parts_another_is_merging(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two workers both reaching the threshold used to merge the same parts twice (4,479 rows
     for 2,350 records). The merge lock lets one merge; the other skips, and loses nothing."""
     one, other = FeedbackLog(tmp_path, compact_parts=3), FeedbackLog(tmp_path, compact_parts=3)
-    records = spread(kit, days=6, per_day=1)
+    records = spread(days=6, per_day=1)
     for record in records[:2]:
         one.append([record])
     reading, release = threading.Event(), threading.Event()
@@ -326,14 +323,14 @@ def test_a_second_writer_never_merges_the_parts_another_is_merging(
 
 
 def test_a_crash_between_merge_and_delete_duplicates_and_the_next_merge_repairs_it(
-    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The merged part is durable before any input goes, so a crash in between loses nothing;
     readers dedupe meanwhile, and the next merge deletes the inputs its metadata names."""
     # A merged part of 3 rows is full (part_rows=3): it is not merged again, so only the
     # metadata can tell that the inputs left beside it are duplicates.
     log = FeedbackLog(tmp_path, compact_parts=3, part_rows=3)
-    records = spread(kit, days=5, per_day=1)
+    records = spread(days=5, per_day=1)
     unlink = Path.unlink
 
     def crash(path: Path, missing_ok: bool = False) -> None:

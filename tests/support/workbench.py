@@ -36,7 +36,7 @@ from plugin.models.repository import ModelRepository
 from plugin.serving.control import ModelControl
 from plugin.settings import KafkaSettings, Settings, TritonSettings, load_settings
 from plugin.wiring import build_planner, build_processor
-from tests.untrained import write_untrained_version
+from tests.support.untrained import write_untrained_version
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 State = tuple[dict[str, Any], dict[str, Any]]

@@ -22,6 +22,9 @@ from plugin.core.moves import NovelMove, PlanOutcome
 from plugin.core.sequence import UserClusterSequence, apply_batch
 from plugin.models.data import feedback_labels
 from plugin.settings import Settings
+from tests.support.feedback import plan_for
+from tests.support.feedback import record as feedback_record
+from tests.support.streaming import CLUSTERS, T0, watch
 
 
 def state_after(
@@ -31,11 +34,11 @@ def state_after(
 
 
 def test_the_first_move_answers_the_plan(
-    kit: Any, catalog: ClusterCatalog, feedback_settings: Settings
+    catalog: ClusterCatalog, feedback_settings: Settings
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     states = state_after([w(1, 1), w(2, 2)], catalog, s)  # history (2, 1)
-    plans = {"u1": kit.plan_for("u1", (2, 1), cluster=7, minute=2)}
+    plans = {"u1": plan_for("u1", (2, 1), cluster=7, minute=2)}
     batch = [w(3, 2), w(4, 7, rating=1), w(5, 8)]  # a repeat, then the answer, then more
     found = batch_feedback(batch, states, plans, catalog, s.sequence, s.data)
     (answer,) = found.records  # a plan is answered once
@@ -54,11 +57,11 @@ def test_the_first_move_answers_the_plan(
 
 
 def test_a_move_inside_the_window_answers_without_being_novel(
-    kit: Any, catalog: ClusterCatalog, feedback_settings: Settings
+    catalog: ClusterCatalog, feedback_settings: Settings
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     states = state_after([w(1, 3), w(2, 1), w(3, 2)], catalog, s)  # window (2, 1, 3)
-    plans = {"u1": kit.plan_for("u1", (2, 1), cluster=7, minute=3)}
+    plans = {"u1": plan_for("u1", (2, 1), cluster=7, minute=3)}
     found = batch_feedback([w(4, 3)], states, plans, catalog, s.sequence, s.data)
     (answer,) = found.records
     assert answer.engaged_cluster == 3 and not answer.accepted and not answer.novel
@@ -67,21 +70,21 @@ def test_a_move_inside_the_window_answers_without_being_novel(
 
 
 def test_no_feedback_without_a_current_plan(
-    kit: Any, catalog: ClusterCatalog, feedback_settings: Settings
+    catalog: ClusterCatalog, feedback_settings: Settings
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     states = state_after([w(1, 1), w(2, 2)], catalog, s)
-    stale_plan = {"u1": kit.plan_for("u1", (1,), cluster=7, minute=1)}  # history moved since
+    stale_plan = {"u1": plan_for("u1", (1,), cluster=7, minute=1)}  # history moved since
     assert not batch_feedback([w(3, 7)], states, stale_plan, catalog, s.sequence, s.data).records
     assert not batch_feedback([w(3, 7)], states, {}, catalog, s.sequence, s.data).records
 
 
 def test_stale_and_unknown_events_teach_nothing(
-    kit: Any, catalog: ClusterCatalog, feedback_settings: Settings
+    catalog: ClusterCatalog, feedback_settings: Settings
 ) -> None:
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     states = state_after([w(1, 1), w(2, 2), w(5, 2)], catalog, s)  # watermark at minute 5
-    plans = {"u1": kit.plan_for("u1", (2, 1), cluster=7, minute=5)}
+    plans = {"u1": plan_for("u1", (2, 1), cluster=7, minute=5)}
     late = w(4, 7)  # older than the watermark: the core skips it
     unknown = w(6, 0).model_copy(update={"item_id": "nope"})
     found = batch_feedback([late, unknown], states, plans, catalog, s.sequence, s.data)
@@ -89,12 +92,12 @@ def test_stale_and_unknown_events_teach_nothing(
 
 
 def test_batches_split_anywhere_give_the_same_records(
-    kit: Any, catalog: ClusterCatalog, feedback_settings: Settings
+    catalog: ClusterCatalog, feedback_settings: Settings
 ) -> None:
     """With the plan unchanged in between, splitting a user's events changes nothing."""
-    w, s = kit.watch, feedback_settings
+    w, s = watch, feedback_settings
     states = state_after([w(1, 1), w(2, 2)], catalog, s)
-    plans = {"u1": kit.plan_for("u1", (2, 1), cluster=7, minute=2)}
+    plans = {"u1": plan_for("u1", (2, 1), cluster=7, minute=2)}
     events = [w(3, 2), w(4, 2), w(5, 8), w(6, 7)]
     whole = batch_feedback(events, states, plans, catalog, s.sequence, s.data)
     first = batch_feedback(events[:2], states, plans, catalog, s.sequence, s.data)
@@ -104,8 +107,8 @@ def test_batches_split_anywhere_give_the_same_records(
     assert whole.moves == first.moves + second.moves
 
 
-def test_the_selection_keeps_what_is_new_and_of_this_catalog(kit: Any) -> None:
-    r = kit.record
+def test_the_selection_keeps_what_is_new_and_of_this_catalog() -> None:
+    r = feedback_record
     records = [
         r("u1", 10, (2, 1), 7, 7, positive=False),
         r("u1", 10, (2, 1), 7, 7, positive=False),  # a retried batch logged it twice
@@ -136,18 +139,18 @@ def test_the_selection_keeps_what_is_new_and_of_this_catalog(kit: Any) -> None:
     assert dedupe(records) == [records[0], *records[2:]]
 
 
-def test_answered_plans_move_only_their_own_pair(kit: Any) -> None:
-    at = kit.t0
+def test_answered_plans_move_only_their_own_pair() -> None:
+    at = T0
     organic = [
         NovelMove(f"u{i}", (1,), 7 if i < 6 else 3, True, (1,), at + timedelta(minutes=i))
         for i in range(10)
     ]
-    base = feedback_labels(organic, kit.clusters, k=1, min_count=5)
+    base = feedback_labels(organic, CLUSTERS, k=1, min_count=5)
     bad = [PlanOutcome((1,), 7, False, weight=2.0) for _ in range(5)]
     good = [PlanOutcome((1,), 4, True), PlanOutcome((1,), 4, False)]
-    after = feedback_labels(organic, kit.clusters, k=1, min_count=5, outcomes=bad + good)
+    after = feedback_labels(organic, CLUSTERS, k=1, min_count=5, outcomes=bad + good)
     unseen = PlanOutcome((5, 6), 2, True)
-    only_feedback = feedback_labels([], kit.clusters, k=2, min_count=1, outcomes=[unseen])
+    only_feedback = feedback_labels([], CLUSTERS, k=2, min_count=1, outcomes=[unseen])
 
     def label(labels: Any, cluster: int) -> float:
         return float(labels.labels[list(labels.candidates).index(cluster)])
@@ -160,12 +163,12 @@ def test_answered_plans_move_only_their_own_pair(kit: Any) -> None:
     # A history known from feedback alone has rows for its planned candidates only.
     assert list(only_feedback.candidates) == [2] and list(only_feedback.labels) == [1.0]
     # Without outcomes the labels are exactly the dataset's.
-    same = feedback_labels(organic, kit.clusters, k=1, min_count=5, outcomes=[])
+    same = feedback_labels(organic, CLUSTERS, k=1, min_count=5, outcomes=[])
     assert (same.labels == base.labels).all() and (same.support == base.support).all()
 
 
-def test_aggregates_count_per_history_and_candidate_with_newer_stamps(kit: Any) -> None:
-    r = kit.record
+def test_aggregates_count_per_history_and_candidate_with_newer_stamps() -> None:
+    r = feedback_record
     first = aggregate([r("u1", 10, (2, 1), 7, 7, True), r("u2", 11, (2, 1), 7, 3, True)])
     key = aggregate_key((2, 1), 7)
     assert key == "2,1>7"
@@ -181,10 +184,10 @@ def test_aggregates_count_per_history_and_candidate_with_newer_stamps(kit: Any) 
     assert fresh_key[0].revision_us == 9
 
 
-def test_a_batch_aggregate_is_its_records_added_one_by_one(kit: Any) -> None:
+def test_a_batch_aggregate_is_its_records_added_one_by_one() -> None:
     """Many records per key, out of time order, some without a model version: the counts are
     the sum of one-record aggregates, the stamp the newest event time, the version the last."""
-    r = kit.record
+    r = feedback_record
     records = [
         r(f"u{i}", 50 - 7 * (i % 5), (i % 3, 9), 7 if i % 2 else 4, 7, i % 3 == 0, novel=i % 4 > 0)
         for i in range(30)

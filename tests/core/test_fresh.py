@@ -4,7 +4,6 @@ in-memory one."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -20,12 +19,13 @@ from plugin.core.moves import NovelMove
 from plugin.core.planning import PlanRequest
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
+from tests.support.streaming import T0
 
 DAY = 86_400
 
 
-def moves(kit: Any) -> list[NovelMove]:
-    t0 = kit.t0
+def moves() -> list[NovelMove]:
+    t0 = T0
     return [
         NovelMove("a", (2, 1), 7, True, (2, 1), t0),
         NovelMove("b", (2, 1), 7, True, (2, 1), t0 + timedelta(days=1)),
@@ -35,11 +35,11 @@ def moves(kit: Any) -> list[NovelMove]:
     ]
 
 
-def test_recent_moves_count_most_and_old_ones_drop_out(kit: Any) -> None:
+def test_recent_moves_count_most_and_old_ones_drop_out() -> None:
     window = FreshWindow(bucket_s=DAY, buckets=3, half_life_buckets=1.0, min_support=1.0)
     table = FreshTransitions(window, k=2)
-    assert table.record(moves(kit)) == 4
-    at = kit.t0 + timedelta(days=3)
+    assert table.record(moves()) == 4
+    at = T0 + timedelta(days=3)
     # Buckets day 3 (weight 1), day 2 (0.5), day 1 (0.25); day 0 is outside the window.
     assert table.lookup((2, 1), at) == {7: 0.25, 5: 1.0}
     # (2,) backs off to the most recent cluster alone: every move out of a history ending in 2.
@@ -48,10 +48,8 @@ def test_recent_moves_count_most_and_old_ones_drop_out(kit: Any) -> None:
     assert ranked_by_count(table.lookup((2, 9), at), frozenset({2, 9, 6})) == [5, 7]
 
 
-def test_the_boost_reorders_only_the_proposed_candidates(
-    kit: Any, best_of_n: BestOfNPlanner
-) -> None:
-    request = PlanRequest("u", (2, 1), frozenset({2, 1}), kit.t0)
+def test_the_boost_reorders_only_the_proposed_candidates(best_of_n: BestOfNPlanner) -> None:
+    request = PlanRequest("u", (2, 1), frozenset({2, 1}), T0)
     (ranking,) = best_of_n.rank([(2, 1)])
     plain = best_of_n.plan([request])[0]
     loser = plain.candidates[-1]
@@ -63,16 +61,16 @@ def test_the_boost_reorders_only_the_proposed_candidates(
 
 @pytest.mark.integration
 def test_the_redis_table_counts_like_the_memory_one(
-    kit: Any, redis_server: RedisServer, best_of_n: BestOfNPlanner
+    redis_server: RedisServer, best_of_n: BestOfNPlanner
 ) -> None:
     client = redis_server.client(db=14)
     client.flushdb()
     window = FreshWindow(bucket_s=DAY, buckets=3, half_life_buckets=1.0, min_support=1.0)
     memory = FreshTransitions(window, k=2)
     redis_table = RedisFreshTransitions(client, window, k=2, prefix="t:fresh")
-    memory.record(moves(kit))
-    assert redis_table.record(moves(kit)) == 4
-    at = kit.t0 + timedelta(days=3)
+    memory.record(moves())
+    assert redis_table.record(moves()) == 4
+    at = T0 + timedelta(days=3)
     queries = [((2, 1), at), ((2, 9), at), ((4,), at), ((2, 1), at + timedelta(days=5))]
     assert redis_table.lookup_many(queries) == memory.lookup_many(queries)
     ttl = int(client.ttl(f"t:fresh:{window.bucket(at)}:2,1"))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import pytest
 from plugin.adapters.feast_store import FeastStore
 from plugin.core.feedback import aggregate, merge_aggregates
 from plugin.settings import load_settings
+from tests.support.feedback import record as feedback_record
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
@@ -31,10 +32,8 @@ def feast(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeastStore
     yield store
 
 
-def test_counts_accumulate_across_batches_even_with_older_event_times(
-    kit: Any, feast: FeastStore
-) -> None:
-    r = kit.record
+def test_counts_accumulate_across_batches_even_with_older_event_times(feast: FeastStore) -> None:
+    r = feedback_record
     assert feast.read_feedback_aggregates(["2,1>7"]) == {}
     first = aggregate([r("u1", 50, (2, 1), 7, 7, True), r("u2", 51, (2, 1), 7, 3, False)])
     feast.write_feedback_aggregates(merge_aggregates({}, first))
