@@ -51,6 +51,11 @@ def event() -> Callable[..., WatchEvent]:
 
 
 @pytest.fixture
+def planner_factory() -> Callable[..., BestOfNPlanner]:
+    return make_planner
+
+
+@pytest.fixture
 def catalog() -> ClusterCatalog:
     """Ten clusters: item ``i<c>`` lives in cluster c (:mod:`tests.support.streaming`)."""
     return ten_clusters()

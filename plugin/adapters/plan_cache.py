@@ -20,7 +20,7 @@ stale: its key names everything the ranking depends on.
 
 Only planners that expose ``rank`` can be cached (best-of-n in-process, Triton). The
 transition-frequency baseline plans straight from counts and has no ranking: it bypasses the
-cache (:func:`supports_ranking` is False for it).
+cache (it is no :class:`~plugin.core.planning.RankingPlanner`).
 """
 
 from __future__ import annotations
@@ -32,32 +32,23 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
 import redis
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, select
+from plugin.core.planning import (
+    ExplorationPlan,
+    HistoryRanking,
+    PlanRequest,
+    RankingPlanner,
+    select,
+)
 from plugin.core.sequence import push_cluster
 from plugin.settings import CacheSettings
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class RankingPlanner(Protocol):
-    """A planner whose plans come from per-history rankings."""
-
-    @property
-    def model_version(self) -> str: ...
-
-    def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]: ...
-
-
-def supports_ranking(planner: object) -> bool:
-    """Whether the planner exposes ``rank`` (and so can sit behind the cache)."""
-    return callable(getattr(planner, "rank", None))
 
 
 def encode_ranking(ranking: HistoryRanking) -> bytes:

@@ -10,13 +10,12 @@ from typing import Any
 from plugin.adapters.plan_cache import (
     PrecomputeReport,
     RankingCache,
-    RankingPlanner,
     all_histories,
     count_all_histories,
     precompute,
     seen_histories,
-    supports_ranking,
 )
+from plugin.core.planning import RankingPlanner
 from plugin.data.workspace import Workspace
 from plugin.errors import InvalidInput
 from plugin.jobs import prerequisites
@@ -94,13 +93,13 @@ def precompute_cache(
     prerequisites.require_redis(settings)
     workspace = prerequisites.workspace(settings, progress=progress)
     planner = prerequisites.planner(settings, workspace)
-    if not supports_ranking(planner):
+    if not isinstance(planner, RankingPlanner):
         raise InvalidInput(
             f"the {settings.planner.kind} planner plans from counts, without per-history "
             "rankings: nothing to cache (use --planner best-of-n or triton)"
         )
     try:
-        return precompute_plans(settings, workspace, planner, scope, progress=progress)  # type: ignore[arg-type]
+        return precompute_plans(settings, workspace, planner, scope, progress=progress)
     finally:
         # The Triton planner holds a gRPC channel; the in-process ones hold nothing to close.
         close = getattr(planner, "close", None)

@@ -19,11 +19,10 @@ from plugin.adapters.plan_cache import (
     encode_ranking,
     precompute,
     seen_histories,
-    supports_ranking,
 )
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.planning import PlanRequest
+from plugin.core.planning import PlanRequest, RankingPlanner
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import CacheSettings
@@ -69,7 +68,7 @@ def test_the_frequency_planner_cannot_be_cached() -> None:
             return 3
 
     baseline = TransitionFrequencyPlanner(TransitionCounts(2), Tiny(), n=2)  # type: ignore[arg-type]
-    assert not supports_ranking(baseline)
+    assert not isinstance(baseline, RankingPlanner)
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from plugin.models.planner import BestOfNPlanner
 from plugin.settings import Settings, load_settings
-from tests.support.streaming import MemoryStore, make_planner
+from tests.support.streaming import MemoryStore
 
 
 @pytest.fixture
@@ -25,8 +23,3 @@ def stream_settings(tmp_path: Path) -> Settings:
         planner={"candidates": 4},
         worker={"metrics_port": 0, "plan_timeout_s": 2.0},
     )
-
-
-@pytest.fixture
-def planner_factory() -> Callable[..., BestOfNPlanner]:
-    return make_planner
