@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 import typer.core
 
-from plugin.errors import InvalidInput, UserError
-from plugin.settings import Settings, SettingsError, load_settings
+from plugin.errors import UserError
+from plugin.settings import Settings, load_settings
 from plugin.tables import table
 
 DatasetOpt = Annotated[
@@ -52,19 +52,17 @@ def settings(
 ) -> Settings:
     """The environment's settings with the command line's overrides: ``sections`` maps a section
     name to its changed fields (None: not given, the environment's value stays)."""
-    try:
-        merged = load_settings().model_dump()
-        data = merged["data"]
-        if dataset is not None:
-            data["dataset"] = dataset
-        if interactions is not None or items is not None:
-            # Both or neither: the data section's validator names the missing one.
-            data.update(interactions=interactions, items=items)
-        for name, values in sections.items():
-            merged[name] = {**merged[name], **{k: v for k, v in values.items() if v is not None}}
-        return load_settings(**merged)
-    except SettingsError as exc:  # until SettingsError is a UserError itself
-        raise InvalidInput(str(exc)) from None
+    # A bad value raises SettingsError, an InvalidInput: the CLI prints it as one line.
+    merged = load_settings().model_dump()
+    data = merged["data"]
+    if dataset is not None:
+        data["dataset"] = dataset
+    if interactions is not None or items is not None:
+        # Both or neither: the data section's validator names the missing one.
+        data.update(interactions=interactions, items=items)
+    for name, values in sections.items():
+        merged[name] = {**merged[name], **{k: v for k, v in values.items() if v is not None}}
+    return load_settings(**merged)
 
 
 def write_json(path: Path | None, payload: Any) -> None:

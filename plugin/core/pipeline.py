@@ -45,6 +45,13 @@ class BatchTimings:
     plan: float = 0.0
     write: float = 0.0
 
+    @classmethod
+    def between(
+        cls, started: float, read: float, core: float, plan: float, finished: float
+    ) -> BatchTimings:
+        """The steps' seconds from the clock readings at each step's end."""
+        return cls(read - started, core - read, plan - core, finished - plan)
+
     def add(self, other: BatchTimings) -> None:
         self.read += other.read
         self.core += other.core
@@ -109,7 +116,6 @@ class BatchProcessor:
         confirm them (with the batch's changes to the record of owed replans when ``shards``,
         each user's ``topic:partition``, is given), ``observer.after_writes``. The observer's
         time before the writes counts in the ``read`` step."""
-        timings = BatchTimings()
         observer = self.observer
         started = time.perf_counter()
         if observer is not None:
@@ -136,10 +142,7 @@ class BatchProcessor:
         finished = time.perf_counter()
         if observer is not None:
             observer.after_writes(events)
-        timings.read = after_read - started
-        timings.core = after_core - after_read
-        timings.plan = after_plan - after_core
-        timings.write = finished - after_plan
+        timings = BatchTimings.between(started, after_read, after_core, after_plan, finished)
         return BatchOutcome(
             stats=result.stats,
             plans=plans,
@@ -159,7 +162,6 @@ class BatchProcessor:
         (``plugin.core.sequence``), so a repair never overwrites a newer state or plan.
         The observer sees nothing: a repair applies no events.
         """
-        timings = BatchTimings()
         started = time.perf_counter()
         states = self.store.read_sequences(sorted(owed))
         after_read = time.perf_counter()
@@ -184,10 +186,7 @@ class BatchProcessor:
         }
         self.store.write_sequences(confirmed.values(), OwedChanges(settled=settled))
         finished = time.perf_counter()
-        timings.read = after_read - started
-        timings.core = after_core - after_read
-        timings.plan = after_plan - after_core
-        timings.write = finished - after_plan
+        timings = BatchTimings.between(started, after_read, after_core, after_plan, finished)
         return BatchOutcome(
             stats=result.stats,
             plans=plans,

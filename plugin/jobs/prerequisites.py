@@ -14,7 +14,7 @@ from plugin.data.workspace import Workspace, open_workspace
 from plugin.errors import InvalidInput, MissingPrerequisite, ServerUnreachable
 from plugin.localstack import TritonInstall, port_open
 from plugin.models.repository import ModelRepository
-from plugin.serving.control import ModelControl, TritonUnreachable
+from plugin.serving.control import ModelControl
 from plugin.settings import Settings
 from plugin.wiring import build_planner, redis_client
 
@@ -60,10 +60,7 @@ def require_triton_install() -> None:
 def require_triton(settings: Settings) -> None:
     """A Triton server answering at ``settings.triton``."""
     with ModelControl(settings.triton, ModelRepository(settings.models.repository)) as control:
-        try:
-            control.require()
-        except TritonUnreachable as exc:  # until it is a UserError itself
-            raise ServerUnreachable(str(exc)) from exc
+        control.require()  # TritonUnreachable is a ServerUnreachable
 
 
 def require_redis(settings: Settings) -> None:

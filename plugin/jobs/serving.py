@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from plugin.errors import InvalidInput, ServerUnreachable, UserError
+from plugin.errors import InvalidInput
 from plugin.localstack import RunDirectory, TritonServer, UpResult, default_log_path
-from plugin.models.repository import ModelRepository, PublishError
-from plugin.serving.control import LoadReport, ModelControl, ModelControlError, TritonUnreachable
+from plugin.models.repository import ModelRepository
+from plugin.serving.control import LoadReport, ModelControl
 from plugin.settings import Settings
 
 SERVER_NAME = "triton"
@@ -26,13 +26,12 @@ def repository(settings: Settings) -> ModelRepository:
 def model_control(settings: Settings) -> Iterator[ModelControl]:
     """Triton's model management on ``settings.triton``. What it refuses (no server, a version
     that failed its gate, unloading a model the planner needs) is a one-line user error."""
+    # TritonUnreachable, PublishError and ModelControlError are UserErrors already.
     try:
         with ModelControl(settings.triton, repository(settings)) as control:
             yield control
-    except TritonUnreachable as exc:
-        raise ServerUnreachable(str(exc)) from exc
-    except (PublishError, ModelControlError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 @dataclass
