@@ -31,6 +31,7 @@ from plugin.localstack.worker import WorkerProcess
 from tests.support.workbench import (
     Workbench,
     differences,
+    fast_failing_triton,
     final_state,
     reference_state,
     serve,
@@ -79,14 +80,7 @@ def test_deferred_replans_are_repaired_for_users_who_send_nothing_more(
             redis.port,
             tmp_path,
             planner="triton",
-            triton={
-                **ports,
-                "request_timeout_s": 2.0,
-                "retries": 1,
-                "backoff_initial_s": 0.05,
-                "breaker_failures": 2,
-                "breaker_reset_s": 1.0,
-            },
+            triton=fast_failing_triton(ports),
             cache={"enabled": True, "key_prefix": f"repair-{tmp_path.name}"},
             worker={
                 "batch_size": 100,

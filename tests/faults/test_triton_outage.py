@@ -28,6 +28,7 @@ from plugin.localstack.worker import WorkerProcess
 from tests.support.workbench import (
     Workbench,
     assert_matches,
+    fast_failing_triton,
     final_state,
     reference_state,
     serve,
@@ -64,14 +65,7 @@ def test_replans_wait_for_triton_and_catch_up_without_a_crash_loop(
             redis.port,
             tmp_path,
             planner="triton",
-            triton={
-                **ports,
-                "request_timeout_s": 2.0,
-                "retries": 1,
-                "backoff_initial_s": 0.05,
-                "breaker_failures": 2,
-                "breaker_reset_s": 1.0,
-            },
+            triton=fast_failing_triton(ports),
             cache={"enabled": False},
             worker={"batch_size": 100, "plan_timeout_s": 3.0},
         )

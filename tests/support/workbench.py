@@ -131,6 +131,19 @@ def final_state(settings: Settings, users: list[str]) -> State:
     return comparable(store.read_sequences(users), store.read_plans(users))
 
 
+def fast_failing_triton(ports: dict[str, int]) -> dict[str, Any]:
+    """Triton settings for outage tests: one retry, a short timeout, a breaker that opens after
+    two failures and half-opens after a second, so an outage shows within a few batches."""
+    return {
+        **ports,
+        "request_timeout_s": 2.0,
+        "retries": 1,
+        "backoff_initial_s": 0.05,
+        "breaker_failures": 2,
+        "breaker_reset_s": 1.0,
+    }
+
+
 def stack_settings(
     bench: Workbench,
     bootstrap_servers: str,
