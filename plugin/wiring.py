@@ -16,10 +16,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from plugin.adapters.feast_store import FeastStore, repo_config
+from plugin.adapters.feast_store import FeastStore
 from plugin.adapters.feedback_log import FeedbackLog
 from plugin.adapters.fresh_transitions import RedisFreshTransitions, window_of
-from plugin.adapters.kafka_io import committed_offsets
 from plugin.adapters.plan_cache import CachedPlanner, RankingCache
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackCollector
@@ -29,14 +28,13 @@ from plugin.core.pipeline import BatchProcessor
 from plugin.core.planning import Planner, RankingPlanner
 from plugin.core.ports import BatchObserver, SequencePlanStore
 from plugin.data.workspace import Workspace, open_workspace
-from plugin.models.planner import BestOfNPlanner, best_of_n_planner
+from plugin.models.planner import best_of_n_planner
 from plugin.models.repository import ModelRepository, check_catalog, version_label
 from plugin.observability.metrics import WorkerMetrics
 from plugin.observability.monitoring import FeedbackMonitor
 from plugin.security import redis_tls_options
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
-from plugin.streaming.generation import GenerationGuard, GenerationMarker, generation_key
 from plugin.streaming.worker import StreamWorker
 
 if TYPE_CHECKING:  # the adapter pulls in tritonclient: imported only when used
@@ -128,13 +126,7 @@ def cached_planner(settings: Settings, planner: Planner) -> CachedPlanner | None
     if not isinstance(planner, RankingPlanner):
         log.info("planner %s has no rank(): plans bypass the cache", planner.model_version)
         return None
-    return CachedPlanner(planner, ranking_cache(settings), n=plan_size(settings, planner))
-
-
-def plan_size(settings: Settings, planner: Planner) -> int:
-    """The n a planner's plans are the best of: a trained version's own (chosen on validation
-    by ``explore train``, :func:`plugin.models.planner.selected_planning`), else the settings'."""
-    return planner.n if isinstance(planner, BestOfNPlanner) else settings.planner.candidates
+    return CachedPlanner(planner, ranking_cache(settings), n=settings.planner.candidates)
 
 
 def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache:
@@ -178,7 +170,7 @@ def planner_chain(
     weight = settings.feedback.fresh_weight
     if fresh is not None and weight > 0:
         if isinstance(outer, RankingPlanner):
-            outer = FreshBoostPlanner(outer, fresh, plan_size(settings, planner), weight)
+            outer = FreshBoostPlanner(outer, fresh, settings.planner.candidates, weight)
             log.info("plans get the fresh-transition boost (weight %s)", weight)
         else:
             log.info("planner %s has no rank(): plans get no fresh boost", planner.model_version)
@@ -248,30 +240,7 @@ def feedback_collector(
 # -- the worker -------------------------------------------------------------------------------
 
 
-def generation_marker(settings: Settings) -> GenerationMarker | None:
-    """The online state's generation marker (plugin.streaming.generation), in the online
-    store's Redis; None on SQLite, which only the embedded replay writes."""
-    if settings.feast.online_store != "redis":
-        return None
-    key = generation_key(settings.worker.generation_key_prefix, repo_config(settings).project)
-    return GenerationMarker(redis_client(settings), key)
-
-
-def claim_generation(settings: Settings) -> GenerationGuard | None:
-    """At a worker's start: the generation it will check, created on an empty store; raises
-    :class:`~plugin.streaming.generation.StateLost` when the marker is gone although the group
-    has committed offsets (the state those offsets stand for is lost)."""
-    marker = generation_marker(settings)
-    if marker is None:
-        return None
-    return GenerationGuard.claim(marker, lambda: any(committed_offsets(settings).values()))
-
-
-def build_worker(
-    settings: Settings,
-    metrics: WorkerMetrics | None = None,
-    generation: GenerationGuard | None = None,
-) -> StreamWorker:
+def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> StreamWorker:
     """The worker ``explore worker`` runs, fully assembled, in one place:
 
     * the configured planner inside :func:`planner_chain` (plan cache, fresh boost, deadline);
@@ -279,8 +248,7 @@ def build_worker(
     * with ``feedback.enabled``, the :func:`feedback_collector` (and its fresh table, shared
       with the boost), given to the processor as its observer and to the worker;
     * the store as the worker's record of owed replans (kept on Redis only), which batches
-      write with their states and the repair loop reads;
-    * ``generation`` (:func:`claim_generation`), checked around every batch, when given.
+      write with their states and the repair loop reads.
     """
     metrics = metrics or WorkerMetrics()
     workspace = open_workspace(settings)
@@ -300,7 +268,6 @@ def build_worker(
         planners.cache,
         collector,
         owed=store,
-        generation=generation,
     )
 
 

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -38,10 +38,6 @@ ObjectiveOpt = Annotated[
 TextInitOpt = Annotated[
     bool | None,
     typer.Option("--text-init/--no-text-init", help="init cluster tokens from text"),
-]
-NoveltyOpt = Annotated[
-    str | None,
-    typer.Option(help="novelty model: id (transformer over cluster ids) | llm (default: settings)"),
 ]
 
 app = typer.Typer(
@@ -177,7 +173,6 @@ def train(
     items: ItemsOpt = None,
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
-    novelty: NoveltyOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -190,10 +185,7 @@ def train(
     from plugin.jobs.train import train as train_models
 
     config = settings(
-        dataset,
-        interactions,
-        items,
-        models={"objective": objective, "text_init": text_init, "novelty": novelty},
+        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
     )
     trained = train_models(config, progress=not quiet)
     print_training(trained.version, trained.manifest)
@@ -215,73 +207,29 @@ def evaluate(
     ] = None,
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
-    novelty: NoveltyOpt = None,
     json_path: JsonOpt = None,
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="PNG of the n-scaling curve and trade-off")
     ] = None,
-    robustness: Annotated[
-        bool,
-        typer.Option(
-            "--robustness",
-            help="run the whole evaluation over --seeds and --splits, and on synthetic data "
-            "with and without an alignment signal; table, and JSON (default var/robustness.json)",
-        ),
-    ] = False,
-    seeds: Annotated[str, typer.Option(help="--robustness: comma-separated seeds")] = "7,8,9",
-    splits: Annotated[
-        str, typer.Option(help="--robustness: other split quantiles, comma-separated")
-    ] = "0.7,0.9",
-    synthetic: Annotated[
-        bool, typer.Option("--synthetic/--no-synthetic", help="--robustness: the synthetic runs")
-    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate every planning method offline on a time split.
 
     Each method plans each held-out novel engagement; prints the table, and writes JSON and a
-    PNG plot (n-scaling curve and novelty/relevance trade-off). With --robustness, the same
-    evaluation over several seeds, split points and synthetic datasets (docs/EVALUATION.md).
+    PNG plot (n-scaling curve and novelty/relevance trade-off).
     """
     from plugin.cli.output import print_evaluation
     from plugin.jobs.evaluate import evaluate as evaluate_methods
 
     config = settings(
-        dataset,
-        interactions,
-        items,
-        models={"objective": objective, "text_init": text_init, "novelty": novelty},
+        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
     )
-    if robustness:
-        from plugin.evaluation.robustness import format_table
-        from plugin.jobs.evaluate import robustness as run_robustness
-
-        report, path = run_robustness(
-            config,
-            seeds=_numbers(seeds, int, "--seeds"),
-            splits=_numbers(splits, float, "--splits"),
-            synthetic=synthetic,
-            json_path=json_path,
-            progress=not quiet,
-        )
-        typer.echo(format_table(report))
-        typer.echo(f"wrote {path}")
-        return
     plot = plot_path or (json_path.with_suffix(".png") if json_path else None)
     report = evaluate_methods(config, version=version, plot_path=plot, progress=not quiet)
     print_evaluation(report)
     if plot is not None:
         typer.echo(f"wrote {plot}")
     write_json(json_path, report)
-
-
-def _numbers(text: str, kind: type[int] | type[float], option: str) -> list[Any]:
-    try:
-        return [kind(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a comma-separated list", param_hint=option
-        ) from None
 
 
 @app.command()
@@ -299,27 +247,6 @@ def lookup(
     rows = lookup_users(settings(), user_ids)
     print_lookup(rows)
     write_json(json_path, {"plans": rows})
-
-
-@app.command()
-def rebuild(json_path: JsonOpt = None, quiet: QuietOpt = False) -> None:
-    """Rebuild the Redis online state from the events Kafka still retains.
-
-    For a Redis that lost its data: workers exit with status 65 and refuse to start until
-    this has run. Stop them first. It replays the events topic from its earliest offset
-    through the batch processor (sequences, plans, owed replans), rewrites cluster_items and
-    writes a new generation marker; then start the workers again (docs/ROBUSTNESS.md).
-    """
-    from plugin.jobs.rebuild import rebuild_online_state
-
-    report = rebuild_online_state(settings(), progress=not quiet)
-    typer.echo(
-        f"rebuilt {report['users']:,} users from {report['messages']:,} messages of "
-        f"{report['topic']} ({report['events']:,} events, {report['dead_letters_skipped']:,} "
-        f"dead letters skipped, {report['plans']:,} plans) in {report['seconds']:.1f} s; "
-        f"new generation marker {report['generation_key']}"
-    )
-    write_json(json_path, report)
 
 
 # -- command groups, after the commands above so that --help lists those first --

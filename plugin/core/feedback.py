@@ -361,13 +361,11 @@ class FeedbackSink(Protocol):
 
 
 class AggregateStore(Protocol):
-    """The online ``feedback_aggregates`` view.
+    """The online ``feedback_aggregates`` view."""
 
-    ``add_feedback_aggregates`` adds a batch's counts to the stored ones; with several workers
-    it must be atomic per key in the store (a read then a write of the sums would lose the
-    increments of a worker that wrote in between)."""
+    def read_feedback_aggregates(self, keys: Sequence[str]) -> dict[str, FeedbackAggregate]: ...
 
-    def add_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None: ...
+    def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None: ...
 
 
 class MoveSink(Protocol):
@@ -482,7 +480,8 @@ class FeedbackCollector:
         if records and self.aggregates is not None:
             try:
                 delta = aggregate(records)
-                self.aggregates.add_feedback_aggregates([delta[key] for key in sorted(delta)])
+                stored = self.aggregates.read_feedback_aggregates(sorted(delta))
+                self.aggregates.write_feedback_aggregates(merge_aggregates(stored, delta))
             except Exception as exc:  # best effort: see the class docstring
                 self.totals.aggregate_errors += 1
                 log.warning("feedback aggregates not updated: %s", exc)
