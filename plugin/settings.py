@@ -320,6 +320,13 @@ class WorkerSettings(Section):
         pattern=r"^[A-Za-z0-9:._-]+$",
         description="Redis key prefix of the record of owed replans",
     )
+    # A worker stops when this key vanishes or changes: Redis lost its data (docs/ROBUSTNESS.md).
+    generation_key_prefix: str = Field(
+        "explore:generation",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9:._-]+$",
+        description="Redis key prefix of the online state's generation marker",
+    )
     commit_interval_s: float = Field(0.5, gt=0, le=60, description="offset commit interval")
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=10_000, description="longest a fetch waits for data (Faust fixes 1500)"
@@ -459,16 +466,22 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             return value.get_secret_value()
         if isinstance(value, bool):
             return "true" if value else "false"
+        if isinstance(value, (list, tuple, set, frozenset, dict)):
+            # pydantic-settings reads a complex field's variable as JSON.
+            return json.dumps(sorted(value) if isinstance(value, (set, frozenset)) else value)
         return str(value)
 
     env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, BaseModel):
-            for field in type(value).model_fields:
-                inner = getattr(value, field)
-                if inner is not None:
-                    env[f"EXPLORE_{name.upper()}__{field.upper()}"] = text(inner)
-        elif value is not None:
-            env[f"EXPLORE_{name.upper()}"] = text(value)
+
+    # Sections nest (``models.llm``): each level adds one ``__``, the delimiter the settings read.
+    def add(prefix: str, section: BaseModel) -> None:
+        for field in type(section).model_fields:
+            value = getattr(section, field)
+            name = f"{prefix}{field.upper()}"
+            if isinstance(value, BaseModel):
+                add(f"{name}__", value)
+            elif value is not None:
+                env[name] = text(value)
+
+    add("EXPLORE_", settings)
     return env

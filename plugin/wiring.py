@@ -16,9 +16,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from plugin.adapters.feast_store import FeastStore
+from plugin.adapters.feast_store import FeastStore, repo_config
 from plugin.adapters.feedback_log import FeedbackLog
 from plugin.adapters.fresh_transitions import RedisFreshTransitions, window_of
+from plugin.adapters.kafka_io import committed_offsets
 from plugin.adapters.plan_cache import CachedPlanner, RankingCache
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackCollector
@@ -35,6 +36,7 @@ from plugin.observability.monitoring import FeedbackMonitor
 from plugin.security import redis_tls_options
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.generation import GenerationGuard, GenerationMarker, generation_key
 from plugin.streaming.worker import StreamWorker
 
 if TYPE_CHECKING:  # the adapter pulls in tritonclient: imported only when used
@@ -240,7 +242,30 @@ def feedback_collector(
 # -- the worker -------------------------------------------------------------------------------
 
 
-def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> StreamWorker:
+def generation_marker(settings: Settings) -> GenerationMarker | None:
+    """The online state's generation marker (plugin.streaming.generation), in the online
+    store's Redis; None on SQLite, which only the embedded replay writes."""
+    if settings.feast.online_store != "redis":
+        return None
+    key = generation_key(settings.worker.generation_key_prefix, repo_config(settings).project)
+    return GenerationMarker(redis_client(settings), key)
+
+
+def claim_generation(settings: Settings) -> GenerationGuard | None:
+    """At a worker's start: the generation it will check, created on an empty store; raises
+    :class:`~plugin.streaming.generation.StateLost` when the marker is gone although the group
+    has committed offsets (the state those offsets stand for is lost)."""
+    marker = generation_marker(settings)
+    if marker is None:
+        return None
+    return GenerationGuard.claim(marker, lambda: any(committed_offsets(settings).values()))
+
+
+def build_worker(
+    settings: Settings,
+    metrics: WorkerMetrics | None = None,
+    generation: GenerationGuard | None = None,
+) -> StreamWorker:
     """The worker ``explore worker`` runs, fully assembled, in one place:
 
     * the configured planner inside :func:`planner_chain` (plan cache, fresh boost, deadline);
@@ -248,7 +273,8 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> St
     * with ``feedback.enabled``, the :func:`feedback_collector` (and its fresh table, shared
       with the boost), given to the processor as its observer and to the worker;
     * the store as the worker's record of owed replans (kept on Redis only), which batches
-      write with their states and the repair loop reads.
+      write with their states and the repair loop reads;
+    * ``generation`` (:func:`claim_generation`), checked around every batch, when given.
     """
     metrics = metrics or WorkerMetrics()
     workspace = open_workspace(settings)
@@ -268,6 +294,7 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> St
         planners.cache,
         collector,
         owed=store,
+        generation=generation,
     )
 
 

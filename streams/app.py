@@ -28,6 +28,10 @@ a timer runs :meth:`StreamWorker.repair` on the same batch thread (so never at o
 batch), rounds following at once while they are full, and sends the plan updates it made. A
 repair has no offsets to ack; a failed round is logged and tried again at the next tick.
 
+Every batch and repair round checks the online state's generation marker
+(:mod:`plugin.streaming.generation`): when Redis lost its data the worker logs one line and
+exits with status 65 at once, acking nothing, until ``explore rebuild`` restored the state.
+
 A crash anywhere before step 3 leaves the batch unacked: it is consumed again after a restart
 and the core's watermarks make the second application a no-op (plans and output messages may
 repeat; they are identical). A batch that keeps failing (Feast down) is retried with backoff;
@@ -38,6 +42,7 @@ because Faust would restart the agent and commit later offsets past the unacked 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -50,7 +55,9 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from plugin.settings import KafkaSettings, Settings
+from plugin.streaming.generation import EXIT_STATE_LOST, StateLost
 from plugin.streaming.worker import BatchReport, Record, StreamWorker
+from streams.broker_watch import BrokerWatch
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Faust hard-codes fetch_max_wait_ms=1500, and a broker may hold a fetch that long
         # before answering (tansu does: p50 event-to-plan latency 450 ms at 1500 ms, 30 ms
         # at 100 ms). aiokafka reads the value when the consumer starts, which is later.
-        consumer._fetch_max_wait_ms = cast(StreamApp, self.app).fetch_max_wait_ms
+        app = cast(StreamApp, self.app)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
+        if app.broker_watch is not None:  # its retry interval backs off in an outage
+            app.broker_watch.clients.append(consumer)
         return consumer
 
 
@@ -98,14 +108,25 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(faust_aiokafka.Producer):
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        watch = cast(StreamApp, self.app).broker_watch
+        if watch is not None:
+            watch.clients.append(producer)
+        return producer
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class StreamApp(faust.App):
     """A Faust app whose Kafka consumer uses ``fetch_max_wait_ms`` from the settings."""
 
     fetch_max_wait_ms = 1500
+    broker_watch: BrokerWatch | None = None
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -135,6 +156,7 @@ def faust_app(settings: Settings) -> StreamApp:
         autodiscover=False,
     )
     app.fetch_max_wait_ms = worker.fetch_max_wait_ms
+    app.broker_watch = BrokerWatch(kafka.broker_list())
     return app
 
 
@@ -171,6 +193,8 @@ def build_app(
         for attempt in range(config.process_retries + 1):
             try:
                 return await loop.run_in_executor(executor, worker.handle, records)
+            except StateLost as exc:  # no retry: the store must be rebuilt first
+                _exit_state_lost(worker, summary, exc, records)
             except Exception as exc:
                 metrics.batch_failures.inc()
                 if attempt == config.process_retries:
@@ -237,6 +261,8 @@ def build_app(
         while True:
             try:
                 report = await loop.run_in_executor(executor, worker.repair)
+            except StateLost as exc:
+                _exit_state_lost(worker, summary, exc)
             except Exception as exc:  # Redis or the planner away: the next tick tries again
                 log.warning("repair round failed, retrying at the next tick: %s", exc)
                 return
@@ -254,6 +280,16 @@ def build_app(
                     log.warning("could not send repaired plan updates: %s", exc)
             if not report.more:
                 return
+
+    # A lost broker: one line per back-off step instead of aiokafka's error per retry.
+    watch = app.broker_watch
+    if watch is not None:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(watch)
+
+        @app.timer(interval=1.0)
+        async def probe_broker() -> None:
+            await watch.probe()
 
     ticks = 0
 
@@ -280,6 +316,22 @@ def build_app(
         worker.write_stats(summary)
 
     return app
+
+
+def _exit_state_lost(
+    worker: StreamWorker, summary: Path, exc: StateLost, records: list[Record] | None = None
+) -> NoReturn:
+    """The online store lost its data: one log line, the reason in the summary, and exit at
+    once with :data:`EXIT_STATE_LOST`, acking nothing (plugin.streaming.generation)."""
+    extra: dict[str, Any] = {"exit_status": EXIT_STATE_LOST}
+    if records:
+        extra["first_offsets"] = {r.partition: r.offset for r in reversed(records)}
+    log.critical("%s", exc, extra=extra)
+    worker.state_lost = str(exc)
+    with contextlib.suppress(OSError):  # the summary is a courtesy; the exit is what matters
+        worker.write_stats(summary)
+    logging.shutdown()
+    os._exit(EXIT_STATE_LOST)
 
 
 def _exit_unacked(

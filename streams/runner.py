@@ -16,7 +16,8 @@ import faust
 
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
-from plugin.wiring import build_worker
+from plugin.streaming.generation import EXIT_STATE_LOST, StateLost
+from plugin.wiring import build_worker, claim_generation
 from streams.app import build_app
 from streams.logs import configure_logging
 
@@ -71,7 +72,15 @@ def run_worker(settings: Settings, loglevel: int = logging.INFO) -> None:
     """Run the Faust worker in the foreground until SIGINT/SIGTERM."""
     configure_logging(settings.worker.log_format, loglevel)
     metrics = WorkerMetrics()
-    worker = build_worker(settings, metrics)
+    try:
+        # Before anything is written: a store that lost the state the group's offsets stand
+        # for must be rebuilt, not written on (plugin.streaming.generation).
+        generation = claim_generation(settings)
+    except StateLost as exc:
+        log.critical("%s", exc, extra={"exit_status": EXIT_STATE_LOST})
+        logging.shutdown()
+        raise SystemExit(EXIT_STATE_LOST) from None
+    worker = build_worker(settings, metrics, generation)
     config = settings.worker
     port = (
         serve_metrics(metrics, config.metrics_host, config.metrics_port)
@@ -87,6 +96,7 @@ def run_worker(settings: Settings, loglevel: int = logging.INFO) -> None:
             "group_id": settings.kafka.group_id,
             "planner": worker.processor.planner.model_version,
             "plan_cache": worker.cache is not None,
+            "generation": generation.marker.key if generation is not None else None,
             "metrics": f"{config.metrics_host}:{port}" if port else None,
             "stats": str(stats_path),
             "pid": os.getpid(),

@@ -29,8 +29,9 @@ import yaml
 from feast import FeatureStore, RepoConfig
 
 from plugin.adapters.fast_redis_online_store import BatchedRedisPath, OwedOps
+from plugin.adapters.feedback_counters import AggregateCounters
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.feedback import FeedbackAggregate
+from plugin.core.feedback import FeedbackAggregate, merge_aggregates
 from plugin.core.planning import ExplorationPlan
 from plugin.core.ports import OwedChanges, OwedMark
 from plugin.core.sequence import UserClusterSequence, to_micros
@@ -122,6 +123,9 @@ class FeastStore:
         # The fast Redis store's batched path (plain rows, two round trips per batch), when
         # the profile selects it; otherwise the SDK path below. See docs/BENCHMARKS.md.
         self.batched = BatchedRedisPath.of(self.store)
+        # Feedback counts are incremented on the Redis server, atomically per key, so workers
+        # answering the same (history, plan) key never lose each other's increments.
+        self.counters = AggregateCounters.of(self.store)
 
     def apply(self) -> None:
         """Register the entities, views and feature service (idempotent)."""
@@ -148,11 +152,19 @@ class FeastStore:
     ) -> None:
         """Write states, then ``owed``'s changes to the record of owed replans in the same
         round trip (ignored by a store that keeps no record: SQLite, the SDK path)."""
-        rows = [
+        rows = self._sequence_rows(states)
+        if owed and self.batched is not None:
+            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed))
+        else:
+            self._write(SEQUENCE_VIEW, rows)
+
+    def _sequence_rows(self, states: Iterable[UserClusterSequence]) -> list[dict[str, Any]]:
+        k = self.settings.sequence.history_length
+        return [
             {
                 "user_id": s.user_id,
                 "recent_clusters": list(s.recent_clusters),
-                "history": list(s.history(self.settings.sequence.history_length)),
+                "history": list(s.history(k)),
                 "last_event_id": s.last_event_id,
                 "last_event_time_us": to_micros(s.last_event_time),
                 "event_count": s.event_count,
@@ -166,10 +178,6 @@ class FeastStore:
             for s in states
             if s.last_event_time is not None
         ]
-        if owed and self.batched is not None:
-            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed))
-        else:
-            self._write(SEQUENCE_VIEW, rows)
 
     # -- the record of owed replans ------------------------------------------------------------
 
@@ -238,8 +246,16 @@ class FeastStore:
         revisions: Mapping[str, int] | None = None,
     ) -> None:
         """Write plans; each is stamped with its user's revision (default: its event time)."""
+        self._write(PLAN_VIEW, self._plan_rows(plans, describe, revisions))
+
+    def _plan_rows(
+        self,
+        plans: Sequence[ExplorationPlan],
+        describe: Callable[[int], str],
+        revisions: Mapping[str, int] | None,
+    ) -> list[dict[str, Any]]:
         revisions = revisions or {}
-        rows = [
+        return [
             {
                 "user_id": p.user_id,
                 "cluster_id": p.cluster_id,
@@ -253,7 +269,6 @@ class FeastStore:
             }
             for p in plans
         ]
-        self._write(PLAN_VIEW, rows)
 
     def read_plans(self, user_ids: Sequence[str]) -> dict[str, ExplorationPlan]:
         found: dict[str, ExplorationPlan] = {}
@@ -299,8 +314,22 @@ class FeastStore:
 
     # -- feedback aggregates (plugin.core.feedback) ---------------------------------------------
 
+    def add_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
+        """Add a batch's per-(history, candidate) counts to the stored ones.
+
+        On Redis the addition is one server-side script per chunk of keys, atomic per key
+        (:mod:`plugin.adapters.feedback_counters`); on SQLite, which one embedded process
+        writes, it is a read of the stored counts and a write of the sums.
+        """
+        if self.counters is not None:
+            self.counters.add(rows)
+            return
+        stored = self.read_feedback_aggregates(sorted(row.key for row in rows))
+        self.write_feedback_aggregates(merge_aggregates(stored, {row.key: row for row in rows}))
+
     def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
-        """Write per-(history, candidate) counts, each stamped with its own revision."""
+        """Write per-(history, candidate) counts, each stamped with its own revision (a
+        rewrite: ``explore refresh`` sets the log's exact counts this way)."""
         self._write(
             FEEDBACK_VIEW,
             [

@@ -249,6 +249,27 @@ def lookup(
     write_json(json_path, {"plans": rows})
 
 
+@app.command()
+def rebuild(json_path: JsonOpt = None, quiet: QuietOpt = False) -> None:
+    """Rebuild the Redis online state from the events Kafka still retains.
+
+    For a Redis that lost its data: workers exit with status 65 and refuse to start until
+    this has run. Stop them first. It replays the events topic from its earliest offset
+    through the batch processor (sequences, plans, owed replans), rewrites cluster_items and
+    writes a new generation marker; then start the workers again (docs/ROBUSTNESS.md).
+    """
+    from plugin.jobs.rebuild import rebuild_online_state
+
+    report = rebuild_online_state(settings(), progress=not quiet)
+    typer.echo(
+        f"rebuilt {report['users']:,} users from {report['messages']:,} messages of "
+        f"{report['topic']} ({report['events']:,} events, {report['dead_letters_skipped']:,} "
+        f"dead letters skipped, {report['plans']:,} plans) in {report['seconds']:.1f} s; "
+        f"new generation marker {report['generation_key']}"
+    )
+    write_json(json_path, report)
+
+
 # -- command groups, after the commands above so that --help lists those first --
 register_feedback(app)  # refresh, monitor, feedback stats|compact|fresh-eval
 register_streaming(app)  # stack, worker, produce, precompute

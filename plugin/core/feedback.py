@@ -361,11 +361,13 @@ class FeedbackSink(Protocol):
 
 
 class AggregateStore(Protocol):
-    """The online ``feedback_aggregates`` view."""
+    """The online ``feedback_aggregates`` view.
 
-    def read_feedback_aggregates(self, keys: Sequence[str]) -> dict[str, FeedbackAggregate]: ...
+    ``add_feedback_aggregates`` adds a batch's counts to the stored ones; with several workers
+    it must be atomic per key in the store (a read then a write of the sums would lose the
+    increments of a worker that wrote in between)."""
 
-    def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None: ...
+    def add_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None: ...
 
 
 class MoveSink(Protocol):
@@ -480,8 +482,7 @@ class FeedbackCollector:
         if records and self.aggregates is not None:
             try:
                 delta = aggregate(records)
-                stored = self.aggregates.read_feedback_aggregates(sorted(delta))
-                self.aggregates.write_feedback_aggregates(merge_aggregates(stored, delta))
+                self.aggregates.add_feedback_aggregates([delta[key] for key in sorted(delta)])
             except Exception as exc:  # best effort: see the class docstring
                 self.totals.aggregate_errors += 1
                 log.warning("feedback aggregates not updated: %s", exc)

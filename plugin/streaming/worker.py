@@ -39,6 +39,7 @@ from plugin.core.ports import OwedReplanRecord
 from plugin.observability.metrics import WorkerMetrics, rejection_kind
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.generation import GenerationGuard
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,39 @@ def parse_record(
         )
 
 
+def event_time_bounds(settings: Settings) -> tuple[datetime, timedelta]:
+    """The plausible window of event times: (earliest, largest skew ahead of the clock)."""
+    window = settings.worker
+    return window.earliest_event_time, timedelta(seconds=window.max_clock_skew_s)
+
+
+def accept_record(
+    record: Record,
+    now: datetime,
+    catalog: ClusterCatalog,
+    earliest: datetime = EARLIEST_EVENT_TIME,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
+) -> WatchEvent | EventRejection:
+    """The event of ``record``, or why it is a dead letter: what the worker applies, and what
+    ``explore rebuild`` applies again."""
+    result = parse_record(record.value, now, earliest, max_skew)
+    if isinstance(result, WatchEvent):
+        # The user's state is read, changed and written back per batch, so all of a user's
+        # events must reach one worker: the partition their key hashes to. A record keyed
+        # otherwise, or not keyed at all (the default partitioner scatters those), may be on
+        # a partition another worker owns, and applying it here could race with that
+        # worker's writes.
+        result = _check_key(record.key, result)
+    if isinstance(result, WatchEvent) and catalog.cluster_of(result.item_id) is None:
+        # The core would skip it and count it; as a dead letter it can be replayed once a
+        # catalog rebuild knows the item (docs/ROBUSTNESS.md).
+        result = EventRejection(
+            reason=f"item_id: unknown item {result.item_id!r} (not in the cluster catalog)",
+            payload="",
+        )
+    return result
+
+
 class StreamWorker:
     """Validates, processes and turns one batch of records into output messages.
 
@@ -190,7 +224,9 @@ class StreamWorker:
     given, must be the processor's own observer: it derives the records that join the outbound
     (:mod:`plugin.core.feedback`). ``owed`` is the processor's store as the record of owed
     replans, when it keeps one: batches then record deferred replans and :meth:`repair`
-    makes them.
+    makes them. ``generation``, when given, is checked around every batch's reads and writes
+    and before each repair round; it raises
+    :class:`~plugin.streaming.generation.StateLost` when the store lost its data.
     """
 
     def __init__(
@@ -203,6 +239,7 @@ class StreamWorker:
         cache: CachedPlanner | None = None,
         feedback: FeedbackCollector | None = None,
         owed: OwedReplanRecord | None = None,
+        generation: GenerationGuard | None = None,
     ) -> None:
         if feedback is not None and processor.observer is not feedback:
             # Records only come from batches the collector saw: a collector the processor
@@ -218,6 +255,9 @@ class StreamWorker:
         # The store's record of owed replans (None: the store keeps none, e.g. SQLite); it
         # must be the processor's store, which writes the record with the states.
         self.owed = owed if owed is not None and owed.keeps_owed_replans else None
+        # The online state's generation marker (None: not checked, e.g. SQLite).
+        self.generation = generation
+        self.state_lost: str | None = None  # why the worker stopped, for its summary
         self.repairs = RepairTotals()
         self.totals = WorkerTotals()
         self.assigned: list[str] = []
@@ -234,8 +274,7 @@ class StreamWorker:
         """
         started = time.perf_counter()
         now = datetime.now(tz=UTC)
-        window = self.settings.worker
-        bounds = (window.earliest_event_time, timedelta(seconds=window.max_clock_skew_s))
+        bounds = event_time_bounds(self.settings)
         kafka = self.settings.kafka
         events: list[WatchEvent] = []
         newest: dict[str, Record] = {}
@@ -243,21 +282,7 @@ class StreamWorker:
         outbound: list[Outbound] = []
         reasons: list[str] = []
         for record in records:
-            result = parse_record(record.value, now, *bounds)
-            if isinstance(result, WatchEvent):
-                # The user's state is read, changed and written back per batch, so all of a
-                # user's events must reach one worker: the partition their key hashes to. A
-                # record keyed otherwise, or not keyed at all (the default partitioner
-                # scatters those), may be on a partition another worker owns, and applying
-                # it here could race with that worker's writes.
-                result = _check_key(record.key, result)
-            if isinstance(result, WatchEvent) and self.catalog.cluster_of(result.item_id) is None:
-                # The core would skip it and count it; as a dead letter it can be replayed
-                # once a catalog rebuild knows the item (docs/ROBUSTNESS.md).
-                result = EventRejection(
-                    reason=f"item_id: unknown item {result.item_id!r} (not in the cluster catalog)",
-                    payload="",
-                )
+            result = accept_record(record, now, self.catalog, *bounds)
             if isinstance(result, EventRejection):
                 letter = DeadLetter.from_raw(result.reason, record.value, record.source(), now)
                 key_bytes = record.key[:MAX_KEY_CHARS] if record.key is not None else None
@@ -276,7 +301,14 @@ class StreamWorker:
             if self.owed is not None
             else None
         )
-        outcome = self.processor.process(events, shards) if events else None
+        outcome = None
+        if events:
+            # The marker before any state is read, and again after the writes, before the
+            # batch can be acked: a store that lost its data is never written on, or
+            # committed past, unnoticed (plugin.streaming.generation).
+            self._check_generation()
+            outcome = self.processor.process(events, shards)
+            self._check_generation()
         done = time.time()
         written_at = datetime.now(tz=UTC)
         if outcome is not None:
@@ -325,6 +357,7 @@ class StreamWorker:
         """
         if self.owed is None:
             return None
+        self._check_generation()  # also how an idle worker notices a lost store
         shards = self.owned_shards()
         started = time.perf_counter()
         limit = self.settings.worker.repair_batch
@@ -371,6 +404,10 @@ class StreamWorker:
             )
         self.metrics.plans_written.inc(report.planned)
         return report
+
+    def _check_generation(self) -> None:
+        if self.generation is not None:
+            self.generation.check()
 
     def _note_repair(self, read: int, planned: int, settled: int, still_owed: int) -> None:
         with self._lock:
@@ -501,6 +538,8 @@ class StreamWorker:
                 else None
             )
         summary["feedback"] = self.feedback.snapshot() if self.feedback is not None else None
+        summary["generation_checks"] = self.generation.checks if self.generation else None
+        summary["state_lost"] = self.state_lost
         summary["updated_at"] = datetime.now(tz=UTC).isoformat()
         return summary
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from plugin.core.feedback import FeedbackAggregate, FeedbackRecord
+from plugin.core.feedback import FeedbackAggregate, FeedbackRecord, merge_aggregates
 from plugin.core.planning import ExplorationPlan
 from tests.support.streaming import T0
 from tests.support.streaming import MemoryStore as StreamMemoryStore
@@ -25,6 +25,10 @@ class MemoryStore(StreamMemoryStore):
 
     def read_feedback_aggregates(self, keys: Sequence[str]) -> dict[str, FeedbackAggregate]:
         return {k: self.aggregates[k] for k in keys if k in self.aggregates}
+
+    def add_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
+        stored = self.read_feedback_aggregates([row.key for row in rows])
+        self.write_feedback_aggregates(merge_aggregates(stored, {row.key: row for row in rows}))
 
     def write_feedback_aggregates(self, rows: Sequence[FeedbackAggregate]) -> None:
         for row in rows:  # like Feast's Redis store: a row not newer than the stored is dropped
