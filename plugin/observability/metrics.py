@@ -194,6 +194,18 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        # The worker exits at once on a lost store (status 65, the summary's ``state_lost``);
+        # while it runs, the check rate shows the marker is being read at all.
+        self.generation_checks = Counter(
+            "explore_generation_checks",
+            "Reads of the online state's generation marker (docs/ROBUSTNESS.md)",
+            registry=r,
+        )
+        self.state_lost = Gauge(
+            "explore_online_state_lost",
+            "1 once the worker found the online state lost; it then exits with status 65",
+            registry=r,
+        )
         for kind in REJECTION_KINDS:
             self.rejections.labels(reason=kind)
         for why in ("stale", "unknown_item"):

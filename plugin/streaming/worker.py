@@ -39,7 +39,7 @@ from plugin.core.ports import OwedReplanRecord
 from plugin.observability.metrics import WorkerMetrics, rejection_kind
 from plugin.settings import Settings
 from plugin.streaming.deadline import DeadlinePlanner
-from plugin.streaming.generation import GenerationGuard
+from plugin.streaming.generation import GenerationGuard, StateLost
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +406,14 @@ class StreamWorker:
         return report
 
     def _check_generation(self) -> None:
-        if self.generation is not None:
+        if self.generation is None:
+            return
+        self.metrics.generation_checks.inc()
+        try:
             self.generation.check()
+        except StateLost:
+            self.metrics.state_lost.set(1)
+            raise
 
     def _note_repair(self, read: int, planned: int, settled: int, still_owed: int) -> None:
         with self._lock:

@@ -15,8 +15,9 @@ from plugin.models.planner import BestOfNPlanner
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings, load_settings
 from plugin.streaming.deadline import DeadlinePlanner
+from plugin.streaming.generation import GenerationGuard, StateLost
 from plugin.streaming.worker import Record, StreamWorker
-from plugin.wiring import build_processor, online_store
+from plugin.wiring import build_processor, generation_marker, online_store
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,28 @@ def test_events_of_one_second_split_across_batches_are_all_applied(
     assert state.recent_clusters == (3, 2, 1)
     assert state.planned_history == (3, 2)
     assert store.read_plans(["u1"])["u1"].history == (3, 2)
+
+
+def test_a_flushed_store_stops_the_batch_before_any_write_and_sets_the_metric(
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    redis_settings: Settings,
+    redis_server: RedisServer,
+    event: Any,
+) -> None:
+    store = online_store(redis_settings, catalog)
+    metrics = WorkerMetrics()
+    processor = build_processor(redis_settings, catalog, best_of_n, store)
+    marker = generation_marker(redis_settings)
+    assert marker is not None
+    guard = GenerationGuard.claim(marker, has_committed=lambda: False)  # a new group
+    worker = StreamWorker(processor, catalog, redis_settings, metrics, generation=guard)
+    worker.handle([record(event(1, 1), 0)])
+    assert metrics.generation_checks._value.get() == 2  # before the reads, after the writes
+    assert metrics.state_lost._value.get() == 0
+
+    redis_server.client(db=6).flushdb()  # what a restart without persistence leaves
+    with pytest.raises(StateLost, match="online state lost"):
+        worker.handle([record(event(2, 2), 1)])
+    assert metrics.state_lost._value.get() == 1
+    assert store.read_sequences(["u1"]) == {}, "a batch after the loss wrote on the empty store"
