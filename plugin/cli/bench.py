@@ -234,10 +234,21 @@ def bench_feast(
     out: OutOpt = None,
     sizes: Annotated[str | None, typer.Option(help="rows per call, comma-separated")] = None,
     seconds: Annotated[float, typer.Option(help="seconds per cell")] = 1.5,
+    cluster_nodes: Annotated[
+        int, typer.Option(min=0, help="masters of the local Redis Cluster arm (0: skip it)")
+    ] = 3,
 ) -> None:
     """Feast online-store rows/s: the SDK path (write_to_online_store, push,
-    get_online_features) against the fast Redis store (var/bench/feast.json)."""
-    _run(("feast",), "feast", out, feast_sizes=_ints(sizes, "--sizes"), feast_seconds=seconds)
+    get_online_features) against the fast Redis store, on one redis-server and on a local
+    Redis Cluster (var/bench/feast.json)."""
+    _run(
+        ("feast",),
+        "feast",
+        out,
+        feast_sizes=_ints(sizes, "--sizes"),
+        feast_seconds=seconds,
+        feast_cluster_nodes=cluster_nodes,
+    )
 
 
 @bench_app.command("sweep")
