@@ -279,6 +279,65 @@ def bench_profile(
     _run(("profile",), "profile", out, profile_events=events)
 
 
+@bench_app.command("platform")
+def bench_platform(
+    out: OutOpt = None,
+    memory_users: Annotated[
+        str | None, typer.Option(help="user counts of the Redis memory points (3: a fit)")
+    ] = None,
+    clusters: Annotated[
+        str | None, typer.Option(help="leaf-cluster counts (table, memory, worker points)")
+    ] = None,
+    table_sample: Annotated[
+        int, typer.Option(min=1, help="histories ranked per cluster count (then extrapolated)")
+    ] = 2_000,
+    worker_events: Annotated[int, typer.Option(min=1, help="events per worker point")] = 10_000,
+    worker_users: Annotated[
+        str | None, typer.Option(help="user-base sizes of the worker points")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="small points (about a minute), for a smoke check")
+    ] = False,
+) -> None:
+    """Platform-sized figures from the seeded synthetic workload (1M users, 50k items, 500
+    clusters, Zipf popularity, bursty sessions): Redis memory per user, the lookup table's size
+    and precompute time, worker events/s, and their fitted growth (var/bench/platform.json and
+    platform.png)."""
+    from plugin.bench.platform import PlatformOptions, platform_bench
+    from plugin.bench.platform_report import plot_platform, render_platform
+
+    changes: dict[str, Any] = {
+        "memory_users": _ints(memory_users, "--memory-users"),
+        "clusters": _ints(clusters, "--clusters"),
+        "table_sample": table_sample,
+        "worker_events": worker_events,
+        "worker_users": _ints(worker_users, "--worker-users"),
+    }
+    if quick:
+        changes.update(PLATFORM_QUICK)
+    options = PlatformOptions(**{k: v for k, v in changes.items() if v is not None})
+    for name in ("memory_users", "clusters", "worker_users"):
+        if len(getattr(options, name)) < 2:
+            raise InvalidInput(f"--{name.replace('_', '-')} needs at least 2 points to fit growth")
+    config = settings()
+    doc = platform_bench(config, options, echo=typer.echo)
+    folder = out or config.var_dir / "bench"
+    typer.echo("\n" + render_platform(doc) + "\n")
+    write_json(folder / "platform.json", doc)
+    typer.echo(f"wrote {plot_platform(doc, folder / 'platform.png')}")
+
+
+# What --quick changes in the platform bench.
+PLATFORM_QUICK: dict[str, Any] = {
+    "memory_users": (2_000, 4_000, 8_000),
+    "memory_cluster_users": 2_000,
+    "clusters": (50, 100, 200),
+    "table_sample": 300,
+    "worker_events": 2_000,
+    "worker_users": (1_000, 10_000, 100_000),
+}
+
+
 @bench_app.command("report")
 def bench_report(
     path: Annotated[Path, typer.Argument(help="a JSON written by explore bench")],
