@@ -18,7 +18,8 @@ hundreds of leaf interest clusters. This generator makes the shape the scaling f
 * **Burstiness.** ``concurrent_sessions`` sessions (2,000) are open at once and the stream
   takes the next event from a random open one; a finished session is replaced by a new one.
   Consecutive events therefore belong to different users (the hard case for batching), while
-  each user's own events come in a burst, seconds apart.
+  each user's own events come in a burst, ``mean_gap_s`` (20 s) apart on average. Event times
+  come from one stream clock, so they never go backwards, for any user.
 * **Engagement.** ``positive_share`` (0.7) of the events are rated 4 or 5 (a positive watch),
   the rest 1 to 3.
 
@@ -136,7 +137,7 @@ class PlatformWorkload:
         sessions = shape.concurrent_sessions
         user = rng.integers(0, shape.users, sessions)
         left = rng.geometric(1.0 / shape.session_mean_events, sessions)
-        clock = np.full(sessions, EPOCH_START) + rng.exponential(shape.mean_gap_s, sessions)
+        clock = EPOCH_START
         current = np.full(sessions, -1)  # the session's current cluster (-1: none yet)
         emitted = 0
         while emitted < count:
@@ -147,7 +148,9 @@ class PlatformWorkload:
             within = rng.random(n)
             positive = rng.random(n) < shape.positive_share
             ratings = np.where(positive, rng.integers(4, 6, n), rng.integers(1, 4, n))
-            gaps = rng.exponential(shape.mean_gap_s, n)
+            # One clock for the stream: a session's events are mean_gap_s apart on average
+            # (one in ``sessions`` events is its own), and every user's events are in order.
+            gaps = rng.exponential(shape.mean_gap_s / sessions, n)
             for j in range(n):
                 s = int(pick[j])
                 cluster = int(current[s])
@@ -159,10 +162,10 @@ class PlatformWorkload:
                 else:
                     item = min(int(global_items[j]), shape.items - 1)
                 current[s] = self.cluster_of_item[item]
-                clock[s] += gaps[j]
+                clock += float(gaps[j])
                 user_id = f"p{int(user[s])}"
                 number = emitted + j
-                yield user_id, _payload(number, user_id, item, float(clock[s]), int(ratings[j]))
+                yield user_id, _payload(number, user_id, item, clock, int(ratings[j]))
                 left[s] -= 1
                 if left[s] <= 0:  # the session ends; a new one opens in its place
                     user[s] = rng.integers(0, shape.users)
