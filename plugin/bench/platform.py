@@ -32,7 +32,13 @@ import numpy as np
 import torch
 
 from plugin.adapters.feast_store import FeastStore
-from plugin.adapters.plan_cache import CachedPlanner, RankingCache, precompute
+from plugin.adapters.plan_cache import (
+    CachedPlanner,
+    RankingCache,
+    encode_ranking,
+    precompute,
+    truncated,
+)
 from plugin.bench.feast_profiles import on_redis
 from plugin.bench.machine import LoadMonitor, describe_machine
 from plugin.core.catalog import ClusterCatalog
@@ -123,6 +129,8 @@ class _Lab:
         self.client = redis.client()
         self.run_dir = run_dir
         self.seed = seed
+        # Whether the table stores n + W clusters per ranking, as the worker's does.
+        self.keep = True
 
     def _store(self, name: str) -> FeastStore:
         registry = self.run_dir / name / "registry.db"
@@ -193,7 +201,8 @@ class _Lab:
         # No in-process copy: at the platform's size the table does not fit one.
         cache_settings = self.settings.cache.model_copy(update={"memory_entries": 0})
         p = self.settings.planner
-        return RankingCache(self.client, cache_settings, p.temperature, p.seed)
+        keep = p.candidates + self.settings.sequence.novelty_window if self.keep else None
+        return RankingCache(self.client, cache_settings, p.temperature, p.seed, keep)
 
     def table(self, clusters: int, sample: int, echo: Echo) -> dict[str, Any]:
         """Rank ``sample`` histories (of all ``clusters**2``) into the table: time and bytes."""
@@ -208,19 +217,28 @@ class _Lab:
         used = self._used() - before
         per_entry = used / report.written
         rate = report.histories / report.seconds
+        # What an entry would hold without the n + W cut: the whole ranking's JSON.
+        probe = planner.rank(histories[:50])
+        full = sum(len(encode_ranking(r)) for r in probe) / len(probe)
+        kept = sum(len(encode_ranking(truncated(r, cache.keep))) for r in probe) / len(probe)
+        full_per_entry = per_entry - kept + full
         row: dict[str, Any] = {
             "clusters": clusters,
             "histories_all": every,
             "histories_ranked": report.histories,
             "seconds": round(report.seconds, 2),
             "histories_per_s": round(rate, 1),
+            "kept_clusters": cache.keep,
             "bytes_per_entry": round(per_entry, 1),
             "all_bytes": round(per_entry * every),
+            "full_bytes_per_entry": round(full_per_entry, 1),
+            "all_bytes_full": round(full_per_entry * every),
             "all_seconds": round(every / rate, 1),
             "all_is": "measured" if report.histories == every else "extrapolated",
         }
         echo(
-            f"  table: {clusters} clusters: {rate:,.0f} histories/s, {per_entry:,.0f} B/entry; "
+            f"  table: {clusters} clusters: {rate:,.0f} histories/s, {per_entry:,.0f} B/entry "
+            f"({full_per_entry:,.0f} uncut); "
             f"all {every:,}: {row['all_bytes'] / 2**20:,.0f} MiB, {row['all_seconds']:,.0f} s "
             f"({row['all_is']})"
         )

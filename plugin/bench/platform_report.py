@@ -43,7 +43,9 @@ def render_platform(doc: dict[str, Any]) -> str:
             r["histories_ranked"],
             r["histories_per_s"],
             r["bytes_per_entry"],
+            r["full_bytes_per_entry"],
             round(r["all_bytes"] / MIB),
+            round(r["all_bytes_full"] / MIB),
             r["all_seconds"],
             r["all_is"],
         ]
@@ -57,8 +59,10 @@ def render_platform(doc: dict[str, Any]) -> str:
                 "histories",
                 "ranked",
                 "histories/s",
-                "B/entry",
+                "B/entry (n+W kept)",
+                "B/entry (uncut)",
                 "all MiB",
+                "all MiB uncut",
                 "all s (1 process)",
                 "all is",
             ],
@@ -99,6 +103,7 @@ def render_platform(doc: dict[str, Any]) -> str:
     rows.append(["B/user vs clusters", per_user["fit"], f"b = {per_user['b']:.2f}", "-"])
     for key, label, unit, scale in (
         ("table_bytes_vs_clusters", "table size vs clusters", "MiB", MIB),
+        ("uncut_table_bytes_vs_clusters", "uncut table size vs clusters", "MiB", MIB),
         ("precompute_s_vs_clusters", "precompute time vs clusters", "s", 1),
     ):
         fit = fits[key]
