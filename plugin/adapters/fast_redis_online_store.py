@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from feast import FeatureStore, FeatureView
@@ -44,9 +43,10 @@ from feast.protos.feast.types.Value_pb2 import (
 )
 from feast.repo_config import RepoConfig
 from feast.value_type import ValueType
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
+
+from plugin.adapters.feast_value_codec import VALUE_ENCODERS, timestamp_bytes, timestamp_parts
 
 # Sorted-set updates queued after a batch's row writes: key -> (kind, member, revision) triples.
 OwedOps = Mapping[str, Sequence[tuple[str, str, int]]]
@@ -178,6 +178,13 @@ def _encoder(value_type: ValueType) -> Callable[[Any], ValueProto]:
     return encoder
 
 
+def _byte_encoder(value_type: ValueType) -> Callable[[Any], bytes]:
+    encoder = VALUE_ENCODERS.get(value_type)
+    if encoder is None:
+        raise UnsupportedFeatureType(f"the batched Redis path cannot encode {value_type.name}")
+    return encoder
+
+
 def encode_value(value: Any, value_type: ValueType) -> ValueProto:
     """One Python value as the ``ValueProto`` Feast's type map would make of it."""
     return ValueProto() if value is None else _encoder(value_type)(value)
@@ -263,21 +270,20 @@ class FastRedisOnlineStore(RedisOnlineStore):
         assert isinstance(online, RedisOnlineStoreConfig)
         client = self._get_client(online)
         entity = table.entity_columns[0].name
-        encoders = [(f.name, _encoder(f.dtype.to_value_type())) for f in table.features]
+        encoders = [(f.name, _byte_encoder(f.dtype.to_value_type())) for f in table.features]
         fields = [self._field(table.name, name) for name, _ in encoders]
         ts_field = f"_ts:{table.name}".encode()
-        # Inlined rather than per-value encode_value calls: measured 25-30 % less time.
-        batch = [
-            _EncodedRow(
-                self._entity_key(config, table, row[entity]),
-                _timestamp(row[TIMESTAMP_FIELD]),
-                [
-                    _NULL if (value := row[name]) is None else encode(value).SerializeToString()
-                    for name, encode in encoders
-                ],
-            )
-            for row in rows
-        ]
+        # Bytes written by hand (plugin.adapters.feast_value_codec), no protobuf object per
+        # value; inlined rather than per-value calls: measured 25-30 % less time.
+        batch = []
+        for row in rows:
+            seconds, nanos = timestamp_parts(row[TIMESTAMP_FIELD])
+            values = [
+                _NULL if (value := row[name]) is None else encode(value)
+                for name, encode in encoders
+            ]
+            key = self._entity_key(config, table, row[entity])
+            batch.append(_EncodedRow(key, seconds, nanos, timestamp_bytes(seconds, nanos), values))
         ttl = online.key_ttl_seconds or 0
         if not self.scripted(online):
             return self._write_per_slot(client, ts_field, fields, batch, ttl, owed)
@@ -289,7 +295,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
                 chunk = batch[start : start + _ROWS_PER_SCRIPT]
                 args: list[Any] = [ts_field, ttl, len(fields), *fields]
                 for item in chunk:
-                    args += [item.stamp.seconds, item.stamp.nanos, item.stamp.SerializeToString()]
+                    args += [item.seconds, item.nanos, item.stamp]
                     args += item.values
                 script(keys=[item.key for item in chunk], args=args, client=pipe)
                 chunks += 1
@@ -341,8 +347,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
                         chunk = rows[start : start + _ROWS_PER_SCRIPT]
                         args = list(head)
                         for item in chunk:
-                            stamp = item.stamp
-                            args += [stamp.seconds, stamp.nanos, stamp.SerializeToString()]
+                            args += [item.seconds, item.nanos, item.stamp]
                             args += item.values
                         keys = [item.key for item in chunk]
                         pipe.execute_command("EVALSHA", write_sha, len(keys), *keys, *args)
@@ -443,23 +448,17 @@ class FastRedisOnlineStore(RedisOnlineStore):
         return found[1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _EncodedRow:
     key: bytes
-    stamp: Timestamp
+    seconds: int
+    nanos: int
+    stamp: bytes  # the serialised Timestamp
     values: list[bytes]
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # as feast.utils.make_tzaware does
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class BatchedRedisPath:
