@@ -82,9 +82,20 @@ def _bool(value: Any) -> bytes:
 
 
 def _int64_list(values: Any) -> bytes:
-    # bytes.join of the varints: one allocation for the packed body.
-    packed = b"".join([varint(int(v)) for v in values])
-    return _delimited(b"\x72", _delimited(b"\x0a", packed) if packed else b"")
+    items = values if type(values) is list else list(values)
+    if not items:
+        return b"\x72\x00"
+    # Cluster ids and the like: every varint from the table in one C-level pass. The bounds
+    # check comes first: a negative index would silently pick a wrong table entry.
+    # A float index raises TypeError (then int() below rounds it as protobuf's path does).
+    try:
+        small = min(items) >= 0 and max(items) < _SMALL
+        packed = b"".join(map(_VARINTS.__getitem__, items)) if small else b""
+    except TypeError:
+        small = False
+    if not small:
+        packed = b"".join([varint(int(v)) for v in items])
+    return _delimited(b"\x72", _delimited(b"\x0a", packed))
 
 
 def _double_list(values: Any) -> bytes:
