@@ -39,6 +39,7 @@ from plugin.adapters.plan_cache import (
     precompute,
     truncated,
 )
+from plugin.bench.drain import drain_bench
 from plugin.bench.feast_profiles import on_redis
 from plugin.bench.machine import LoadMonitor, describe_machine
 from plugin.core.catalog import ClusterCatalog
@@ -46,6 +47,7 @@ from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence, push_cluster, to_micros
 from plugin.data.platform import EPOCH_START, PlatformShape, PlatformWorkload
 from plugin.localstack.redis import RedisServer
+from plugin.localstack.tansu import KafkaBroker
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner
@@ -61,6 +63,18 @@ WRITE_BATCH = 2_000
 
 
 @dataclass
+class PreparedWorker:
+    """A worker ready to time, its plan cache, its events and how many users and table
+    entries they need."""
+
+    worker: StreamWorker
+    cached: CachedPlanner
+    stream: list[tuple[str, bytes]]
+    users: int
+    table_entries: int
+
+
+@dataclass
 class PlatformOptions:
     """Sizes of the platform bench; the defaults fit a few minutes on 2 shared CPUs."""
 
@@ -72,6 +86,8 @@ class PlatformOptions:
     table_sample: int = 2_000  # histories ranked per cluster count (all of them if fewer)
     worker_events: int = 10_000
     worker_users: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    drain_events: int = 20_000  # the Kafka drain (plugin.bench.drain); 0: skip it
+    drain_profile: bool = True
     seed: int = 15
 
 
@@ -115,6 +131,16 @@ def platform_bench(
             lab.worker(options.target_users, clusters, options.worker_events, echo)
             for clusters in options.clusters
         ]
+        if options.drain_events:
+            with KafkaBroker(name="platform-tansu", log_path=run_dir / "tansu.log") as broker:
+                doc["drain"] = drain_bench(
+                    lambda: lab.prepared_worker(
+                        options.target_users, options.target_clusters, options.drain_events
+                    ),
+                    broker,
+                    profile=options.drain_profile,
+                    echo=echo,
+                )
     doc["meta"]["load"] = monitor.summary()
     doc["fits"] = fits(doc, options)
     return doc
@@ -246,20 +272,21 @@ class _Lab:
 
     # -- the worker ----------------------------------------------------------------------------
 
-    def worker(self, users: int, clusters: int, events: int, echo: Echo) -> dict[str, Any]:
-        """``StreamWorker.handle`` over ``events`` platform events: events/s, plan table warm."""
+    def prepared_worker(self, users: int, clusters: int, events: int) -> PreparedWorker:
+        """A worker over the fast store and the warm plan table, and ``events`` platform
+        events whose users all have a stored state (returning viewers)."""
         self.client.flushall()
         shape = PlatformShape(users=users, clusters=clusters, seed=self.seed)
         workload = PlatformWorkload(shape)
         catalog = workload.catalog()
         stream = list(workload.events(events))
+        # No in-process ranking memory: the platform's table does not fit one.
         settings = self.settings.model_copy(
             update={"cache": self.settings.cache.model_copy(update={"memory_entries": 0})}
         )
         store = self._store(f"worker-{users}-{clusters}")
         rng = np.random.default_rng(self.seed)
         window, k = settings.sequence.novelty_window, settings.sequence.history_length
-        # Every user of the stream already has a state (a returning viewer), read from Redis.
         ids = list(dict.fromkeys(user for user, _ in stream))
         primed: dict[str, tuple[int, ...]] = {}
         for start in range(0, len(ids), WRITE_BATCH):
@@ -272,6 +299,14 @@ class _Lab:
         precompute(planner, cached.cache, table, settings.cache.precompute_batch, "needed")
         processor = build_processor(settings, catalog, cached, store)
         worker = StreamWorker(processor, catalog, settings, WorkerMetrics(), cache=cached)
+        return PreparedWorker(worker, cached, stream, len(ids), len(table))
+
+    def worker(self, users: int, clusters: int, events: int, echo: Echo) -> dict[str, Any]:
+        """``StreamWorker.handle`` over ``events`` platform events: events/s, plan table warm."""
+        prepared = self.prepared_worker(users, clusters, events)
+        worker, cached, stream = prepared.worker, prepared.cached, prepared.stream
+        ids, table = range(prepared.users), range(prepared.table_entries)
+        settings = worker.settings
         now = time.time()
         records = [
             Record("watch-events", 0, offset, user.encode(), payload, now)

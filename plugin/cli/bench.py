@@ -322,8 +322,8 @@ def bench_platform(
     config = settings()
     doc = platform_bench(config, options, echo=typer.echo)
     folder = out or config.var_dir / "bench"
+    write_json(folder / "platform.json", doc)  # first: a long run is never lost to a report bug
     typer.echo("\n" + render_platform(doc) + "\n")
-    write_json(folder / "platform.json", doc)
     typer.echo(f"wrote {plot_platform(doc, folder / 'platform.png')}")
 
 
