@@ -33,6 +33,7 @@ from plugin.core.events import (
     WatchEvent,
     parse_event,
 )
+from plugin.core.fast_events import fast_event
 from plugin.core.feedback import FeedbackCollector
 from plugin.core.pipeline import BatchOutcome, BatchProcessor, BatchTimings
 from plugin.core.ports import OwedReplanRecord
@@ -182,6 +183,25 @@ def parse_record(
         )
 
 
+def parse_records(
+    values: Sequence[bytes | None],
+    now: datetime,
+    earliest: datetime = EARLIEST_EVENT_TIME,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
+) -> list[WatchEvent | EventRejection]:
+    """:func:`parse_record` for a batch: plain payloads through the msgspec fast path
+    (:func:`~plugin.core.fast_events.fast_event`), every other one through
+    :func:`parse_record`, so each rejection keeps the strict parser's reason."""
+    out: list[WatchEvent | EventRejection] = []
+    for value in values:
+        try:
+            event = fast_event(value, now, earliest, max_skew)
+        except Exception:  # never: but one odd payload must not fail the batch
+            event = None
+        out.append(event if event is not None else parse_record(value, now, earliest, max_skew))
+    return out
+
+
 class StreamWorker:
     """Validates, processes and turns one batch of records into output messages.
 
@@ -242,8 +262,8 @@ class StreamWorker:
         by_user: dict[str, list[Record]] = {}
         outbound: list[Outbound] = []
         reasons: list[str] = []
-        for record in records:
-            result = parse_record(record.value, now, *bounds)
+        parsed = parse_records([record.value for record in records], now, *bounds)
+        for record, result in zip(records, parsed, strict=True):
             if isinstance(result, WatchEvent):
                 # The user's state is read, changed and written back per batch, so all of a
                 # user's events must reach one worker: the partition their key hashes to. A
