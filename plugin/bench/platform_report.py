@@ -123,6 +123,22 @@ def render_platform(doc: dict[str, Any]) -> str:
                 f"{profile['events_per_s_under_profiler']} events/s under the profiler)\n"
                 + table(["area (own time)", "s", "share"], rows)
             )
+    levers = doc.get("levers")
+    if levers:
+        rows = [
+            [
+                r["config"],
+                " / ".join(f"{v:,.0f}" for v in r["events_per_s_runs"]),
+                " / ".join(f"{v:.2f}" for v in r["ratio_to_before_runs"]),
+                r["ratio_to_before"],
+            ]
+            for r in levers["summary"]
+        ]
+        parts.append(
+            f"hot-path levers, paired runs ({levers['events']:,} events, "
+            f"{levers['clusters']} clusters, cumulative)\n"
+            + table(["configuration", "events/s (round 1 / 2)", "x before (1 / 2)", "mean x"], rows)
+        )
     fits = doc["fits"]
     memory = fits["memory_vs_users"]
     rows = [

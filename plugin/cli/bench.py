@@ -295,6 +295,12 @@ def bench_platform(
     worker_users: Annotated[
         str | None, typer.Option(help="user-base sizes of the worker points")
     ] = None,
+    drain_events: Annotated[
+        int, typer.Option(min=0, help="events of the Kafka drain (raw vs worker; 0: skip)")
+    ] = 20_000,
+    lever_events: Annotated[
+        int, typer.Option(min=0, help="events per run of the paired lever comparison (0: skip)")
+    ] = 5_000,
     quick: Annotated[
         bool, typer.Option("--quick", help="small points (about a minute), for a smoke check")
     ] = False,
@@ -312,6 +318,7 @@ def bench_platform(
         "table_sample": table_sample,
         "worker_events": worker_events,
         "worker_users": _ints(worker_users, "--worker-users"),
+        "drain_events": drain_events,
     }
     if quick:
         changes.update(PLATFORM_QUICK)
@@ -320,7 +327,19 @@ def bench_platform(
         if len(getattr(options, name)) < 2:
             raise InvalidInput(f"--{name.replace('_', '-')} needs at least 2 points to fit growth")
     config = settings()
-    doc = platform_bench(config, options, echo=typer.echo)
+    more = {}
+    if lever_events:
+        from plugin.bench.levers import lever_bench
+
+        events = PLATFORM_QUICK["worker_events"] if quick else lever_events
+        more["levers"] = lambda lab: lever_bench(
+            lab,
+            users=options.target_users,
+            clusters=options.target_clusters,
+            events=events,
+            echo=typer.echo,
+        )
+    doc = platform_bench(config, options, echo=typer.echo, more=more)
     folder = out or config.var_dir / "bench"
     write_json(folder / "platform.json", doc)  # first: a long run is never lost to a report bug
     typer.echo("\n" + render_platform(doc) + "\n")
@@ -335,6 +354,7 @@ PLATFORM_QUICK: dict[str, Any] = {
     "table_sample": 300,
     "worker_events": 2_000,
     "worker_users": (1_000, 10_000, 100_000),
+    "drain_events": 3_000,
 }
 
 
