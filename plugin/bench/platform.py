@@ -477,6 +477,7 @@ def fits(doc: dict[str, Any], o: PlatformOptions) -> dict[str, Any]:
     table = doc["table_by_clusters"]
     for key, field in (
         ("table_bytes_vs_clusters", "all_bytes"),
+        ("uncut_table_bytes_vs_clusters", "all_bytes_full"),
         ("precompute_s_vs_clusters", "all_seconds"),
     ):
         a, b = _power([r["clusters"] for r in table], [r[field] for r in table])
