@@ -365,13 +365,23 @@ def bench_report(
         Path | None, typer.Option("--plot", help="also draw the plot here (PNG)")
     ] = None,
 ) -> None:
-    """Print a saved run's tables again (and plot it)."""
+    """Print a saved run's tables again (and plot it); a platform run is refitted first."""
     from plugin.bench.report import plot, render
 
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: {exc}") from exc
+    if "memory_by_users" in doc:  # explore bench platform
+        from plugin.bench.platform import PlatformOptions, fits
+        from plugin.bench.platform_report import plot_platform, render_platform
+
+        options = PlatformOptions(**{k: v for k, v in doc["options"].items() if k != "seed"})
+        doc["fits"] = fits(doc, options)
+        typer.echo(render_platform(doc))
+        if plot_path is not None:
+            typer.echo(f"wrote {plot_platform(doc, plot_path)}")
+        return
     typer.echo(render(doc))
     if plot_path is not None and plot(doc, plot_path) is not None:
         typer.echo(f"wrote {plot_path}")
