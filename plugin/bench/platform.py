@@ -183,6 +183,7 @@ class _Lab:
         self.client.flushall()
         store = self._store("memory")
         before = self._used()
+        self.client.config_resetstat()
         started = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         window = self.settings.sequence.novelty_window
@@ -197,6 +198,12 @@ class _Lab:
             )
         seconds = time.perf_counter() - started
         used = self._used() - before
+        # The server's own CPU per row (INFO commandstats): the basis for sizing shards.
+        write_us = self._script_usec()
+        self.client.config_resetstat()
+        for start in range(0, users, WRITE_BATCH):
+            store.read_sequences([f"p{n}" for n in range(start, min(users, start + WRITE_BATCH))])
+        read_us = self._script_usec()
         row = {
             "users": users,
             "clusters": clusters,
@@ -205,12 +212,21 @@ class _Lab:
             "keys": int(self.client.dbsize()),  # type: ignore[arg-type]
             "write_seconds": round(seconds, 2),
             "rows_per_s": round(2 * users / seconds, 1),
+            "server_us_per_row_written": round(write_us / (2 * users), 2),
+            "server_us_per_row_read": round(read_us / users, 2),
         }
         echo(
             f"  memory: {users:>9,} users x {clusters} clusters: {used / 2**20:8.1f} MiB, "
             f"{row['bytes_per_user']:,.0f} B/user"
         )
         return row
+
+    def _script_usec(self) -> int:
+        """Microseconds redis-server spent in scripts since the last ``CONFIG RESETSTAT``."""
+        stats: dict[str, Any] = self.client.info("commandstats")  # type: ignore[assignment]
+        return sum(
+            int(stats.get(name, {}).get("usec", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval")
+        )
 
     # -- the lookup table ----------------------------------------------------------------------
 

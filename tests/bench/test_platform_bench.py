@@ -41,6 +41,8 @@ def test_the_platform_bench_measures_every_section(tmp_path: Path) -> None:
     memory = [r["bytes"] for r in doc["memory_by_users"]]
     assert memory == sorted(memory) and memory[0] > 0
     assert doc["fits"]["memory_vs_users"]["b_bytes_per_user"] > 0
+    row = doc["memory_by_users"][0]
+    assert row["server_us_per_row_written"] > 0 and row["server_us_per_row_read"] > 0
     for row in doc["table_by_clusters"]:
         assert row["histories_ranked"] == min(60, row["histories_all"])
         assert row["full_bytes_per_entry"] >= row["bytes_per_entry"] > 0
