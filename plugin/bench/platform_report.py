@@ -29,13 +29,14 @@ def render_platform(doc: dict[str, Any]) -> str:
             round(r["bytes"] / MIB, 1),
             r["bytes_per_user"],
             r["rows_per_s"],
+            r.get("server_us_per_row_written", "-"),
+            r.get("server_us_per_row_read", "-"),
         ]
         for r in doc["memory_by_users"] + doc["memory_by_clusters"]
     ]
-    parts.append(
-        "Redis memory (states + plans, fast store; measured)\n"
-        + table(["users", "clusters", "MiB", "B/user", "rows/s written"], rows)
-    )
+    headers = ["users", "clusters", "MiB", "B/user", "rows/s written"]
+    headers += ["server µs/row written", "server µs/row read"]
+    parts.append("Redis memory (states + plans, fast store; measured)\n" + table(headers, rows))
     rows = [
         [
             r["clusters"],
