@@ -125,12 +125,21 @@ class FeastSettings(Section):
     registry_path: Path = PROJECT_ROOT / "var" / "registry.db"
 
 
+def _is_host_port(node: str) -> bool:
+    host, _, port = node.rpartition(":")
+    return bool(host) and "," not in node and "=" not in node and port.isdigit()
+
+
 class RedisSettings(Section):
     """Connection to redis-server (online store and plan cache)."""
 
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
+    cluster_nodes: list[str] = Field(
+        default_factory=list,
+        description="Redis Cluster: 'host:port' of each startup node (host/port/db then unused)",
+    )
     password: SecretStr | None = None
     ssl: bool = Field(False, description="TLS to redis-server (tls-port)")
     ssl_ca_certs: Path | None = Field(None, description="PEM CA bundle that signed the server")
@@ -149,6 +158,8 @@ class RedisSettings(Section):
     def _tls_and_password_fit(self) -> RedisSettings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        if any(not _is_host_port(node) for node in self.cluster_nodes):
+            raise ValueError("cluster_nodes must each be 'host:port'")
         if (self.ssl_ca_certs or self.ssl_certfile) and not self.ssl:
             raise ValueError("certificates are set but ssl is false")
         # Feast splits its connection string at commas before it decodes each value.
@@ -166,9 +177,10 @@ class RedisSettings(Section):
         timeouts among them) after JSON-decoding the value, so text values are written
         JSON-quoted: a password such as ``123`` or ``null`` reaches redis-py unchanged.
         """
+        # A cluster has no databases: redis-py's cluster client refuses ``db``.
+        nodes = self.cluster_nodes or [f"{self.host}:{self.port}", f"db={self.db}"]
         parts = [
-            f"{self.host}:{self.port}",
-            f"db={self.db}",
+            *nodes,
             f"socket_connect_timeout={self.connect_timeout_s}",
             f"socket_timeout={self.socket_timeout_s}",
         ]

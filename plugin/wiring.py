@@ -139,6 +139,9 @@ def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache
         settings.cache,
         settings.planner.temperature,
         settings.planner.seed,
+        # n + W clusters hold every plan the worker makes from a ranking (plugin.adapters.
+        # plan_cache): the table's entries stay small at hundreds of clusters.
+        keep=settings.planner.candidates + settings.sequence.novelty_window,
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 from plugin.adapters.kafka_io import quiet_kafka
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.localstack import KafkaBroker, RedisServer, TritonServer
+from plugin.localstack import KafkaBroker, RedisCluster, RedisServer, TritonServer
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import Settings, load_settings
 from tests.support.streaming import make_planner, ten_clusters, watch
@@ -78,6 +78,13 @@ def redis_server(server_logs: Path) -> Iterator[RedisServer]:
     """A redis-server for the whole session (``.host``, ``.port``, ``.client()``)."""
     with RedisServer(log_path=server_logs / "redis.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(server_logs: Path) -> Iterator[RedisCluster]:
+    """A three-node Redis Cluster (masters only) for the whole session (about 2 s to form)."""
+    with RedisCluster(3, log_dir=server_logs) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

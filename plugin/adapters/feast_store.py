@@ -96,6 +96,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         document["online_store"]["path"] = str(feast.sqlite_path)
     else:
         document["online_store"]["connection_string"] = settings.redis.connection_string()
+        if settings.redis.cluster_nodes:
+            document["online_store"]["redis_type"] = "redis_cluster"
     feast.registry_path.parent.mkdir(parents=True, exist_ok=True)
     return RepoConfig(repo_path=feast.repo_path, **document)
 

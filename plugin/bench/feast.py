@@ -7,7 +7,9 @@ through :class:`~plugin.adapters.feast_store.FeastStore` for a fixed time:
   (DataFrame -> Arrow -> protobuf -> two pipelines), reads through ``get_online_features``;
 * ``sdk push``: the same rows through ``FeatureStore.push`` (what a naive client calls);
 * ``fast``: the repo's profile, the fast store's batched path (one script call per batch in
-  each direction, same hash layout).
+  each direction, same hash layout);
+* ``fast cluster``: the same store on a local Redis Cluster of ``cluster_nodes`` masters
+  (one script call per hash slot, one pipeline round trip per node), on the same CPUs.
 
 Each write carries new revisions, so no row is skipped as stale.
 """
@@ -24,8 +26,11 @@ from typing import Any
 import pandas as pd
 
 from plugin.adapters.feast_store import SEQUENCE_VIEW, FeastStore
+from plugin.bench.feast_profiles import on_redis
 from plugin.bench.stack import BenchStack
 from plugin.core.sequence import UserClusterSequence, to_micros
+from plugin.localstack.redis import RedisCluster
+from plugin.settings import Settings
 
 T0 = datetime(1998, 1, 1, tzinfo=UTC)
 SIZES = (1, 10, 100, 500, 2000)
@@ -88,18 +93,35 @@ def feast_bench(
     sizes: Sequence[int] = SIZES,
     seconds: float = 1.5,
     users: int = 5000,
+    cluster_nodes: int = 3,
     on_row: Callable[[StoreRow], None] | None = None,
 ) -> list[StoreRow]:
-    """Write and read rows/s per store and batch size (see the module docstring)."""
+    """Write and read rows/s per store and batch size (see the module docstring);
+    ``cluster_nodes`` 0 skips the Redis Cluster arm."""
     out: list[StoreRow] = []
-    for name, standard in (("sdk", True), ("fast", False)):
-        store = FeastStore(stack.arm(f"feast-{name}", standard=standard))
+
+    def measure(name: str, store: FeastStore, push: bool) -> None:
         store.apply()
-        for row in _store_rows(name, store, sizes, seconds, users, push=standard):
+        for row in _store_rows(name, store, sizes, seconds, users, push=push):
             out.append(row)
             if on_row is not None:
                 on_row(row)
+
+    for name, standard in (("sdk", True), ("fast", False)):
+        measure(name, FeastStore(stack.arm(f"feast-{name}", standard=standard)), standard)
+    if cluster_nodes:
+        logs = stack.run_dir / "logs"
+        with RedisCluster(cluster_nodes, name="bench-redis-cluster", log_dir=logs) as cluster:
+            measure("fast cluster", FeastStore(on_cluster(stack.settings, cluster, stack)), False)
     return out
+
+
+def on_cluster(settings: Settings, cluster: RedisCluster, stack: BenchStack) -> Settings:
+    """``settings`` on the fast store over ``cluster``, with a registry of its own."""
+    redis = settings.redis.model_copy(update={"cluster_nodes": cluster.startup_nodes.split(",")})
+    registry = stack.run_dir / "feast-cluster" / "registry.db"
+    registry.unlink(missing_ok=True)
+    return on_redis(settings.model_copy(update={"redis": redis}), registry)
 
 
 def _store_rows(

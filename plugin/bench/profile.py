@@ -23,14 +23,15 @@ from plugin.streaming.worker import StreamWorker
 # First match wins: (area, substrings of the function's file or name).
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting for the planner thread", ("method 'acquire'", "threading.py")),
-    ("fast Redis store (encode/decode)", ("fast_redis_online_store",)),
+    ("fast Redis store (encode/decode)", ("fast_redis_online_store", "feast_value_codec")),
+    ("plan table (lookups, best-of-n select)", ("plan_cache", "plugin/core/planning.py")),
     ("Feast SDK (DataFrame/Arrow/proto, registry)", ("/feast/", "/pandas/", "/pyarrow/")),
     ("redis-py and the socket", ("/redis/", "_socket", "hiredis")),
     ("protobuf", ("google/protobuf", "_message.Message", "upb")),
     ("event validation (JSON, pydantic)", ("plugin/core/events.py", "pydantic", "/json/")),
     ("core rules (sequence.py, dataclasses)", ("plugin/core/sequence.py", "dataclasses.py")),
     ("Feast adapter (rows <-> states)", ("plugin/adapters/feast_store.py",)),
-    ("worker bookkeeping and metrics", ("streams/", "prometheus_client", "kafka_io")),
+    ("worker bookkeeping and metrics", ("streams/", "prometheus_client", "kafka_io", "worker.py")),
 )
 
 

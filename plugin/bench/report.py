@@ -123,11 +123,12 @@ def feast_table(doc: dict[str, Any]) -> str:
     rows = doc["feast"]
     sizes = sorted({r["batch"] for r in rows})
     out = []
-    for store, op in (("sdk", "write"), ("sdk push", "write"), ("fast", "write")):
+    writers = ("sdk", "sdk push", "fast", "fast cluster")
+    for store, op in ((name, "write") for name in writers):
         found = {r["batch"]: r["rows_per_s"] for r in rows if r["store"] == store and r["op"] == op}
         if found:
             out.append([f"{store} {op}", *(found.get(s, "-") for s in sizes)])
-    for store in ("sdk", "fast"):
+    for store in ("sdk", "fast", "fast cluster"):
         found = {
             r["batch"]: r["rows_per_s"] for r in rows if r["store"] == store and r["op"] == "read"
         }
@@ -321,8 +322,10 @@ def _plot_feast(ax: Any, doc: dict[str, Any]) -> None:
         ("sdk", "write"),
         ("sdk push", "write"),
         ("fast", "write"),
+        ("fast cluster", "write"),
         ("sdk", "read"),
         ("fast", "read"),
+        ("fast cluster", "read"),
     ):
         found = sorted(
             (r["batch"], r["rows_per_s"]) for r in rows if r["store"] == store and r["op"] == op

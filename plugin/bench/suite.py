@@ -45,6 +45,7 @@ class BenchOptions:
     feedback_rate: float | None = 1000.0  # also one rate with the feedback loop on (None: no)
     feast_sizes: tuple[int, ...] = (1, 10, 100, 500, 2000)
     feast_seconds: float = 1.5
+    feast_cluster_nodes: int = 3  # the fast store on a local Redis Cluster too (0: skip)
     sweep_sizes: tuple[int, ...] = (1, 10, 50, 100, 250, 500, 1000, 2000)
     sweep_seconds: float = 4.0
     planner_seconds: float = 2.0
@@ -172,8 +173,9 @@ def _feast(
         stack,
         sizes=o.feast_sizes,
         seconds=o.feast_seconds,
+        cluster_nodes=o.feast_cluster_nodes,
         on_row=lambda r: echo(
-            f"  {r.store:8} {r.op:5} batch {r.batch:5}: {r.as_dict()['rows_per_s']:>10,.0f} rows/s"
+            f"  {r.store:12} {r.op:5} batch {r.batch:5}: {r.as_dict()['rows_per_s']:>10,.0f} rows/s"
         ),
     )
     doc["feast"] = [r.as_dict() for r in rows]

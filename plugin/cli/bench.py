@@ -234,10 +234,21 @@ def bench_feast(
     out: OutOpt = None,
     sizes: Annotated[str | None, typer.Option(help="rows per call, comma-separated")] = None,
     seconds: Annotated[float, typer.Option(help="seconds per cell")] = 1.5,
+    cluster_nodes: Annotated[
+        int, typer.Option(min=0, help="masters of the local Redis Cluster arm (0: skip it)")
+    ] = 3,
 ) -> None:
     """Feast online-store rows/s: the SDK path (write_to_online_store, push,
-    get_online_features) against the fast Redis store (var/bench/feast.json)."""
-    _run(("feast",), "feast", out, feast_sizes=_ints(sizes, "--sizes"), feast_seconds=seconds)
+    get_online_features) against the fast Redis store, on one redis-server and on a local
+    Redis Cluster (var/bench/feast.json)."""
+    _run(
+        ("feast",),
+        "feast",
+        out,
+        feast_sizes=_ints(sizes, "--sizes"),
+        feast_seconds=seconds,
+        feast_cluster_nodes=cluster_nodes,
+    )
 
 
 @bench_app.command("sweep")
@@ -268,6 +279,85 @@ def bench_profile(
     _run(("profile",), "profile", out, profile_events=events)
 
 
+@bench_app.command("platform")
+def bench_platform(
+    out: OutOpt = None,
+    memory_users: Annotated[
+        str | None, typer.Option(help="user counts of the Redis memory points (3: a fit)")
+    ] = None,
+    clusters: Annotated[
+        str | None, typer.Option(help="leaf-cluster counts (table, memory, worker points)")
+    ] = None,
+    table_sample: Annotated[
+        int, typer.Option(min=1, help="histories ranked per cluster count (then extrapolated)")
+    ] = 2_000,
+    worker_events: Annotated[int, typer.Option(min=1, help="events per worker point")] = 10_000,
+    worker_users: Annotated[
+        str | None, typer.Option(help="user-base sizes of the worker points")
+    ] = None,
+    drain_events: Annotated[
+        int, typer.Option(min=0, help="events of the Kafka drain (raw vs worker; 0: skip)")
+    ] = 20_000,
+    lever_events: Annotated[
+        int, typer.Option(min=0, help="events per run of the paired lever comparison (0: skip)")
+    ] = 5_000,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="small points (about a minute), for a smoke check")
+    ] = False,
+) -> None:
+    """Platform-sized figures from the seeded synthetic workload (1M users, 50k items, 500
+    clusters, Zipf popularity, bursty sessions): Redis memory per user, the lookup table's size
+    and precompute time, worker events/s, and their fitted growth (var/bench/platform.json and
+    platform.png)."""
+    from plugin.bench.platform import PlatformOptions, platform_bench
+    from plugin.bench.platform_report import plot_platform, render_platform
+
+    changes: dict[str, Any] = {
+        "memory_users": _ints(memory_users, "--memory-users"),
+        "clusters": _ints(clusters, "--clusters"),
+        "table_sample": table_sample,
+        "worker_events": worker_events,
+        "worker_users": _ints(worker_users, "--worker-users"),
+        "drain_events": drain_events,
+    }
+    if quick:
+        changes.update(PLATFORM_QUICK)
+    options = PlatformOptions(**{k: v for k, v in changes.items() if v is not None})
+    for name in ("memory_users", "clusters", "worker_users"):
+        if len(getattr(options, name)) < 2:
+            raise InvalidInput(f"--{name.replace('_', '-')} needs at least 2 points to fit growth")
+    config = settings()
+    more = {}
+    if lever_events:
+        from plugin.bench.levers import lever_bench
+
+        events = PLATFORM_QUICK["worker_events"] if quick else lever_events
+        more["levers"] = lambda lab: lever_bench(
+            lab,
+            users=options.target_users,
+            clusters=options.target_clusters,
+            events=events,
+            echo=typer.echo,
+        )
+    doc = platform_bench(config, options, echo=typer.echo, more=more)
+    folder = out or config.var_dir / "bench"
+    write_json(folder / "platform.json", doc)  # first: a long run is never lost to a report bug
+    typer.echo("\n" + render_platform(doc) + "\n")
+    typer.echo(f"wrote {plot_platform(doc, folder / 'platform.png')}")
+
+
+# What --quick changes in the platform bench.
+PLATFORM_QUICK: dict[str, Any] = {
+    "memory_users": (2_000, 4_000, 8_000),
+    "memory_cluster_users": 2_000,
+    "clusters": (50, 100, 200),
+    "table_sample": 300,
+    "worker_events": 2_000,
+    "worker_users": (1_000, 10_000, 100_000),
+    "drain_events": 3_000,
+}
+
+
 @bench_app.command("report")
 def bench_report(
     path: Annotated[Path, typer.Argument(help="a JSON written by explore bench")],
@@ -275,13 +365,23 @@ def bench_report(
         Path | None, typer.Option("--plot", help="also draw the plot here (PNG)")
     ] = None,
 ) -> None:
-    """Print a saved run's tables again (and plot it)."""
+    """Print a saved run's tables again (and plot it); a platform run is refitted first."""
     from plugin.bench.report import plot, render
 
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: {exc}") from exc
+    if "memory_by_users" in doc:  # explore bench platform
+        from plugin.bench.platform import PlatformOptions, fits
+        from plugin.bench.platform_report import plot_platform, render_platform
+
+        options = PlatformOptions(**{k: v for k, v in doc["options"].items() if k != "seed"})
+        doc["fits"] = fits(doc, options)
+        typer.echo(render_platform(doc))
+        if plot_path is not None:
+            typer.echo(f"wrote {plot_platform(doc, plot_path)}")
+        return
     typer.echo(render(doc))
     if plot_path is not None and plot(doc, plot_path) is not None:
         typer.echo(f"wrote {plot_path}")

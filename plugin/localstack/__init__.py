@@ -25,7 +25,7 @@ from plugin.localstack.process import (
     free_port,
     port_open,
 )
-from plugin.localstack.redis import RedisServer
+from plugin.localstack.redis import RedisCluster, RedisServer
 from plugin.localstack.tansu import KafkaBroker, create_topics
 from plugin.localstack.triton import TritonInstall, TritonServer
 
@@ -33,6 +33,7 @@ __all__ = [
     "KafkaBroker",
     "LocalServer",
     "ManagedProcess",
+    "RedisCluster",
     "RedisServer",
     "RunDirectory",
     "ServerError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from plugin.localstack.process import LocalServer, RunDirectory, ServerError, UpResult, free_port
+from plugin.localstack.process import (
+    LocalServer,
+    RunDirectory,
+    ServerError,
+    UpResult,
+    free_port,
+    port_open,
+)
 from plugin.security import ServerTLS
 
 
@@ -212,3 +220,136 @@ class RedisServer(LocalServer):
         """``redis://127.0.0.1:PORT``, ``rediss://`` with TLS (without the password)."""
         scheme = "redis" if self.tls is None else "rediss"
         return f"{scheme}://{self.host}:{self.port}"
+
+
+# Redis Cluster: a node also listens on its port + 10000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10000
+CLUSTER_SLOTS = 16384
+
+
+def free_cluster_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port that is free, as is its cluster bus port (port + 10000)."""
+    for _ in range(attempts):
+        port = free_port(host)
+        if port + CLUSTER_BUS_OFFSET < 65536 and not port_open(host, port + CLUSTER_BUS_OFFSET):
+            return port
+    raise ServerError(f"no free port pair (port, port + {CLUSTER_BUS_OFFSET}) on {host}")
+
+
+class RedisClusterNode(RedisServer):
+    """One ``redis-server --cluster-enabled yes`` without persistence; its ``nodes.conf``
+    lives in the node's private scratch folder, so a restart never rejoins an old cluster."""
+
+    default_name = "redis-cluster-node"
+
+    def __init__(self, port: int | None = None, **kwargs: Any) -> None:
+        super().__init__(port or free_cluster_port(), **kwargs)
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            # Short: a test cluster on one machine; failures should show up fast.
+            "--cluster-node-timeout", "2000",
+        ]  # fmt: skip
+
+    def ports(self) -> list[int]:
+        return [self.port, self.port + CLUSTER_BUS_OFFSET]
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` masters on 127.0.0.1, no replicas, started attached.
+
+    The nodes are joined with ``CLUSTER MEET`` and the 16384 slots are split into ``size``
+    contiguous ranges (``CLUSTER ADDSLOTSRANGE``), which is what ``redis-cli --cluster create``
+    does without replicas; :meth:`start` returns when every node reports ``cluster_state:ok``.
+    Use it as a context manager; :meth:`stop` stops every node.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        name: str = "redis-cluster",
+        log_dir: Path | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a Redis Cluster needs at least one node")
+        self.name = name
+        self.start_timeout = start_timeout
+        self.nodes = [
+            RedisClusterNode(
+                name=f"{name}-{index}",
+                log_path=(log_dir / f"{name}-{index}.log") if log_dir else None,
+            )
+            for index in range(size)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def startup_nodes(self) -> str:
+        """``host:port,host:port,...``: the node list of Feast's cluster connection string."""
+        return ",".join(f"{self.host}:{port}" for port in self.ports)
+
+    def start(self) -> RedisCluster:
+        """Start the nodes, join them, assign the slots and wait for ``cluster_state:ok``."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self) -> None:
+        first = self.nodes[0].client()
+        for node in self.nodes[1:]:
+            first.execute_command("CLUSTER", "MEET", self.host, node.port)
+        share = CLUSTER_SLOTS // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            low = index * share
+            high = CLUSTER_SLOTS - 1 if index == len(self.nodes) - 1 else low + share - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+        deadline = time.monotonic() + self.start_timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{self.name}: the cluster did not reach cluster_state:ok within "
+                    f"{self.start_timeout:.0f} s (node logs: {self.nodes[0].log_path.parent})"
+                )
+            time.sleep(0.05)
+
+    def healthy(self) -> bool:
+        """Whether every node says the cluster is ok and knows every other node."""
+        for node in self.nodes:
+            info = node.client().execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+            if fields.get("cluster_state") != "ok":
+                return False
+            if int(fields.get("cluster_known_nodes", 0)) != len(self.nodes):
+                return False
+        return True
+
+    def client(self, **kwargs: Any) -> redis.RedisCluster:
+        """A redis-py cluster client (``kwargs`` go to :class:`redis.RedisCluster`)."""
+        return redis.RedisCluster(host=self.host, port=self.nodes[0].port, **kwargs)
+
+    def stop(self) -> None:
+        """Stop every node that runs (their scratch folders go with them)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

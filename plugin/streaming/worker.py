@@ -33,6 +33,7 @@ from plugin.core.events import (
     WatchEvent,
     parse_event,
 )
+from plugin.core.fast_events import fast_event
 from plugin.core.feedback import FeedbackCollector
 from plugin.core.pipeline import BatchOutcome, BatchProcessor, BatchTimings
 from plugin.core.ports import OwedReplanRecord
@@ -198,7 +199,13 @@ def accept_record(
 ) -> WatchEvent | EventRejection:
     """The event of ``record``, or why it is a dead letter: what the worker applies, and what
     ``explore rebuild`` applies again."""
-    result = parse_record(record.value, now, earliest, max_skew)
+    return admit_record(record, parse_record(record.value, now, earliest, max_skew), catalog)
+
+
+def admit_record(
+    record: Record, result: WatchEvent | EventRejection, catalog: ClusterCatalog
+) -> WatchEvent | EventRejection:
+    """The checks after parsing that need the record and the catalog: its key, its item."""
     if isinstance(result, WatchEvent):
         # The user's state is read, changed and written back per batch, so all of a user's
         # events must reach one worker: the partition their key hashes to. A record keyed
@@ -214,6 +221,25 @@ def accept_record(
             payload="",
         )
     return result
+
+
+def parse_records(
+    values: Sequence[bytes | None],
+    now: datetime,
+    earliest: datetime = EARLIEST_EVENT_TIME,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
+) -> list[WatchEvent | EventRejection]:
+    """:func:`parse_record` for a batch: plain payloads through the msgspec fast path
+    (:func:`~plugin.core.fast_events.fast_event`), every other one through
+    :func:`parse_record`, so each rejection keeps the strict parser's reason."""
+    out: list[WatchEvent | EventRejection] = []
+    for value in values:
+        try:
+            event = fast_event(value, now, earliest, max_skew)
+        except Exception:  # never: but one odd payload must not fail the batch
+            event = None
+        out.append(event if event is not None else parse_record(value, now, earliest, max_skew))
+    return out
 
 
 class StreamWorker:
@@ -281,8 +307,9 @@ class StreamWorker:
         by_user: dict[str, list[Record]] = {}
         outbound: list[Outbound] = []
         reasons: list[str] = []
-        for record in records:
-            result = accept_record(record, now, self.catalog, *bounds)
+        parsed = parse_records([record.value for record in records], now, *bounds)
+        for record, parsed_result in zip(records, parsed, strict=True):
+            result = admit_record(record, parsed_result, self.catalog)
             if isinstance(result, EventRejection):
                 letter = DeadLetter.from_raw(result.reason, record.value, record.source(), now)
                 key_bytes = record.key[:MAX_KEY_CHARS] if record.key is not None else None

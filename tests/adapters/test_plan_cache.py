@@ -139,3 +139,25 @@ def test_a_redis_outage_degrades_to_planning_without_the_cache(
     batch = requests()[:4]
     assert cached.plan(batch) == planner_factory().plan(batch)
     assert cached.stats.errors == 2 and cached.stats.misses == 4
+
+
+@pytest.mark.integration
+def test_a_cache_that_keeps_n_plus_w_clusters_plans_exactly_as_the_planner(
+    redis_server: RedisServer, planner_factory: Callable[..., BestOfNPlanner]
+) -> None:
+    """n + W clusters per ranking hold every plan whose excluded set has at most W clusters."""
+    client = redis_server.client(db=3)
+    client.flushdb()
+    n, window = 4, 4  # requests() exclude up to 4 clusters of the 10
+    cache = RankingCache(client, CacheSettings(ttl_s=60), 1.5, 7, keep=n + window)
+    planner = planner_factory()
+    batch = requests()
+    assert max(len(r.excluded) for r in batch) <= window
+    precompute(planner, cache, all_histories(10, 2), batch_size=64, source="all")
+    cached = CachedPlanner(planner_factory(), cache, n=n)
+    assert cached.plan(batch) == planner.plan(batch)
+    assert cached.stats.hit_rate == 1.0
+    stored = cache.get_many("t", [(0, 1)])[0]
+    assert stored is not None and len(stored.order) == n + window < 10
+    assert cache.key("t", (0, 1)) == "explore:ranking:t:t1.5:s7:k8:0,1"
+    client.flushdb()

@@ -125,9 +125,11 @@ def test_sweep_feast_and_the_report(
     assert all(r["events"] > 0 and r["events_per_s"] > 0 for r in doc["sweep"])
     stores = {(r["store"], r["op"], r["batch"]) for r in doc["feast"]}
     assert ("fast", "write", 50) in stores and ("sdk push", "write", 1) in stores
+    # The fast store on a local three-node Redis Cluster, beside the single node.
+    assert ("fast cluster", "write", 50) in stores and ("fast cluster", "read", 50) in stores
     assert all(r["rows_per_s"] > 0 for r in doc["feast"])
     text = render(doc)
-    assert "batch-size sweep" in text and "fast write" in text
+    assert "batch-size sweep" in text and "fast write" in text and "fast cluster read" in text
     image = plot(doc, tmp_path / "bench.png")
     assert image is not None and image.read_bytes()[:4] == b"\x89PNG"
 

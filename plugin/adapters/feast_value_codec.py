@@ -1,0 +1,143 @@
+"""Feast's ``ValueProto`` and protobuf ``Timestamp`` bytes, written by hand.
+
+Why: building a protobuf object per feature per row and serialising it was the largest single
+cost of the fast store's write (docs/BENCHMARKS.md). The wire format of these messages is
+small and fixed, so each encoder here writes the bytes directly; the tests check them against
+``SerializeToString`` of the protobuf objects, value by value, so Feast's standard read path
+and ``feast serve`` read them unchanged.
+
+The wire format used (protobuf 3, a ``oneof`` field is always written, even when zero):
+
+* ``Value``: one field per type: ``string_val`` 2, ``int32_val`` 3, ``int64_val`` 4 (varints;
+  negative numbers as ten-byte two's complement), ``double_val`` 5 (fixed64), ``float_val`` 6
+  (fixed32), ``bool_val`` 7, ``string_list_val`` 12, ``int64_list_val`` 14,
+  ``double_list_val`` 15 (length-delimited sub-messages whose field 1 holds the items, packed
+  for numbers, omitted when the list is empty);
+* ``Timestamp``: ``seconds`` 1 and ``nanos`` 2, varints, each omitted when zero.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from feast.value_type import ValueType
+
+_MASK64: Final = (1 << 64) - 1
+# Varints of small numbers (cluster ids, counts) come from a table: one list index each.
+_SMALL: Final = 1 << 14
+
+
+def _varint_slow(value: int) -> bytes:
+    value &= _MASK64  # negative int64: two's complement, ten bytes
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
+
+
+def varint(value: int) -> bytes:
+    """The protobuf varint of an int64 (negative values as ten-byte two's complement)."""
+    if 0 <= value < _SMALL:
+        return _VARINTS[value]
+    return _varint_slow(value)
+
+
+def _delimited(tag: bytes, body: bytes) -> bytes:
+    return tag + varint(len(body)) + body
+
+
+def _int64(value: Any) -> bytes:
+    return b"\x20" + varint(int(value))
+
+
+def _int32(value: Any) -> bytes:
+    number = int(value)
+    if not -(1 << 31) <= number < 1 << 31:
+        raise ValueError(f"{number} does not fit an int32")
+    return b"\x18" + varint(number)
+
+
+def _double(value: Any) -> bytes:
+    return b"\x29" + struct.pack("<d", float(value))
+
+
+def _float(value: Any) -> bytes:
+    return b"\x35" + struct.pack("<f", float(value))
+
+
+def _string(value: Any) -> bytes:
+    return _delimited(b"\x12", str(value).encode("utf-8"))
+
+
+def _bool(value: Any) -> bytes:
+    return b"\x38\x01" if value else b"\x38\x00"
+
+
+def _int64_list(values: Any) -> bytes:
+    items = values if type(values) is list else list(values)
+    if not items:
+        return b"\x72\x00"
+    # Cluster ids and the like: every varint from the table in one C-level pass. The bounds
+    # check comes first: a negative index would silently pick a wrong table entry.
+    # A float index raises TypeError (then int() below rounds it as protobuf's path does).
+    try:
+        small = min(items) >= 0 and max(items) < _SMALL
+        packed = b"".join(map(_VARINTS.__getitem__, items)) if small else b""
+    except TypeError:
+        small = False
+    if not small:
+        packed = b"".join([varint(int(v)) for v in items])
+    return _delimited(b"\x72", _delimited(b"\x0a", packed))
+
+
+def _double_list(values: Any) -> bytes:
+    items = [float(v) for v in values]
+    packed = struct.pack(f"<{len(items)}d", *items)
+    return _delimited(b"\x7a", _delimited(b"\x0a", packed) if items else b"")
+
+
+def _string_list(values: Any) -> bytes:
+    body = b"".join([_delimited(b"\x0a", str(v).encode("utf-8")) for v in values])
+    return _delimited(b"\x62", body)
+
+
+# Python value -> serialised ValueProto, per Feast value type (None is handled by the caller:
+# Feast writes an empty message, b"").
+VALUE_ENCODERS: Final[dict[ValueType, Callable[[Any], bytes]]] = {
+    ValueType.INT64: _int64,
+    ValueType.INT32: _int32,
+    ValueType.DOUBLE: _double,
+    ValueType.FLOAT: _float,
+    ValueType.STRING: _string,
+    ValueType.BOOL: _bool,
+    ValueType.INT64_LIST: _int64_list,
+    ValueType.DOUBLE_LIST: _double_list,
+    ValueType.STRING_LIST: _string_list,
+}
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_parts(moment: datetime) -> tuple[int, int]:
+    """``(seconds, nanos)`` of a protobuf ``Timestamp`` for ``moment`` (naive means UTC, as
+    ``feast.utils.make_tzaware`` does); nanos are in [0, 1e9) also before 1970."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    seconds, micro = divmod(micros, 1_000_000)
+    return seconds, micro * 1000
+
+
+def timestamp_bytes(seconds: int, nanos: int) -> bytes:
+    """A serialised protobuf ``Timestamp`` (zero fields omitted, as protobuf writes them)."""
+    out = b"\x08" + varint(seconds) if seconds else b""
+    return out + b"\x10" + varint(nanos) if nanos else out
