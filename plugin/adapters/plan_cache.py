@@ -10,7 +10,9 @@ Keys carry everything the ranking depends on besides the history::
     <prefix>:<model_version>:t<temperature>:s<seed>:<c1>,<c2>
 
 so publishing a new model version, or changing the temperature or seed, starts a fresh
-table; old entries expire by TTL. Per batch: one MGET, one ``rank`` call for all the misses,
+table; old entries expire by TTL. When planners use each version's own chosen temperature
+(``selection.apply``) the temperature part is ``tchosen``: the version names it.
+Per batch: one MGET, one ``rank`` call for all the misses,
 one pipelined SET. A Redis failure degrades to planning without the cache, never to a failed
 batch.
 
@@ -43,6 +45,8 @@ from plugin.core.planning import (
     HistoryRanking,
     PlanRequest,
     RankingPlanner,
+    SelectingPlanner,
+    Selection,
     select,
 )
 from plugin.core.sequence import push_cluster
@@ -79,12 +83,13 @@ class RankingCache:
     """Rankings per (model version, temperature, seed, history) in Redis, with a TTL."""
 
     def __init__(
-        self, client: redis.Redis, settings: CacheSettings, temperature: float, seed: int
+        self, client: redis.Redis, settings: CacheSettings, temperature: float | None, seed: int
     ) -> None:
         self.client = client
         self.ttl_s = settings.ttl_s
         self.prefix = settings.key_prefix
-        self.sampling = f"t{temperature!r}:s{seed}"
+        # None: each version's chosen temperature, which its model version already names.
+        self.sampling = f"t{'chosen' if temperature is None else repr(temperature)}:s{seed}"
         self.memory_entries = settings.memory_entries
         self._memory: dict[str, HistoryRanking] = {}
         self._memory_lock = threading.Lock()
@@ -197,10 +202,23 @@ class CachedPlanner:
         """Rankings for ``histories``: cached ones from Redis, the rest in one planner call."""
         return [ranking for ranking, _ in self._lookup(histories)]
 
+    def selection(self, model_version: str) -> Selection:
+        """The n and weight to select with from a ranking ``model_version`` made: the
+        planner's for that version when it knows them, else the cache's own n (weight 1)."""
+        if isinstance(self.planner, SelectingPlanner):
+            return self.planner.selection(model_version)
+        return Selection(n=self.n)
+
+    def _select(
+        self, request: PlanRequest, ranking: HistoryRanking, version: str
+    ) -> ExplorationPlan:
+        chosen = self.selection(version)
+        return select(request, ranking, chosen.n, version, weight=chosen.weight)
+
     def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
         found = self._lookup([request.history for request in requests])
         return [
-            select(request, ranking, self.n, version)
+            self._select(request, ranking, version)
             for request, (ranking, version) in zip(requests, found, strict=True)
         ]
 
@@ -218,7 +236,7 @@ class CachedPlanner:
             return []
         found = {h: r for h, r in zip(unique, cached, strict=True) if r is not None}
         plans = [
-            select(request, found[request.history], self.n, version)
+            self._select(request, found[request.history], version)
             for request in requests
             if request.history in found
         ]

@@ -236,3 +236,50 @@ def print_published_load(load: PublishedLoad) -> None:
     else:
         typer.echo(f"triton: loading published version {load.version}")
         print_load_report(load.report)
+
+
+def _robustness_cells(row: dict[str, Any]) -> tuple[Any, ...]:
+    t, chosen = row["targets"], row["chosen"]
+    lo, hi = t["vs_novelty_sample_ci"]
+    sasrec = (
+        f"{t['vs_sasrec']:+.3f} [{t['vs_sasrec_ci'][0]:+.3f}, {t['vs_sasrec_ci'][1]:+.3f}]"
+        if t["vs_sasrec"] is not None
+        else "-"
+    )
+    return (
+        row["run"],
+        row["clusters"],
+        f"n={chosen['n']} T={chosen['temperature']} w={chosen['weight']} "
+        f"{chosen['label_rule']}({chosen['prior_strength']})",
+        f"{t['best_of_n']:.3f}",
+        f"{t['strongest_other']} {t['strongest_other_value']:.3f}",
+        f"{t['vs_novelty_sample']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+        sasrec,
+        f"{t['novelty_rate']:.2f} / {t['coverage_ratio']:.2f}",
+        "yes" if t["rises_with_n"] else "no",
+    )
+
+
+ROBUSTNESS_HEADERS = [
+    "run",
+    "leaves",
+    "chosen",
+    "best_of_n",
+    "strongest other",
+    "vs novelty_sample",
+    "vs sasrec",
+    "novelty / cov ratio",
+    "rises 1..16",
+]
+
+
+def print_robustness_run(row: dict[str, Any]) -> None:
+    """One finished run of the robustness study, as it finishes."""
+    typer.echo("\n" + table(ROBUSTNESS_HEADERS, [_robustness_cells(row)]))
+
+
+def print_robustness(study: dict[str, Any]) -> None:
+    """The robustness study: one line per run (positive hit@1 and paired differences)."""
+    rows = [_robustness_cells(row) for row in study["runs"]]
+    typer.echo("\nrobustness (positive_hit_at_1; paired differences with 95% intervals)")
+    typer.echo(table(ROBUSTNESS_HEADERS, rows))
