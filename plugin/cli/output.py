@@ -25,6 +25,7 @@ def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
         "items": len(catalog.item_to_cluster),
         "size_min": min(sizes),
         "size_max": max(sizes),
+        "granularity": catalog.build.get("granularity"),
         "clusters": [
             {
                 "cluster_id": c.cluster_id,
@@ -44,6 +45,15 @@ def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
         f"\n{summary['leaf_clusters']} leaf clusters in {summary['parent_clusters']} parents over "
         f"{summary['items']:,} items (sizes {summary['size_min']}..{summary['size_max']})"
     )
+    granularity = summary["granularity"]
+    if granularity:
+        measured = ", ".join(
+            f"{row['leaf_clusters']}: {row['median_history_moves']:g} moves/history, "
+            f"smallest {row['smallest_leaf']}"
+            for row in granularity["measured"]
+        )
+        verdict = "chose" if granularity["passed"] else "fell back on"
+        typer.echo(f"granularity rule {verdict} {granularity['leaf_clusters']} leaves ({measured})")
     rows = [
         (
             c["cluster_id"],
@@ -152,8 +162,37 @@ def print_training(version: int, manifest: dict[str, Any]) -> None:
         ("gate: validity", gate["validity"]),
         (f"gate: recall@{gate['n']}", gate["recall_at_n"]),
         ("gate", "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])),
+        *_selection_rows(manifest),
     ]
     typer.echo("\n" + table(["training", "value"], rows))
+
+
+def _selection_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What the validation search and the granularity rule chose (absent: nothing)."""
+    rows: list[tuple[str, Any]] = []
+    catalog = manifest.get("catalog") or {}
+    granularity = catalog.get("granularity")
+    if granularity:
+        rows.append(("leaf clusters (granularity rule)", f"{granularity['leaf_clusters']} leaves"))
+    selection = manifest.get("selection")
+    if selection:
+        chosen, validation = selection["chosen"], selection["validation"]
+        defaults = validation.get("defaults") or {}
+        rows += [
+            (
+                "chosen on validation",
+                f"n={chosen['n']} T={chosen['temperature']} weight={chosen['weight']} "
+                f"{chosen['label_rule']} (prior {chosen['prior_strength']})",
+            ),
+            (
+                "validation positive hit@1",
+                f"{chosen['positive_hit_at_1']:.4f} (before the search: "
+                f"{defaults.get('positive_hit_at_1', float('nan')):.4f}; "
+                f"{validation['moves']:,} moves)",
+            ),
+            ("search seconds", selection["seconds"]),
+        ]
+    return rows
 
 
 def print_evaluation(report: dict[str, Any]) -> None:
@@ -172,7 +211,8 @@ def print_evaluation(report: dict[str, Any]) -> None:
     data = report["dataset"]
     typer.echo(
         f"\n{data['name']}: {data['cases']:,} held-out novel engagements "
-        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}"
+        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}, "
+        f"T={data['temperature']}, weight={data.get('weight', 1.0)}"
     )
     # Two tables of three metrics: with intervals, six columns do not fit a terminal.
     for group in (METRICS[:3], METRICS[3:]):
