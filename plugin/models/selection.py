@@ -227,7 +227,7 @@ class SearchResult:
             n: max(
                 (c for c in self.scored if c.n == n), key=lambda c: c.positive_hit_at_1
             ).as_dict()
-            for n in selection.candidates
+            for n in sorted({c.n for c in self.scored})
         }
         return {
             "chosen": self.chosen.as_dict(),
