@@ -56,7 +56,11 @@ def ensure_trained(settings: Settings, workspace: Workspace, progress: bool = Fa
     version = matching_version(workspace, settings)
     if version is not None:
         return version
-    say("no trained models for this catalog yet: training them (about a minute)", progress)
+    say(
+        "no trained models for this catalog yet: choosing settings on a validation split and "
+        "training them (a few minutes)",
+        progress,
+    )
     version, fitted = train_chosen(workspace, settings, progress)
     if not fitted.gate.passed:
         raise QualityGateFailed(
