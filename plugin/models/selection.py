@@ -280,6 +280,7 @@ def search(
         novelty_data(fit, k, cap=models.repeat_cap),
         novelty_config(workspace.catalog, k, models),
         models,
+        progress=progress,
     )
     log_probs, _ = _all_scores(novelty, None, cases.histories)
     bar.update()
@@ -300,7 +301,7 @@ def search(
             bar.update()
             continue
         alignment, _ = train_alignment(
-            labels, alignment_config(n_clusters, k, models.objective), models
+            labels, alignment_config(n_clusters, k, models.objective), models, progress
         )
         _, scores = _all_scores(novelty, alignment, cases.histories)
         assert scores is not None

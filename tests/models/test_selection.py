@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +13,15 @@ import torch
 
 from plugin.core.moves import NovelMove
 from plugin.core.planning import HistoryRanking, PlanRequest, Selection, select, selection_score
+from plugin.data.synthetic import SyntheticSpec, write_synthetic
+from plugin.data.workspace import open_workspace
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.data import feedback_labels
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.planner import BestOfNPlanner, histories_tensor
+from plugin.models.planner import BestOfNPlanner, histories_tensor, single_threaded
 from plugin.models.repository import chosen_selection, version_selection
-from plugin.models.selection import ValidationCases, score_grid, validation_split
+from plugin.models.selection import ValidationCases, fit_selected, score_grid, validation_split
+from plugin.settings import load_settings
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 CLUSTERS = 12
@@ -132,3 +136,46 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     assert hit == pytest.approx(expected_hit)
     assert positive == pytest.approx(expected)
     assert hit > 0  # the check compares something
+
+
+def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path: Path) -> None:
+    spec = SyntheticSpec(
+        aligned=True, users=80, topics=12, items_per_topic=6, moves_per_user=16, successors=3
+    )
+    interactions, items = write_synthetic(spec, tmp_path / "data")
+    settings = load_settings(
+        var_dir=tmp_path / "var",
+        data={"interactions": interactions, "items": items},
+        clusters={"leaf_clusters": 8, "parent_clusters": 2},
+        models={"novelty_steps": 30, "alignment_steps": 30, "repository": tmp_path / "repo"},
+        selection={
+            "candidates": [1, 4, 64],  # 64 exceeds the 8 clusters: not scored
+            "temperatures": [1.0, 2.0],
+            "weights": [0.0, 1.0],
+            "prior_strengths": [0.0, 8.0],
+            "seeds": 1,
+        },
+    )
+    workspace = open_workspace(settings)
+    # One torch thread: on two shared cores two threads measured 10-30x slower for this size.
+    with single_threaded():
+        fitted = fit_selected(workspace, settings)
+    selection = fitted.manifest["selection"]
+    chosen = selection["chosen"]
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2  # priors x temperatures x n x weights
+    top = selection["validation"]["top"]
+    assert top[0] == chosen
+    assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
+    assert set(selection["validation"]["best_by_n"]) == {1, 4}
+    assert fitted.gate.n == chosen["n"]  # refit and gated at the chosen values
+    assert chosen_selection(fitted.manifest) == Selection(
+        chosen["n"], chosen["temperature"], chosen["weight"]
+    )
+    # A spent budget skips the label rules after the first.
+    hurried = settings.model_copy(
+        update={"selection": settings.selection.model_copy(update={"budget_s": 1e-6})}
+    )
+    with single_threaded():
+        quick = fit_selected(workspace, hurried).manifest["selection"]
+    assert quick["grid"]["skipped_prior_strengths"] == [8.0]
+    assert quick["chosen"]["label_rule"] == "min_count"
