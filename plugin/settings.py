@@ -56,15 +56,29 @@ class DataSettings(Section):
 class ClusterSettings(Section):
     """How the hierarchical interest clusters are built."""
 
-    leaf_clusters: int = Field(48, ge=2, le=4096, description="number of leaf interest clusters")
-    parent_clusters: int = Field(8, ge=1, le=512, description="number of top-level clusters")
+    leaf_clusters: int | None = Field(
+        None,
+        ge=2,
+        le=4096,
+        description="number of leaf interest clusters (None: the granularity rule chooses)",
+    )
+    parent_clusters: int = Field(
+        8, ge=1, le=512, description="top-level clusters (at most, when the rule chooses leaves)"
+    )
+    # The granularity rule (docs/CLUSTERS.md): the most leaves, from a fixed ladder, whose
+    # training moves still see enough moves out of their history and whose smallest leaf
+    # still holds enough items.
+    rule_min_history_moves: int = Field(
+        10, ge=1, description="rule: median training moves out of a move's history, at least"
+    )
+    rule_min_leaf_items: int = Field(5, ge=1, description="rule: items in the smallest leaf")
     keywords: int = Field(5, ge=1, le=20, description="keywords in each cluster description")
     top_items: int = Field(10, ge=1, le=200, description="items kept per cluster for the ranker")
     seed: int = 7
 
     @model_validator(mode="after")
     def _parents_fewer_than_leaves(self) -> ClusterSettings:
-        if self.parent_clusters > self.leaf_clusters:
+        if self.leaf_clusters is not None and self.parent_clusters > self.leaf_clusters:
             raise ValueError("parent_clusters must not exceed leaf_clusters")
         return self
 
@@ -114,6 +128,76 @@ class ModelSettings(Section):
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
     gate_min_recall: float = Field(0.3, ge=0, le=1, description="held-out recall at n")
     seed: int = 7
+
+
+class SelectionSettings(Section):
+    """The validation-split search of ``explore train`` (docs/MODELS.md, "Model selection").
+
+    The last ``validation_fraction`` of the training period (by time) is held out; the models
+    are fit on the rest, every combination of the grids below is scored on it by positive
+    hit@1, and the best is refit on the whole training period. The chosen n, temperature,
+    weight and label rule go into the version's manifest and every planner plans with them.
+    """
+
+    enabled: bool = Field(True, description="search on a validation split (false: the settings)")
+    apply: bool = Field(
+        True,
+        description="plan with the n, temperature and weight the version chose "
+        "(false: planner.candidates, planner.temperature and weight 1)",
+    )
+    validation_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="last share of the training moves held out"
+    )
+    candidates: list[int] = Field(
+        [1, 2, 4, 8, 16, 32], min_length=1, description="n values searched"
+    )
+    temperatures: list[float] = Field(
+        [0.75, 1.0, 1.5, 2.0, 3.0], min_length=1, description="temperatures searched"
+    )
+    weights: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0],
+        min_length=1,
+        description="alignment weights searched (1: alignment alone, 0: novelty alone)",
+    )
+    prior_strengths: list[float] = Field(
+        [0.0, 2.0, 8.0, 32.0],
+        min_length=1,
+        description="Beta-prior strengths of the label rule searched (0: the hard min_count)",
+    )
+    seeds: int = Field(
+        3, ge=1, le=32, description="sampling seeds each combination is averaged over"
+    )
+    budget_s: float = Field(
+        300.0, gt=0, description="time budget of the search; combinations left are skipped"
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _positive_n(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError("every n must be at least 1")
+        return sorted(set(value))
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if any(not t > 0 for t in value):
+            raise ValueError("every temperature must be > 0")
+        return sorted(set(value))
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_in_unit(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= w <= 1 for w in value):
+            raise ValueError("every weight must be in [0, 1]")
+        return sorted(set(value))
+
+    @field_validator("prior_strengths")
+    @classmethod
+    def _non_negative_strengths(cls, value: list[float]) -> list[float]:
+        if any(s < 0 for s in value):
+            raise ValueError("every prior strength must be >= 0")
+        return sorted(set(value))
 
 
 class FeastSettings(Section):
@@ -434,6 +518,7 @@ class Settings(BaseSettings):
     sequence: SequenceSettings = SequenceSettings()
     planner: PlannerSettings = PlannerSettings()
     models: ModelSettings = ModelSettings()
+    selection: SelectionSettings = SelectionSettings()
     feast: FeastSettings = FeastSettings()
     redis: RedisSettings = RedisSettings()
     replay: ReplaySettings = ReplaySettings()

@@ -26,11 +26,16 @@ from plugin.core.feedback import FeedbackCollector
 from plugin.core.frequency import frequency_planner
 from plugin.core.fresh import FreshBoostPlanner, FreshLookup
 from plugin.core.pipeline import BatchProcessor
-from plugin.core.planning import Planner, RankingPlanner
+from plugin.core.planning import Planner, RankingPlanner, Selection
 from plugin.core.ports import BatchObserver, SequencePlanStore
 from plugin.data.workspace import Workspace, open_workspace
-from plugin.models.planner import best_of_n_planner
-from plugin.models.repository import ModelRepository, check_catalog, version_label
+from plugin.models.planner import best_of_n_planner, planner_selection
+from plugin.models.repository import (
+    ModelRepository,
+    check_catalog,
+    version_label,
+    version_selection,
+)
 from plugin.observability.metrics import WorkerMetrics
 from plugin.observability.monitoring import FeedbackMonitor
 from plugin.security import redis_tls_options
@@ -61,19 +66,27 @@ def triton_planner(
     )
 
     repository = ModelRepository(settings.models.repository)
+    apply = settings.selection.apply
+    fallback = planner_selection(settings)
 
     def label(version: int) -> str:
         manifest = repository.manifest(version)
         check_catalog(version, manifest, catalog)
         return version_label(version, str(manifest.get("catalog_version", "")))
 
+    def chosen(version: int) -> Selection:
+        return version_selection(repository.manifest(version), fallback, apply)
+
+    # With selection.apply the requests leave n and the temperature to the served version
+    # (N=0, TEMPERATURE=0: its chosen values), and its weight picks the plan here.
     planner = TritonPlanner(
         settings.triton,
-        n=settings.planner.candidates,
-        temperature=settings.planner.temperature,
+        n=None if apply else fallback.n,
+        temperature=None if apply else fallback.temperature,
         seed=settings.planner.seed,
         n_clusters=len(catalog),
         label=label,
+        selection=chosen,
     )
     if connect:
         try:
@@ -137,12 +150,19 @@ def ranking_cache(settings: Settings, client: Any | None = None) -> RankingCache
     return RankingCache(
         client if client is not None else redis_client(settings),
         settings.cache,
-        settings.planner.temperature,
+        None if settings.selection.apply else settings.planner.temperature,
         settings.planner.seed,
         # n + W clusters hold every plan the worker makes from a ranking (plugin.adapters.
         # plan_cache): the table's entries stay small at hundreds of clusters.
-        keep=settings.planner.candidates + settings.sequence.novelty_window,
+        keep=largest_plan_n(settings) + settings.sequence.novelty_window,
     )
+
+
+def largest_plan_n(settings: Settings) -> int:
+    """The largest n a plan may be the best of: with ``selection.apply`` any n of the search
+    grid a version may have chosen, else ``planner.candidates``."""
+    grid = settings.selection.candidates if settings.selection.apply else []
+    return max([settings.planner.candidates, *grid])
 
 
 @dataclass(frozen=True)

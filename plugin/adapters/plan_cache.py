@@ -10,7 +10,8 @@ Keys carry everything the ranking depends on besides the history::
     <prefix>:<model_version>:t<temperature>:s<seed>:<c1>,<c2>
 
 so publishing a new model version, or changing the temperature or seed, starts a fresh
-table; old entries expire by TTL.
+table; old entries expire by TTL. When planners use each version's own chosen temperature
+(``selection.apply``) the temperature part is ``tchosen``: the version names it.
 
 With ``keep`` (the worker's ``n + W``: candidates plus the novelty window), only the first
 ``keep`` clusters of each ranking are stored, and the key says so (``...:k<keep>:...``). That
@@ -51,6 +52,8 @@ from plugin.core.planning import (
     HistoryRanking,
     PlanRequest,
     RankingPlanner,
+    SelectingPlanner,
+    Selection,
     select,
 )
 from plugin.core.sequence import push_cluster
@@ -103,7 +106,7 @@ class RankingCache:
         self,
         client: redis.Redis,
         settings: CacheSettings,
-        temperature: float,
+        temperature: float | None,
         seed: int,
         keep: int | None = None,
     ) -> None:
@@ -114,7 +117,9 @@ class RankingCache:
         self.ttl_s = settings.ttl_s
         self.prefix = settings.key_prefix
         self.keep = keep
-        self.sampling = f"t{temperature!r}:s{seed}" + (f":k{keep}" if keep is not None else "")
+        # None: each version's chosen temperature, which its model version already names.
+        chosen = "chosen" if temperature is None else repr(temperature)
+        self.sampling = f"t{chosen}:s{seed}" + (f":k{keep}" if keep is not None else "")
         self.memory_entries = settings.memory_entries
         self._memory: dict[str, HistoryRanking] = {}
         self._memory_lock = threading.Lock()
@@ -228,10 +233,36 @@ class CachedPlanner:
         """Rankings for ``histories``: cached ones from Redis, the rest in one planner call."""
         return [ranking for ranking, _ in self._lookup(histories)]
 
+    def selection(self, model_version: str) -> Selection:
+        """The n and weight to select with from a ranking ``model_version`` made: the
+        planner's for that version when it knows them, else the cache's own n (weight 1)."""
+        if isinstance(self.planner, SelectingPlanner):
+            return self.planner.selection(model_version)
+        return Selection(n=self.n)
+
+    def _select(
+        self, request: PlanRequest, ranking: HistoryRanking, version: str
+    ) -> ExplorationPlan:
+        chosen = self.selection(version)
+        keep = self.cache.keep
+        if (
+            keep is not None
+            and len(ranking.order) >= keep
+            and chosen.n + len(request.excluded) > keep
+        ):
+            # A truncated ranking may not hold this plan's n candidates: a version chose an n
+            # outside the grid the cache was sized for. Loud, never a silently worse plan.
+            raise ValueError(
+                f"plan cache keeps {keep} clusters per ranking, but version {version} plans "
+                f"the best of {chosen.n} avoiding {len(request.excluded)} clusters: add "
+                f"{chosen.n} to selection.candidates (or raise planner.candidates)"
+            )
+        return select(request, ranking, chosen.n, version, weight=chosen.weight)
+
     def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
         found = self._lookup([request.history for request in requests])
         return [
-            select(request, ranking, self.n, version)
+            self._select(request, ranking, version)
             for request, (ranking, version) in zip(requests, found, strict=True)
         ]
 
@@ -249,7 +280,7 @@ class CachedPlanner:
             return []
         found = {h: r for h, r in zip(unique, cached, strict=True) if r is not None}
         plans = [
-            select(request, found[request.history], self.n, version)
+            self._select(request, found[request.history], version)
             for request in requests
             if request.history in found
         ]

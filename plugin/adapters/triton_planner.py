@@ -38,7 +38,9 @@ from plugin.core.planning import (
     HistoryRanking,
     PlanningError,
     PlanRequest,
+    Selection,
     best_of_n,
+    selection_score,
 )
 from plugin.serving.contract import (
     ALIGNMENT_SCORE,
@@ -166,16 +168,22 @@ class TritonPlanner:
     ``label`` turns a served version number into the model version plans record (it may
     raise ``ValueError``, e.g. for a version trained on another catalog). ``n_clusters`` is
     the catalog size, used by :meth:`rank` to ask for every cluster.
+
+    ``n`` or ``temperature`` None leave them to the served version (its chosen values, N=0
+    and TEMPERATURE=0 on the wire); ``selection`` gives a served version's
+    :class:`~plugin.core.planning.Selection`, whose weight picks the best of the candidates
+    (without it: alignment alone).
     """
 
     def __init__(
         self,
         settings: TritonSettings,
-        n: int,
-        temperature: float,
+        n: int | None,
+        temperature: float | None,
         seed: int,
         n_clusters: int,
         label: Callable[[int], str],
+        selection: Callable[[int], Selection] | None = None,
     ) -> None:
         self.settings = settings
         self.n = n
@@ -184,6 +192,8 @@ class TritonPlanner:
         self.n_clusters = n_clusters
         self._label = label
         self._labels: dict[int, str] = {}
+        self._selection = selection
+        self._selections: dict[str, Selection] = {}
         self._version = f"triton:{settings.planner_model}"
         self.retry = RetryPolicy(
             settings.retries, settings.backoff_initial_s, settings.backoff_max_s
@@ -218,6 +228,19 @@ class TritonPlanner:
 
     async def rank_async(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
         return await self._await(self._rank(histories))
+
+    def selection(self, model_version: str) -> Selection:
+        """The selection of a served version, by the label plans record (the plan cache
+        selects from cached rankings with it)."""
+        found = self._selections.get(model_version)
+        if found is not None:
+            return found
+        default = Selection()  # a label never served: the planner defaults
+        return Selection(
+            n=self.n or default.n,
+            temperature=self.temperature or default.temperature,
+            weight=1.0,
+        )
 
     def connect(self) -> None:
         """Check that Triton is live and the planner ready; raise an actionable error if not."""
@@ -312,10 +335,17 @@ class TritonPlanner:
     def _resolve(self, version: int) -> str:
         if version not in self._labels:
             try:
-                self._labels[version] = self._label(version)
+                label = self._label(version)
+                if self._selection is not None:
+                    self._selections[label] = self._selection(version)
+                self._labels[version] = label
             except (ValueError, OSError, KeyError) as exc:
                 raise TritonPlannerError(f"served planner version {version}: {exc}") from None
         return self._labels[version]
+
+    def _weight(self, label: str) -> float:
+        chosen = self._selections.get(label)
+        return chosen.weight if chosen is not None else 1.0
 
     async def _plan(self, requests: Sequence[PlanRequest], n: int | None) -> list[ExplorationPlan]:
         if not requests:
@@ -324,13 +354,18 @@ class TritonPlanner:
         rows = await self._sample(
             [r.history for r in requests],
             [sorted(r.excluded) for r in requests],
-            size,
+            size or 0,  # 0: the served version's chosen n
             [f"user {r.user_id}" for r in requests],
         )
-        return [
-            best_of_n(request, sampled.candidates, sampled.alignment_scores, label)
-            for request, (label, sampled) in zip(requests, rows, strict=True)
-        ]
+        plans = []
+        for request, (label, sampled) in zip(requests, rows, strict=True):
+            weight = self._weight(label)
+            scores = [
+                selection_score(a, lp, weight)
+                for a, lp in zip(sampled.alignment_scores, sampled.novelty_log_probs, strict=True)
+            ]
+            plans.append(best_of_n(request, sampled.candidates, scores, label))
+        return plans
 
     async def _rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
         unique = list(dict.fromkeys(histories))
@@ -375,7 +410,8 @@ class TritonPlanner:
         import tritonclient.grpc.aio as triton_aio
 
         client = await self._get_client()
-        arrays = planner_inputs(histories, excluded, n, self.temperature, self.seed)
+        # TEMPERATURE=0: the served version's chosen temperature.
+        arrays = planner_inputs(histories, excluded, n, self.temperature or 0.0, self.seed)
         inputs = []
         for name, array in arrays.items():
             tensor = triton_aio.InferInput(name, list(array.shape), triton_dtype(array))

@@ -211,19 +211,49 @@ def evaluate(
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="PNG of the n-scaling curve and trade-off")
     ] = None,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            "--robustness",
+            help="run at several seeds and split points and on two synthetic datasets",
+        ),
+    ] = False,
+    seeds: Annotated[str, typer.Option(help="--robustness: comma-separated seeds")] = "7,8,9",
+    splits: Annotated[
+        str, typer.Option(help="--robustness: other split quantiles, comma-separated")
+    ] = "0.7,0.9",
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic/--no-synthetic", help="--robustness: synthetic runs")
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate every planning method offline on a time split.
 
     Each method plans each held-out novel engagement; prints the table, and writes JSON and a
-    PNG plot (n-scaling curve and novelty/relevance trade-off).
+    PNG plot (n-scaling curve and novelty/relevance trade-off). With --robustness, the whole
+    evaluation runs per seed, per split point and on the synthetic datasets, and prints one
+    line per run against the targets (JSON: default var/robustness.json, kept after each run).
     """
-    from plugin.cli.output import print_evaluation
+    from plugin.cli.output import print_evaluation, print_robustness, print_robustness_run
     from plugin.jobs.evaluate import evaluate as evaluate_methods
+    from plugin.jobs.evaluate import robustness_study
 
     config = settings(
         dataset, interactions, items, models={"objective": objective, "text_init": text_init}
     )
+    if robustness:
+        study = robustness_study(
+            config,
+            [int(x) for x in seeds.split(",") if x.strip()],
+            [float(x) for x in splits.split(",") if x.strip()],
+            synthetic,
+            json_path or config.var_dir / "robustness.json",
+            progress=not quiet,
+            on_run=print_robustness_run,
+        )
+        print_robustness(study)
+        typer.echo(f"wrote {json_path or config.var_dir / 'robustness.json'}")
+        return
     plot = plot_path or (json_path.with_suffix(".png") if json_path else None)
     report = evaluate_methods(config, version=version, plot_path=plot, progress=not quiet)
     print_evaluation(report)

@@ -25,6 +25,7 @@ def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
         "items": len(catalog.item_to_cluster),
         "size_min": min(sizes),
         "size_max": max(sizes),
+        "granularity": catalog.build.get("granularity"),
         "clusters": [
             {
                 "cluster_id": c.cluster_id,
@@ -44,6 +45,15 @@ def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
         f"\n{summary['leaf_clusters']} leaf clusters in {summary['parent_clusters']} parents over "
         f"{summary['items']:,} items (sizes {summary['size_min']}..{summary['size_max']})"
     )
+    granularity = summary["granularity"]
+    if granularity:
+        measured = ", ".join(
+            f"{row['leaf_clusters']}: {row['median_history_moves']:g} moves/history, "
+            f"smallest {row['smallest_leaf']}"
+            for row in granularity["measured"]
+        )
+        verdict = "chose" if granularity["passed"] else "fell back on"
+        typer.echo(f"granularity rule {verdict} {granularity['leaf_clusters']} leaves ({measured})")
     rows = [
         (
             c["cluster_id"],
@@ -152,8 +162,37 @@ def print_training(version: int, manifest: dict[str, Any]) -> None:
         ("gate: validity", gate["validity"]),
         (f"gate: recall@{gate['n']}", gate["recall_at_n"]),
         ("gate", "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])),
+        *_selection_rows(manifest),
     ]
     typer.echo("\n" + table(["training", "value"], rows))
+
+
+def _selection_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What the validation search and the granularity rule chose (absent: nothing)."""
+    rows: list[tuple[str, Any]] = []
+    catalog = manifest.get("catalog") or {}
+    granularity = catalog.get("granularity")
+    if granularity:
+        rows.append(("leaf clusters (granularity rule)", f"{granularity['leaf_clusters']} leaves"))
+    selection = manifest.get("selection")
+    if selection:
+        chosen, validation = selection["chosen"], selection["validation"]
+        defaults = validation.get("defaults") or {}
+        rows += [
+            (
+                "chosen on validation",
+                f"n={chosen['n']} T={chosen['temperature']} weight={chosen['weight']} "
+                f"{chosen['label_rule']} (prior {chosen['prior_strength']})",
+            ),
+            (
+                "validation positive hit@1",
+                f"{chosen['positive_hit_at_1']:.4f} (before the search: "
+                f"{defaults.get('positive_hit_at_1', float('nan')):.4f}; "
+                f"{validation['moves']:,} moves)",
+            ),
+            ("search seconds", selection["seconds"]),
+        ]
+    return rows
 
 
 def print_evaluation(report: dict[str, Any]) -> None:
@@ -172,7 +211,8 @@ def print_evaluation(report: dict[str, Any]) -> None:
     data = report["dataset"]
     typer.echo(
         f"\n{data['name']}: {data['cases']:,} held-out novel engagements "
-        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}"
+        f"({data['positive_cases']:,} positive), {data['clusters']} clusters, n={data['n']}, "
+        f"T={data['temperature']}, weight={data.get('weight', 1.0)}"
     )
     # Two tables of three metrics: with intervals, six columns do not fit a terminal.
     for group in (METRICS[:3], METRICS[3:]):
@@ -236,3 +276,50 @@ def print_published_load(load: PublishedLoad) -> None:
     else:
         typer.echo(f"triton: loading published version {load.version}")
         print_load_report(load.report)
+
+
+def _robustness_cells(row: dict[str, Any]) -> tuple[Any, ...]:
+    t, chosen = row["targets"], row["chosen"]
+    lo, hi = t["vs_novelty_sample_ci"]
+    sasrec = (
+        f"{t['vs_sasrec']:+.3f} [{t['vs_sasrec_ci'][0]:+.3f}, {t['vs_sasrec_ci'][1]:+.3f}]"
+        if t["vs_sasrec"] is not None
+        else "-"
+    )
+    return (
+        row["run"],
+        row["clusters"],
+        f"n={chosen['n']} T={chosen['temperature']} w={chosen['weight']} "
+        f"{chosen['label_rule']}({chosen['prior_strength']})",
+        f"{t['best_of_n']:.3f}",
+        f"{t['strongest_other']} {t['strongest_other_value']:.3f}",
+        f"{t['vs_novelty_sample']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+        sasrec,
+        f"{t['novelty_rate']:.2f} / {t['coverage_ratio']:.2f}",
+        "yes" if t["rises_with_n"] else "no",
+    )
+
+
+ROBUSTNESS_HEADERS = [
+    "run",
+    "leaves",
+    "chosen",
+    "best_of_n",
+    "strongest other",
+    "vs novelty_sample",
+    "vs sasrec",
+    "novelty / cov ratio",
+    "rises 1..16",
+]
+
+
+def print_robustness_run(row: dict[str, Any]) -> None:
+    """One finished run of the robustness study, as it finishes."""
+    typer.echo("\n" + table(ROBUSTNESS_HEADERS, [_robustness_cells(row)]))
+
+
+def print_robustness(study: dict[str, Any]) -> None:
+    """The robustness study: one line per run (positive hit@1 and paired differences)."""
+    rows = [_robustness_cells(row) for row in study["runs"]]
+    typer.echo("\nrobustness (positive_hit_at_1; paired differences with 95% intervals)")
+    typer.echo(table(ROBUSTNESS_HEADERS, rows))

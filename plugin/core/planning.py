@@ -14,6 +14,7 @@ plans, and the cache can store rankings per history and still honour each user's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,6 +85,58 @@ class RankingPlanner(Protocol):
     def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]: ...
 
 
+@dataclass(frozen=True)
+class Selection:
+    """How a version picks its plan: the n candidates it samples at ``temperature`` and the
+    ``weight`` of the alignment score against the novelty log-probability (1: alignment
+    alone, as in the paper; 0: the novelty model alone). ``explore train`` chooses all three
+    on a validation split and records them in the version's manifest."""
+
+    n: int = 16
+    temperature: float = 1.5
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+
+
+@runtime_checkable
+class SelectingPlanner(Protocol):
+    """A ranking planner that knows each served version's :class:`Selection` (the plan cache
+    selects from cached rankings with the n and weight of the version that made them)."""
+
+    def selection(self, model_version: str) -> Selection: ...
+
+
+def log_sigmoid(x: float) -> float:
+    """``log(1 / (1 + exp(-x)))`` without overflow; -inf stays -inf."""
+    if x >= 0:
+        return -math.log1p(math.exp(-x))
+    if x == -math.inf:
+        return -math.inf
+    return x - math.log1p(math.exp(x))
+
+
+def selection_score(alignment: float, novelty_log_prob: float, weight: float) -> float:
+    """The score best-of-n maximises: ``w log sigmoid(a) + (1 - w) log p(c | h)``.
+
+    The pointwise alignment model is a logistic model of the positive share, so
+    ``log sigmoid(a)`` is its log-probability and the mixture is a weighted product of the two
+    models' probabilities. At w=1 the raw alignment score is returned: the same order as its
+    log-sigmoid (the paper's rule), and the score plans always carried.
+    """
+    if weight >= 1.0:
+        return alignment
+    if weight <= 0.0:
+        return novelty_log_prob
+    return weight * log_sigmoid(alignment) + (1.0 - weight) * novelty_log_prob
+
+
 class PlanningError(RuntimeError):
     """A planner could not plan a request; the message says which and why."""
 
@@ -125,19 +178,24 @@ def select(
     n: int,
     model_version: str,
     bonus: Mapping[int, float] | None = None,
+    weight: float = 1.0,
 ) -> ExplorationPlan:
-    """The user's n candidates (the first n novel clusters of the ranking), best by alignment.
+    """The user's n candidates (the first n novel clusters of the ranking), best by
+    :func:`selection_score` (alignment alone at the default ``weight`` 1).
 
-    ``bonus`` adds a per-cluster amount to the alignment scores (the fresh-transition boost);
+    ``bonus`` adds a per-cluster amount to the scores (the fresh-transition boost);
     it re-orders what the novelty model proposed and never adds a cluster it did not propose.
     """
     candidates: list[int] = []
     scores: list[float] = []
-    for cluster, score in zip(ranking.order, ranking.alignment_scores, strict=True):
+    for cluster, log_prob, score in zip(
+        ranking.order, ranking.novelty_log_probs, ranking.alignment_scores, strict=True
+    ):
         if cluster in request.excluded:
             continue
         candidates.append(cluster)
-        scores.append(score + (bonus.get(cluster, 0.0) if bonus else 0.0))
+        mixed = selection_score(score, log_prob, weight)
+        scores.append(mixed + (bonus.get(cluster, 0.0) if bonus else 0.0))
         if len(candidates) == n:
             break
     return best_of_n(request, candidates, scores, model_version)

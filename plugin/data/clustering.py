@@ -320,6 +320,10 @@ def build_catalog(
 ) -> ClusterCatalog:
     """Cluster the dataset's items into a two-level catalog (fit on all of ``dataset``'s
     interactions: pass the training split). Deterministic for one dataset and settings."""
+    if settings.leaf_clusters is None:  # the workspace resolves it first
+        raise ValueError(
+            "clusters.leaf_clusters is None: choose it with plugin.data.granularity_rule"
+        )
     items = dataset.items
     n_items = len(items)
     if settings.leaf_clusters > n_items:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.data.clustering import build_catalog
 from plugin.data.datasets import Dataset, load_dataset
+from plugin.data.granularity_rule import choose_leaf_count
 from plugin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,11 @@ def catalog_path(settings: Settings, train: Dataset) -> Path:
 
 
 def open_workspace(settings: Settings, rebuild: bool = False, progress: bool = False) -> Workspace:
-    """Load the dataset, split it by event time, and load or build its cluster catalog."""
+    """Load the dataset, split it by event time, and load or build its cluster catalog.
+
+    With ``clusters.leaf_clusters`` None the granularity rule chooses the leaf count on the
+    training part; what it measured and chose is in the catalog's ``build["granularity"]``.
+    """
     dataset = load_dataset(settings.data)
     train, test = dataset.time_split(settings.data.split_quantile)
     path = catalog_path(settings, train)
@@ -42,6 +47,22 @@ def open_workspace(settings: Settings, rebuild: bool = False, progress: bool = F
         catalog = ClusterCatalog.load(path)
     else:
         log.info("building the cluster catalog for %s", dataset.name)
-        catalog = build_catalog(train, settings.clusters, progress=progress)
+        catalog = build_clusters(settings, train, progress)
         catalog.save(path)
     return Workspace(dataset=dataset, train=train, test=test, catalog=catalog)
+
+
+def build_clusters(settings: Settings, train: Dataset, progress: bool = False) -> ClusterCatalog:
+    """The catalog of ``train`` for ``settings.clusters``, its leaf count chosen by the
+    granularity rule when ``leaf_clusters`` is None."""
+    if settings.clusters.leaf_clusters is not None:
+        return build_catalog(train, settings.clusters, progress=progress)
+    choice, catalog = choose_leaf_count(
+        train, settings.clusters, settings.sequence, settings.data, progress=progress
+    )
+    log.info(
+        "granularity rule chose %d leaf clusters in %d parents",
+        choice.leaf_clusters,
+        choice.parent_clusters,
+    )
+    return replace(catalog, build={**catalog.build, "granularity": choice.as_dict()})

@@ -1,7 +1,8 @@
 """The granularity study: how good a catalog of a given leaf count is, measured on a time split.
 
-``python -m plugin.evaluation.granularity`` builds the default catalog on the MovieLens-100K
-training part and prints it; ``--sweep`` measures candidate leaf counts (``docs/CLUSTERS.md``).
+``python -m plugin.evaluation.granularity`` builds the default catalog (its leaf count chosen
+by the granularity rule, :mod:`plugin.data.granularity_rule`) on the MovieLens-100K training
+part and prints it; ``--sweep`` measures candidate leaf counts (``docs/CLUSTERS.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from plugin.core.moves import walk_novel_moves
 from plugin.core.stats import gini
 from plugin.data.clustering import DEFAULT_RECIPE, FeatureRecipe, build_catalog
 from plugin.data.datasets import Dataset, load_movielens_100k
-from plugin.settings import PROJECT_ROOT, ClusterSettings, DataSettings
+from plugin.data.workspace import build_clusters
+from plugin.settings import PROJECT_ROOT, ClusterSettings, DataSettings, Settings
 
 
 def _genre_purity(catalog: ClusterCatalog, items: pd.DataFrame) -> float:
@@ -108,7 +110,7 @@ def measure_granularity(
         hits["popular@1"] += target in baseline[:1]
         hits["popular@5"] += target in baseline
     n_held = max(len(held), 1)
-    leaves = settings.leaf_clusters
+    leaves = len(catalog)
     return {
         "leaf_clusters": leaves,
         "parent_clusters": settings.parent_clusters,
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     train, _ = dataset.time_split(DataSettings().split_quantile)
     started = time.perf_counter()
-    catalog = build_catalog(train, ClusterSettings(), progress=True)
+    catalog = build_clusters(Settings(), train, progress=True)
     print(
         f"catalog {catalog.version}: {len(catalog)} leaves, {len(catalog.parents)} parents, "
         f"built in {time.perf_counter() - started:.2f} s"

@@ -28,8 +28,14 @@ from plugin.core.stats import gini
 from plugin.data.workspace import Workspace
 from plugin.evaluation.bootstrap import Bootstrap, CaseOutcomes
 from plugin.models.fit import fit_models, training_data
-from plugin.models.planner import BestOfNPlanner, best_of_n_planner, histories_tensor
-from plugin.models.repository import ModelRepository
+from plugin.models.planner import (
+    BestOfNPlanner,
+    best_of_n_planner,
+    histories_tensor,
+    planner_selection,
+)
+from plugin.models.repository import ModelRepository, version_selection
+from plugin.models.selection import fit_selected
 from plugin.models.sequential import SasRecModel, SequentialSettings, fit_sasrec
 from plugin.models.training import TrainingRun
 from plugin.settings import Settings
@@ -312,23 +318,31 @@ def run_evaluation(
     bootstrap = bootstrap or Bootstrap(seed=settings.planner.seed)
     data = training_data(workspace, settings)
     if version is None:
-        fitted = fit_models(workspace, settings, data=data, progress=progress)
+        # The same training as `explore train`: with the validation search when enabled.
+        fitted = (
+            fit_selected(workspace, settings, progress=progress)
+            if settings.selection.enabled
+            else fit_models(workspace, settings, data=data, progress=progress)
+        )
+        chosen = version_selection(
+            fitted.manifest, planner_selection(settings), settings.selection.apply
+        )
         planner = BestOfNPlanner(
             fitted.novelty,
             fitted.alignment,
-            settings.planner.candidates,
-            settings.planner.temperature,
+            chosen.n,
+            chosen.temperature,
             settings.planner.seed,
             "evaluation",
+            weight=chosen.weight,
         )
         models: dict[str, Any] = {"trained": "afresh", **_model_facts(fitted.manifest)}
     else:
         planner = best_of_n_planner(settings, workspace.catalog, version)
         manifest = ModelRepository(settings.models.repository).manifest(version)
         models = {"trained": f"version {version}", **_model_facts(manifest)}
-    frequency = frequency_planner(
-        workspace.train.events(), workspace.catalog, settings.sequence, settings.planner.candidates
-    )
+    n = planner.n
+    frequency = frequency_planner(workspace.train.events(), workspace.catalog, settings.sequence, n)
     popularity = Counter(m.target for m in data.train_moves if m.positive)
     cases = _with_sequences(workspace, settings, data.heldout_moves, sequential.max_length)
     if not cases:
@@ -340,7 +354,7 @@ def run_evaluation(
         frequency,
         popularity,
         len(workspace.catalog),
-        settings.planner.candidates,
+        n,
         settings.planner.seed,
         sasrec=sasrec,
         bootstrap=bootstrap,
@@ -361,8 +375,9 @@ def run_evaluation(
             "catalog_version": workspace.catalog.version,
             "history_length": settings.sequence.history_length,
             "novelty_window": settings.sequence.novelty_window,
-            "n": settings.planner.candidates,
-            "temperature": settings.planner.temperature,
+            "n": n,
+            "temperature": planner.temperature,
+            "weight": planner.weight,
             "models": models,
             "baselines": {
                 "sasrec": {
@@ -424,6 +439,7 @@ def _fit_sequential_baseline(
 
 def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
     return {
+        "selection": manifest.get("selection"),
         "objective": manifest["objective"],
         "text_init": manifest["text_init"],
         "gate": manifest["gate"],

@@ -3,12 +3,14 @@ measurement (``explore feedback fresh-eval``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from plugin.errors import MissingPrerequisite
 from plugin.evaluation.fresh import evaluate_fresh
 from plugin.evaluation.offline import plot, run_evaluation
+from plugin.evaluation.robustness import robustness
 from plugin.jobs import prerequisites
 from plugin.settings import Settings
 
@@ -38,5 +40,22 @@ def fresh_evaluation(settings: Settings, version: int | None = None) -> dict[str
     workspace = prerequisites.workspace(settings)
     try:
         return evaluate_fresh(workspace, settings, version)
+    except (FileNotFoundError, ValueError) as exc:
+        raise MissingPrerequisite(str(exc)) from exc
+
+
+def robustness_study(
+    settings: Settings,
+    seeds: Sequence[int],
+    splits: Sequence[float],
+    synthetic: bool,
+    json_path: Path | None,
+    progress: bool = False,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The evaluation at several seeds and split points and on the two synthetic datasets
+    (:mod:`plugin.evaluation.robustness`); the JSON is rewritten after each run."""
+    try:
+        return robustness(settings, seeds, splits, synthetic, json_path, progress, on_run)
     except (FileNotFoundError, ValueError) as exc:
         raise MissingPrerequisite(str(exc)) from exc

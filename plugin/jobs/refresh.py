@@ -42,8 +42,19 @@ from plugin.models.alignment import AlignmentModel
 from plugin.models.data import moves_fingerprint
 from plugin.models.fit import TrainingData, training_data, with_feedback
 from plugin.models.novelty import NoveltyModel
-from plugin.models.planner import BestOfNPlanner, best_of_n_planner, single_threaded
-from plugin.models.repository import ModelRepository, ModelVersion, PublishError, version_label
+from plugin.models.planner import (
+    BestOfNPlanner,
+    best_of_n_planner,
+    planner_selection,
+    single_threaded,
+)
+from plugin.models.repository import (
+    ModelRepository,
+    ModelVersion,
+    PublishError,
+    version_label,
+    version_selection,
+)
 from plugin.models.training import (
     alignment_config,
     novelty_config,
@@ -375,17 +386,24 @@ def gate_step(
     ``feedback.gate_max_hit_drop`` below the serving version's, and plan coverage must stay at
     least ``feedback.gate_min_coverage``."""
     planner, config = settings.planner, settings.feedback
-    n, k = planner.candidates, settings.sequence.history_length
+    # Both sides plan with the serving version's chosen n, T and weight: the refreshed
+    # version inherits them (write_step), so that is how it would serve.
+    chosen = version_selection(
+        current.manifest, planner_selection(settings), settings.selection.apply
+    )
+    n, k = chosen.n, settings.sequence.history_length
     heldout = data.heldout_moves
     for side, novelty, alignment, label in (
         (report.before, current.novelty, current.alignment, current.label),
         (report.after, candidate.novelty, candidate.alignment, "refresh-candidate"),
     ):
-        plans = BestOfNPlanner(novelty, alignment, n, planner.temperature, planner.seed, label)
+        plans = BestOfNPlanner(
+            novelty, alignment, n, chosen.temperature, planner.seed, label, weight=chosen.weight
+        )
         side["heldout"] = plan_quality(plans, workspace, heldout, n)
         side["plans"] = plan_spread(plans, len(workspace.catalog), k)
     novelty_gate = quality_gate(
-        candidate.novelty, heldout, n, planner.temperature, planner.seed, settings.models
+        candidate.novelty, heldout, n, chosen.temperature, planner.seed, settings.models
     )
     served = report.before["heldout"]["positive_hit_at_1"]
     refreshed = report.after["heldout"]["positive_hit_at_1"]
@@ -424,7 +442,8 @@ def write_step(
 ) -> int:
     """Write the candidate as the next version, passed or not (a failed one is never
     published); its manifest records what it was refreshed from."""
-    inherited = ("dataset", "data_hash", "catalog_version", "text_init")
+    # The selection too: a refresh keeps the serving version's n, temperature and weight.
+    inherited = ("dataset", "data_hash", "catalog_version", "text_init", "selection", "catalog")
     config = settings.feedback
     manifest = {
         **{key: current.manifest.get(key) for key in inherited},

@@ -10,7 +10,8 @@ from plugin.data.workspace import Workspace
 from plugin.errors import InvalidInput, UserError
 from plugin.jobs import prerequisites
 from plugin.jobs.progress import say
-from plugin.models.fit import matching_version, train_version
+from plugin.models.fit import FittedModels, matching_version, train_version
+from plugin.models.selection import train_selected_version
 from plugin.settings import Settings
 
 
@@ -43,7 +44,7 @@ def train(settings: Settings, progress: bool = False) -> TrainReport:
     too, and reported: it is never published)."""
     workspace = prerequisites.workspace(settings, progress=progress)
     try:
-        version, fitted = train_version(workspace, settings, progress=progress)
+        version, fitted = train_chosen(workspace, settings, progress)
     except ValueError as exc:  # too little data for the settings: the message says which
         raise InvalidInput(str(exc)) from exc
     return TrainReport(version, fitted.manifest)
@@ -55,10 +56,24 @@ def ensure_trained(settings: Settings, workspace: Workspace, progress: bool = Fa
     version = matching_version(workspace, settings)
     if version is not None:
         return version
-    say("no trained models for this catalog yet: training them (about a minute)", progress)
-    version, fitted = train_version(workspace, settings, progress=progress)
+    say(
+        "no trained models for this catalog yet: choosing settings on a validation split and "
+        "training them (a few minutes)",
+        progress,
+    )
+    version, fitted = train_chosen(workspace, settings, progress)
     if not fitted.gate.passed:
         raise QualityGateFailed(
             f"version {version} failed the quality gate: {'; '.join(fitted.gate.reasons())}"
         )
     return version
+
+
+def train_chosen(
+    workspace: Workspace, settings: Settings, progress: bool = False
+) -> tuple[int, FittedModels]:
+    """A new version: with ``selection.enabled`` (the default) its n, temperature, weight
+    and label rule chosen on a validation split, else straight from the settings."""
+    if settings.selection.enabled:
+        return train_selected_version(workspace, settings, progress)
+    return train_version(workspace, settings, progress=progress)

@@ -21,7 +21,11 @@ Alignment feedback
 Labels are aggregated over all users with the same history: for history h and candidate c,
 ``label = positive novel moves h -> c / all novel moves out of h``, the share of users with
 that history whose next novel engagement was a positive one in c. Histories seen fewer than
-``min_count`` times are dropped. Pointwise rows cover every (h, c) with c outside h (most are
+``min_count`` times are dropped (the hard rule). The smoothed rule (``prior_strength`` s > 0)
+keeps every history and shrinks its shares towards the candidate's share over all histories,
+a Beta prior worth s moves: ``label = (positive h -> c + s p(c)) / (moves out of h + s)``,
+so a history seen twice says little and one seen a hundred times says almost all.
+Pointwise rows cover every (h, c) with c outside h (most are
 0); pairwise preferences pair each c with a positive label with c' of a lower label.
 """
 
@@ -98,6 +102,7 @@ def feedback_labels(
     min_count: int = 5,
     seed: int = 7,
     outcomes: Iterable[PlanOutcome] = (),
+    prior_strength: float = 0.0,
 ) -> FeedbackLabels:
     """Aggregate moves into pointwise labels and pairwise preferences (see module docstring).
 
@@ -108,10 +113,19 @@ def feedback_labels(
     """
     out_of: Counter[tuple[int, ...]] = Counter()
     positive: Counter[tuple[tuple[int, ...], int]] = Counter()
+    positive_into: Counter[int] = Counter()
     for move in moves:
         out_of[move.history] += 1
         if move.positive:
             positive[(move.history, move.target)] += 1
+            positive_into[move.target] += 1
+    if prior_strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
+    # The prior's mean: each candidate's positive share over all moves (the Beta prior).
+    total_moves = max(sum(out_of.values()), 1)
+    prior = [positive_into[c] / total_moves for c in range(n_clusters)]
+    if prior_strength > 0:
+        min_count = 1  # the prior, not a cut, handles thin histories
     trials: defaultdict[tuple[tuple[int, ...], int], float] = defaultdict(float)
     successes: defaultdict[tuple[tuple[int, ...], int], float] = defaultdict(float)
     answered: defaultdict[tuple[int, ...], float] = defaultdict(float)
@@ -128,6 +142,7 @@ def feedback_labels(
     candidates: list[int] = []
     labels: list[float] = []
     support: list[int] = []
+    observed: list[bool] = []
     pair_rows: list[tuple[int, int]] = []
     rng = np.random.default_rng(seed)
     for history in kept:
@@ -139,13 +154,18 @@ def feedback_labels(
             denominator = out_of[history] + trials.get(pair, 0.0)
             if denominator <= 0:
                 continue  # no move out of h and no plan of c for h: nothing is known
+            evidence = positive[pair] + successes.get(pair, 0.0)
             histories.append(pad_history(history, k))
             candidates.append(cluster)
-            labels.append((positive[pair] + successes.get(pair, 0.0)) / denominator)
+            labels.append(
+                (evidence + prior_strength * prior[cluster]) / (denominator + prior_strength)
+            )
             support.append(round(denominator))
+            observed.append(evidence > 0)
         block = np.arange(first, len(labels))
         block_labels = np.array(labels[first:])
-        for row in block[block_labels > 0]:
+        # Preferences start at candidates users engaged with (the prior alone proves nothing).
+        for row in block[np.array(observed[first:], dtype=bool)]:
             lower = block[block_labels < labels[row]]
             # A handful of sampled lower-label partners per positive keeps pairs O(M).
             for other in rng.choice(lower, size=min(8, len(lower)), replace=False):

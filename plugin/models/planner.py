@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, select
+from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, Selection, select
 from plugin.models.alignment import AlignmentModel
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
-from plugin.models.repository import ModelRepository, check_catalog
+from plugin.models.repository import ModelRepository, check_catalog, version_selection
 from plugin.settings import Settings
 
 
@@ -79,7 +79,10 @@ def single_threaded() -> Iterator[None]:
 
 
 class BestOfNPlanner:
-    """The paper's planner, in-process: one novelty pass and one alignment pass per batch."""
+    """The paper's planner, in-process: one novelty pass and one alignment pass per batch.
+
+    The best of the n candidates is the one with the highest
+    :func:`~plugin.core.planning.selection_score` at ``weight`` (1: alignment alone)."""
 
     def __init__(
         self,
@@ -89,17 +92,23 @@ class BestOfNPlanner:
         temperature: float,
         seed: int,
         model_version: str,
+        weight: float = 1.0,
     ) -> None:
         self.novelty = novelty.eval()
         self.alignment = alignment.eval()
         self.n = n
         self.temperature = temperature
         self.seed = seed
+        self.weight = weight
         self._version = model_version
 
     @property
     def model_version(self) -> str:
         return self._version
+
+    def selection(self, model_version: str) -> Selection:
+        """The n, temperature and weight this planner plans with (one version only)."""
+        return Selection(self.n, self.temperature, self.weight)
 
     def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
         """Rankings for distinct histories (duplicates are ranked once)."""
@@ -122,7 +131,8 @@ class BestOfNPlanner:
         rankings = self.rank([r.history for r in requests])
         size = self.n if n is None else n
         return [
-            select(r, g, size, self.model_version) for r, g in zip(requests, rankings, strict=True)
+            select(r, g, size, self.model_version, weight=self.weight)
+            for r, g in zip(requests, rankings, strict=True)
         ]
 
 
@@ -132,18 +142,28 @@ def best_of_n_planner(
     """The in-process best-of-n planner over a trained version.
 
     By default the published version (``explore models publish``), or the newest trained
-    one while nothing has been published.
+    one while nothing has been published. It plans with the n, temperature and weight the
+    version chose on its validation split (``selection.apply``), else the planner settings.
     """
     repository = ModelRepository(settings.models.repository)
     if version is None:
         version = repository.default_version()
     trained = repository.load(version)
     check_catalog(trained.version, trained.manifest, catalog)
+    chosen = version_selection(
+        trained.manifest, planner_selection(settings), settings.selection.apply
+    )
     return BestOfNPlanner(
         trained.novelty,
         trained.alignment,
-        n=settings.planner.candidates,
-        temperature=settings.planner.temperature,
+        n=chosen.n,
+        temperature=chosen.temperature,
         seed=settings.planner.seed,
         model_version=trained.label,
+        weight=chosen.weight,
     )
+
+
+def planner_selection(settings: Settings) -> Selection:
+    """The planner settings as a :class:`Selection` (alignment alone: weight 1)."""
+    return Selection(settings.planner.candidates, settings.planner.temperature, 1.0)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from plugin.core.catalog import ClusterCatalog
+from plugin.core.planning import Selection
 from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
@@ -51,6 +52,24 @@ class PublishError(UserError, ValueError):
 def version_label(version: int, catalog_version: str) -> str:
     """What plans record as their model version, for any planner serving ``version``."""
     return f"best-of-n-v{version}-{catalog_version[:8]}"
+
+
+def chosen_selection(manifest: dict[str, Any]) -> Selection | None:
+    """The n, temperature and weight ``explore train`` chose for a version (None: trained
+    without the validation search)."""
+    chosen = (manifest.get("selection") or {}).get("chosen")
+    if not chosen:
+        return None
+    return Selection(
+        n=int(chosen["n"]), temperature=float(chosen["temperature"]), weight=float(chosen["weight"])
+    )
+
+
+def version_selection(manifest: dict[str, Any], fallback: Selection, apply: bool) -> Selection:
+    """What a planner serving this version plans with: the version's chosen values when
+    ``apply`` (``selection.apply``) and it has them, else ``fallback`` (the planner settings)."""
+    chosen = chosen_selection(manifest) if apply else None
+    return chosen or fallback
 
 
 @dataclass(frozen=True)
@@ -239,6 +258,9 @@ class ModelRepository:
             "alignment_version": version,
             "n_clusters": int(novelty_config["n_clusters"]),
             "history_length": int(novelty_config["history_length"]),
+            # What N=0 and TEMPERATURE=0 mean for this version: its chosen values (the old
+            # planner defaults for a version trained without the search).
+            "selection": vars(chosen_selection(manifest) or Selection()),
         }
         path = self.root / PLANNER / str(version) / MANIFEST
         path.write_text(json.dumps(planner_manifest, indent=2))

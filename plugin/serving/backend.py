@@ -282,6 +282,11 @@ class PlannerBackend(_Backend):
         manifest = json.loads((self.folder / MANIFEST).read_text())
         self.clusters = int(manifest["n_clusters"])
         self.k = int(manifest["history_length"])
+        # What N=0 and TEMPERATURE=0 mean: the values the version chose (absent: the request
+        # must name them).
+        chosen = manifest.get("selection") or {}
+        self.default_n = int(chosen["n"]) if "n" in chosen else None
+        self.default_temperature = float(chosen["temperature"]) if "temperature" in chosen else None
         self.novelty = RemoteNovelty(self.pb, NOVELTY_MODEL, int(manifest["novelty_version"]))
         self.alignment = RemoteAlignment(
             self.pb, ALIGNMENT_MODEL, int(manifest["alignment_version"])
@@ -290,7 +295,10 @@ class PlannerBackend(_Backend):
     def parse(self, request: Any) -> list[PlannerRow]:
         inputs = {name: self.array(request, name) for name in PLANNER_INPUTS}
         return planner_rows(
-            {name: array for name, array in inputs.items() if array is not None}, self.clusters
+            {name: array for name, array in inputs.items() if array is not None},
+            self.clusters,
+            self.default_n,
+            self.default_temperature,
         )
 
     def run(self, requests: list[Any]) -> list[Any]:

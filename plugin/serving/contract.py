@@ -11,13 +11,18 @@ name           dtype   dims   meaning
 ============== ======= ====== =================================================================
 HISTORY        INT64   [-1]   the history, most recent first, -1 padded (at least one id)
 EXCLUDED       INT64   [-1]   the user's novelty window, -1 padded (may be all -1)
-N              INT32   [1]    candidates to sample, 1 .. number of clusters
-TEMPERATURE    FP64    [1]    novelty sampling temperature, finite and > 0 (FP64: exact)
+N              INT32   [1]    candidates to sample, 1 .. number of clusters; 0: the version's n
+TEMPERATURE    FP64    [1]    sampling temperature, finite and > 0 (FP64: exact); 0: the version's
 SEED           INT64   [1]    base seed; each history is seeded by ``history_seed(SEED, h)``
 CANDIDATES     INT64   [-1]   the first n clusters of the sampling order outside EXCLUDED
 NOVELTY_LOGPROB FP32   [-1]   their novelty log-probabilities
 ALIGNMENT_SCORE FP32   [-1]   their alignment scores
 ============== ======= ====== =================================================================
+
+N=0 and TEMPERATURE=0 ask for the values the served version chose on its validation split
+(``selection`` in its planner manifest): a client need not know which version will answer.
+The version's weight of alignment against novelty is applied by the client, which learns the
+served version from the response, to the returned scores.
 
 Outputs are in sampling order and padded with -1 (candidates) and NaN (scores) to the widest
 row of the request; a row has fewer than n candidates only when its window leaves fewer novel
@@ -116,8 +121,16 @@ class PlannerRow:
     seed: int
 
 
-def planner_rows(inputs: dict[str, npt.NDArray[Any]], n_clusters: int) -> list[PlannerRow]:
-    """Validate one planner request's inputs; raises :class:`RequestError` naming the row."""
+def planner_rows(
+    inputs: dict[str, npt.NDArray[Any]],
+    n_clusters: int,
+    default_n: int | None = None,
+    default_temperature: float | None = None,
+) -> list[PlannerRow]:
+    """Validate one planner request's inputs; raises :class:`RequestError` naming the row.
+
+    N=0 and TEMPERATURE=0 take ``default_n`` and ``default_temperature`` (the served
+    version's chosen values) when given."""
     missing = [name for name in PLANNER_INPUTS if inputs.get(name) is None]
     if missing:
         raise RequestError(f"missing input(s) {', '.join(missing)}")
@@ -132,9 +145,13 @@ def planner_rows(inputs: dict[str, npt.NDArray[Any]], n_clusters: int) -> list[P
     out = []
     for index in range(rows):
         n = int(ns[index, 0])
+        if n == 0 and default_n is not None:
+            n = min(default_n, n_clusters)
         if not 1 <= n <= n_clusters:
             raise RequestError(f"row {index}: N={n} is out of range (1..{n_clusters})")
         temperature = float(temperatures[index, 0])
+        if temperature == 0 and default_temperature is not None:
+            temperature = default_temperature
         if not (math.isfinite(temperature) and temperature > 0):
             raise RequestError(f"row {index}: TEMPERATURE={temperature} must be finite and > 0")
         seed = int(seeds[index, 0])
@@ -193,7 +210,8 @@ def planner_inputs(
     temperature: float,
     seed: int,
 ) -> dict[str, npt.NDArray[Any]]:
-    """The arrays of one planner request (one row per history)."""
+    """The arrays of one planner request (one row per history); n=0 and temperature=0 ask
+    for the served version's chosen values."""
     if not 0 <= seed <= INT64_MAX:
         raise ValueError(f"seed {seed} does not fit the planner's INT64 SEED input")
     rows = len(histories)

@@ -161,3 +161,19 @@ def test_a_cache_that_keeps_n_plus_w_clusters_plans_exactly_as_the_planner(
     assert stored is not None and len(stored.order) == n + window < 10
     assert cache.key("t", (0, 1)) == "explore:ranking:t:t1.5:s7:k8:0,1"
     client.flushdb()
+
+
+@pytest.mark.integration
+def test_a_cache_too_short_for_the_chosen_n_refuses_instead_of_planning_worse(
+    redis_server: RedisServer, planner_factory: Callable[..., BestOfNPlanner]
+) -> None:
+    """A version that chose an n the cache was not sized for: a clear error, not a plan
+    picked from fewer candidates than the version asks for."""
+    client = redis_server.client(db=3)
+    client.flushdb()
+    cache = RankingCache(client, CacheSettings(ttl_s=60), 1.5, 7, keep=5)
+    batch = requests()
+    precompute(planner_factory(), cache, all_histories(10, 2), batch_size=64, source="all")
+    with pytest.raises(ValueError, match="selection.candidates"):
+        CachedPlanner(planner_factory(), cache, n=4).plan(batch)
+    client.flushdb()

@@ -84,13 +84,13 @@ def movielens_train() -> Dataset:
 
 @pytest.fixture(scope="module")
 def catalog(movielens_train: Dataset) -> ClusterCatalog:
-    return build_catalog(movielens_train, ClusterSettings())
+    return build_catalog(movielens_train, ClusterSettings(leaf_clusters=48))
 
 
 def test_every_item_is_mapped_and_leaf_count_honoured(
     movielens_train: Dataset, catalog: ClusterCatalog
 ) -> None:
-    settings = ClusterSettings()
+    settings = ClusterSettings(leaf_clusters=48)
     assert len(catalog) == settings.leaf_clusters
     assert len(catalog.parents) == settings.parent_clusters
     assert set(catalog.item_to_cluster) == set(movielens_train.items["item_id"])
@@ -114,7 +114,7 @@ def test_hierarchy_is_consistent(catalog: ClusterCatalog) -> None:
 
 
 def test_keywords_are_readable_and_unique(catalog: ClusterCatalog) -> None:
-    settings = ClusterSettings()
+    settings = ClusterSettings(leaf_clusters=48)
     groups: list[InterestCluster | ParentCluster] = [*catalog.clusters, *catalog.parents]
     for group in groups:
         assert 1 <= len(group.keywords) <= settings.keywords
@@ -134,7 +134,7 @@ def test_keywords_are_readable_and_unique(catalog: ClusterCatalog) -> None:
 def test_top_items_are_most_watched(movielens_train: Dataset, catalog: ClusterCatalog) -> None:
     views = movielens_train.interactions["item_id"].value_counts()
     for cluster in catalog.clusters:
-        assert 1 <= len(cluster.top_items) <= ClusterSettings().top_items
+        assert 1 <= len(cluster.top_items) <= ClusterSettings(leaf_clusters=48).top_items
         counts = [(-int(views.get(i, 0)), i) for i in cluster.top_items]
         assert counts == sorted(counts)
         members = [i for i, c in catalog.item_to_cluster.items() if c == cluster.cluster_id]
@@ -147,14 +147,17 @@ def test_top_items_are_most_watched(movielens_train: Dataset, catalog: ClusterCa
 def test_build_info_records_the_inputs(movielens_train: Dataset, catalog: ClusterCatalog) -> None:
     assert catalog.build["method"] == BUILD_METHOD
     assert catalog.build["dataset_fingerprint"] == movielens_train.fingerprint()
-    assert catalog.build["settings"]["leaf_clusters"] == ClusterSettings().leaf_clusters
+    assert (
+        catalog.build["settings"]["leaf_clusters"]
+        == ClusterSettings(leaf_clusters=48).leaf_clusters
+    )
     assert catalog.build["interactions"] == len(movielens_train.interactions)
 
 
 def test_deterministic_and_survives_save_load(
     movielens_train: Dataset, catalog: ClusterCatalog, tmp_path: Path
 ) -> None:
-    again = build_catalog(movielens_train, ClusterSettings())
+    again = build_catalog(movielens_train, ClusterSettings(leaf_clusters=48))
     assert again.version == catalog.version
     assert again.item_to_cluster == catalog.item_to_cluster
     path = tmp_path / "catalog.json"
@@ -216,7 +219,7 @@ def test_sweep_measures_each_granularity(tmp_path: Path) -> None:
         [3, 6],
         parent_clusters=2,
         seeds=(1,),
-        base=ClusterSettings(),
+        base=ClusterSettings(leaf_clusters=48),
         data=DataSettings(split_quantile=0.7),
     )
     assert [r["leaf_clusters"] for r in results] == [3, 6]

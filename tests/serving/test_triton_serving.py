@@ -79,6 +79,23 @@ def test_triton_plans_equal_in_process_plans(planner: TritonPlanner, served_root
     assert len(planner.plan([requests[-1]])[0].candidates) == 3
 
 
+def test_n_and_temperature_left_to_the_served_version_give_its_plans(
+    triton: Served, served_root: Path, control: ModelControl
+) -> None:
+    """N=0 and TEMPERATURE=0 on the wire: the BLS planner uses the version's own values (for a
+    version trained without the search, the planner defaults n=16, T=1.5, weight 1)."""
+    requests = mixed_requests()
+    repository = ModelRepository(served_root)
+
+    def label(version: int) -> str:
+        return version_label(version, repository.manifest(version)["catalog_version"])
+
+    with TritonPlanner(
+        triton[1], n=None, temperature=None, seed=7, n_clusters=48, label=label
+    ) as planner:
+        assert planner.plan(requests) == reference(served_root, 1).plan(requests)
+
+
 def test_requests_split_over_concurrent_triton_requests_give_the_same_plans(
     triton: Served, served_root: Path, control: ModelControl
 ) -> None:

@@ -1,0 +1,379 @@
+"""Model selection on a validation split inside the training period (``explore train``).
+
+The settings that decide how well best-of-n plans (n, the sampling temperature, the alignment
+label rule and the weight of alignment against novelty when picking the best of n) are chosen
+here, never by hand on one dataset:
+
+1. The training period's novel moves are cut by time: the last ``validation_fraction`` is the
+   validation split, the rest is the fitting part. Validation moves keep the state their users
+   built up before them (the same walk), exactly like the held-out part in evaluation.
+2. The novelty model is fit once on the fitting part, and the alignment model once per label
+   rule (the hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
+3. Every (label rule, temperature, n, weight) is scored on the validation moves by best-of-n's
+   positive hit@1 (the share of moves whose plan is their target and was engaged with
+   positively), averaged over ``seeds`` sampling seeds. The best wins; ties go to the smaller
+   n, then the larger weight, then the lower temperature, then the weaker prior.
+4. Both models are refit on the whole training period with the winning label rule, and the
+   version records the chosen values, the validation scores and what the search cost.
+
+The search stops starting alignment fits once ``budget_s`` is spent (what was skipped is
+recorded); scoring the grid is one vectorised pass per label rule and temperature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from plugin.core.moves import NovelMove
+from plugin.data.workspace import Workspace
+from plugin.models.alignment import AlignmentModel
+from plugin.models.data import feedback_labels, novelty_data
+from plugin.models.fit import FittedModels, TrainingData, fit_models, training_data
+from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
+from plugin.models.planner import histories_tensor
+from plugin.models.repository import ModelRepository
+from plugin.models.training import (
+    alignment_config,
+    novelty_config,
+    train_alignment,
+    train_novelty,
+)
+from plugin.settings import SelectionSettings, Settings
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search grid with its validation score."""
+
+    prior_strength: float
+    temperature: float
+    n: int
+    weight: float
+    positive_hit_at_1: float
+    hit_at_1: float
+
+    def key(self) -> tuple[float, ...]:
+        """Best first: score, then the cheaper and more conservative settings."""
+        return (
+            -round(self.positive_hit_at_1, 9),
+            self.n,
+            -self.weight,
+            self.temperature,
+            self.prior_strength,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label_rule": label_rule(self.prior_strength),
+            "prior_strength": self.prior_strength,
+            "temperature": self.temperature,
+            "n": self.n,
+            "weight": self.weight,
+            "positive_hit_at_1": round(self.positive_hit_at_1, 5),
+            "hit_at_1": round(self.hit_at_1, 5),
+        }
+
+
+def label_rule(prior_strength: float) -> str:
+    return "min_count" if prior_strength == 0 else "beta_prior"
+
+
+def validation_split(
+    moves: Sequence[NovelMove], fraction: float
+) -> tuple[list[NovelMove], list[NovelMove]]:
+    """The training moves cut by time: (fitting part, the last ``fraction`` as validation).
+
+    Moves at the cut's instant all go to validation, so the two parts never share a time."""
+    timed = [m for m in moves if m.at is not None]
+    if len(timed) < 2:
+        raise ValueError("too few timed novel moves in the training part for a validation split")
+    times = sorted(m.at for m in timed if m.at is not None)
+    cut = times[min(len(times) - 1, int(len(times) * (1 - fraction)))]
+    fit = [m for m in timed if m.at is not None and m.at < cut]
+    validation = [m for m in timed if m.at is not None and m.at >= cut]
+    if not fit or not any(m.positive for m in validation):
+        raise ValueError(
+            "the validation split has no fitting part or no positive move; "
+            "raise selection.validation_fraction or use more data"
+        )
+    return fit, validation
+
+
+@dataclass(frozen=True)
+class ValidationCases:
+    """Validation moves as arrays: per case its history row, window mask and target."""
+
+    history_rows: np.ndarray  # [cases] index into ``histories``
+    histories: list[tuple[int, ...]]
+    allowed: np.ndarray  # [cases, C] False inside the user's novelty window
+    targets: np.ndarray  # [cases]
+    positive: np.ndarray  # [cases] bool
+
+    @classmethod
+    def of(cls, moves: Sequence[NovelMove], n_clusters: int) -> ValidationCases:
+        histories = list(dict.fromkeys(m.history for m in moves))
+        row = {h: i for i, h in enumerate(histories)}
+        allowed = np.ones((len(moves), n_clusters), dtype=bool)
+        for i, move in enumerate(moves):
+            allowed[i, [c for c in move.recent if 0 <= c < n_clusters]] = False
+        return cls(
+            history_rows=np.array([row[m.history] for m in moves], dtype=np.int64),
+            histories=histories,
+            allowed=allowed,
+            targets=np.array([m.target for m in moves], dtype=np.int64),
+            positive=np.array([m.positive for m in moves], dtype=bool),
+        )
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def _mixed(scores: np.ndarray, log_probs: np.ndarray, weight: float) -> np.ndarray:
+    """:func:`plugin.core.planning.selection_score`, vectorised (same order of candidates)."""
+    if weight >= 1.0:
+        return scores
+    if weight <= 0.0:
+        return log_probs
+    return weight * _log_sigmoid(scores) + (1.0 - weight) * log_probs
+
+
+def score_grid(
+    cases: ValidationCases,
+    log_probs: np.ndarray,
+    alignment_scores: np.ndarray,
+    temperature: float,
+    seeds: Sequence[int],
+    ns: Sequence[int],
+    weights: Sequence[float],
+) -> dict[tuple[int, float], tuple[float, float]]:
+    """(n, weight) -> (positive hit@1, hit@1) of best-of-n on the cases, mean over seeds.
+
+    ``log_probs`` and ``alignment_scores`` are [histories, C] over every cluster; a case's n
+    candidates are the first n clusters of its history's sampling order outside its window,
+    and its plan is the best of them by the mixed score (the first on ties), as in
+    :func:`plugin.core.planning.select`."""
+    n_max = max(ns)
+    totals: dict[tuple[int, float], list[float]] = {(n, w): [0.0, 0.0] for n in ns for w in weights}
+    for seed in seeds:
+        order = perturbed_order(
+            torch.from_numpy(log_probs),
+            temperature,
+            [history_seed(seed, h) for h in cases.histories],
+        ).numpy()[cases.history_rows]  # [cases, C]
+        novel = np.take_along_axis(cases.allowed, order, axis=1)
+        # Stable sort puts each case's novel clusters first, in sampling order.
+        positions = np.argsort(~novel, axis=1, kind="stable")[:, :n_max]
+        candidates = np.take_along_axis(order, positions, axis=1)
+        present = np.take_along_axis(novel, positions, axis=1)
+        rows = cases.history_rows[:, None]
+        cand_lp = log_probs[rows, candidates]
+        cand_score = alignment_scores[rows, candidates]
+        for weight in weights:
+            mixed = np.where(present, _mixed(cand_score, cand_lp, weight), -np.inf)
+            for n in ns:
+                best = np.argmax(mixed[:, :n], axis=1)
+                planned = candidates[np.arange(len(best)), best]
+                hit = planned == cases.targets
+                totals[(n, weight)][0] += float(np.mean(hit & cases.positive))
+                totals[(n, weight)][1] += float(np.mean(hit))
+    return {key: (v[0] / len(seeds), v[1] / len(seeds)) for key, v in totals.items()}
+
+
+@torch.inference_mode()
+def _all_scores(
+    novelty: NoveltyModel, alignment: AlignmentModel | None, histories: list[tuple[int, ...]]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Novelty log-probs and alignment scores of every cluster for each history."""
+    k = novelty.config.history_length
+    clusters = novelty.config.n_clusters
+    lps, scs = [], []
+    for start in range(0, len(histories), 512):
+        tensor = histories_tensor(histories[start : start + 512], k)
+        lps.append(novelty.cluster_log_probs(tensor).numpy())
+        if alignment is not None:
+            every = torch.arange(clusters).expand(len(tensor), clusters)
+            scs.append(alignment(tensor, every).numpy())
+    return np.concatenate(lps), (np.concatenate(scs) if alignment is not None else None)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen point, every scored point, and what the search cost."""
+
+    chosen: Candidate
+    scored: list[Candidate]
+    fit_moves: int
+    validation_moves: int
+    validation_positive: int
+    seconds: float
+    skipped_priors: list[float]
+
+    def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
+        for c in self.scored:
+            if (c.n, c.temperature, c.weight, c.prior_strength) == (n, temperature, weight, prior):
+                return c.as_dict()
+        return None
+
+    def as_dict(self, selection: SelectionSettings, settings: Settings) -> dict[str, Any]:
+        best_by_n = {
+            n: max(
+                (c for c in self.scored if c.n == n), key=lambda c: c.positive_hit_at_1
+            ).as_dict()
+            for n in sorted({c.n for c in self.scored})
+        }
+        return {
+            "chosen": self.chosen.as_dict(),
+            "validation": {
+                "fraction": selection.validation_fraction,
+                "fit_moves": self.fit_moves,
+                "moves": self.validation_moves,
+                "positive_moves": self.validation_positive,
+                "seeds": selection.seeds,
+                "metric": "best_of_n positive_hit_at_1",
+                "positive_hit_at_1": round(self.chosen.positive_hit_at_1, 5),
+                # The settings before the search, and the novelty model alone, for contrast.
+                "defaults": self.reference(
+                    settings.planner.candidates, settings.planner.temperature, 1.0, 0.0
+                ),
+                "best_by_n": best_by_n,
+                "top": [c.as_dict() for c in sorted(self.scored, key=Candidate.key)[:10]],
+            },
+            "grid": {
+                "candidates": selection.candidates,
+                "temperatures": selection.temperatures,
+                "weights": selection.weights,
+                "prior_strengths": selection.prior_strengths,
+                "points": len(self.scored),
+                "skipped_prior_strengths": self.skipped_priors,
+            },
+            "budget_s": selection.budget_s,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def search(
+    workspace: Workspace,
+    settings: Settings,
+    train_moves: Sequence[NovelMove],
+    progress: bool = False,
+) -> SearchResult:
+    """Fit on the fitting part, score the grid on the validation split, return the best."""
+    selection, models = settings.selection, settings.models
+    started = time.perf_counter()
+    k = settings.sequence.history_length
+    n_clusters = len(workspace.catalog)
+    fit, validation = validation_split(train_moves, selection.validation_fraction)
+    cases = ValidationCases.of(validation, n_clusters)
+    seeds = [settings.planner.seed + i for i in range(selection.seeds)]
+    ns = [n for n in selection.candidates if n <= n_clusters] or [1]
+    steps = len(selection.prior_strengths) + 1
+    bar = tqdm(total=steps, desc="selection", disable=not progress)
+    novelty, _ = train_novelty(
+        novelty_data(fit, k, cap=models.repeat_cap),
+        novelty_config(workspace.catalog, k, models),
+        models,
+        progress=progress,
+    )
+    log_probs, _ = _all_scores(novelty, None, cases.histories)
+    bar.update()
+    scored: list[Candidate] = []
+    skipped: list[float] = []
+    # The hard rule first: it is the paper's, and the fallback if the budget runs out.
+    for prior in selection.prior_strengths:
+        if scored and time.perf_counter() - started > selection.budget_s:
+            skipped.append(prior)
+            bar.update()
+            continue
+        try:
+            labels = feedback_labels(
+                fit, n_clusters, k, models.min_count, models.seed, prior_strength=prior
+            )
+        except ValueError:  # no history with min_count moves in the fitting part
+            skipped.append(prior)
+            bar.update()
+            continue
+        alignment, _ = train_alignment(
+            labels, alignment_config(n_clusters, k, models.objective), models, progress
+        )
+        _, scores = _all_scores(novelty, alignment, cases.histories)
+        assert scores is not None
+        for temperature in selection.temperatures:
+            grid = score_grid(cases, log_probs, scores, temperature, seeds, ns, selection.weights)
+            scored += [
+                Candidate(prior, temperature, n, weight, positive, hit)
+                for (n, weight), (positive, hit) in grid.items()
+            ]
+        bar.set_postfix(best=f"{min(scored, key=Candidate.key).positive_hit_at_1:.4f}")
+        bar.update()
+    bar.close()
+    if not scored:
+        raise ValueError("the selection search could not fit any label rule on the fitting part")
+    return SearchResult(
+        chosen=min(scored, key=Candidate.key),
+        scored=scored,
+        fit_moves=len(fit),
+        validation_moves=len(validation),
+        validation_positive=int(cases.positive.sum()),
+        seconds=time.perf_counter() - started,
+        skipped_priors=skipped,
+    )
+
+
+def chosen_settings(settings: Settings, chosen: Candidate) -> Settings:
+    """``settings`` with the planner's n and temperature set to the chosen values."""
+    planner = settings.planner.model_copy(
+        update={"candidates": chosen.n, "temperature": chosen.temperature}
+    )
+    return settings.model_copy(update={"planner": planner})
+
+
+def fit_selected(workspace: Workspace, settings: Settings, progress: bool = False) -> FittedModels:
+    """The search, then both models refit on the whole training period with its choice;
+    the manifest gains a ``selection`` block (chosen values, validation scores, cost)."""
+    data = training_data(workspace, settings)
+    result = search(workspace, settings, data.train_moves, progress)
+    chosen = result.chosen
+    models = settings.models
+    refit = TrainingData(
+        train_moves=data.train_moves,
+        heldout_moves=data.heldout_moves,
+        novelty=data.novelty,
+        feedback=feedback_labels(
+            data.train_moves,
+            len(workspace.catalog),
+            settings.sequence.history_length,
+            models.min_count,
+            models.seed,
+            prior_strength=chosen.prior_strength,
+        ),
+    )
+    fitted = fit_models(workspace, chosen_settings(settings, chosen), data=refit, progress=progress)
+    manifest = {
+        **fitted.manifest,
+        "selection": result.as_dict(settings.selection, settings),
+        "catalog": {
+            "leaf_clusters": len(workspace.catalog),
+            "parent_clusters": len(workspace.catalog.parents),
+            "granularity": workspace.catalog.build.get("granularity"),
+        },
+    }
+    return replace(fitted, manifest=manifest)
+
+
+def train_selected_version(
+    workspace: Workspace, settings: Settings, progress: bool = False
+) -> tuple[int, FittedModels]:
+    """:func:`fit_selected`, written as the next numbered version."""
+    fitted = fit_selected(workspace, settings, progress)
+    version = ModelRepository(settings.models.repository).write(
+        fitted.novelty, fitted.alignment, fitted.manifest
+    )
+    return version, fitted
