@@ -174,6 +174,6 @@ def test_a_cache_too_short_for_the_chosen_n_refuses_instead_of_planning_worse(
     cache = RankingCache(client, CacheSettings(ttl_s=60), 1.5, 7, keep=5)
     batch = requests()
     precompute(planner_factory(), cache, all_histories(10, 2), batch_size=64, source="all")
-    with pytest.raises(ValueError, match="selection.candidates"):
+    with pytest.raises(ValueError, match=r"selection\.candidates"):
         CachedPlanner(planner_factory(), cache, n=4).plan(batch)
     client.flushdb()
