@@ -141,3 +141,90 @@ def timestamp_bytes(seconds: int, nanos: int) -> bytes:
     """A serialised protobuf ``Timestamp`` (zero fields omitted, as protobuf writes them)."""
     out = b"\x08" + varint(seconds) if seconds else b""
     return out + b"\x10" + varint(nanos) if nanos else out
+
+
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (IndexError past the end)."""
+    value = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:  # longer than ten bytes: not an int64 (protobuf refuses it)
+            raise IndexError("varint too long")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _packed_varints(body: bytes) -> list[int]:
+    # All one-byte varints (cluster ids below 128, the common case): the bytes themselves.
+    if body.isascii():
+        return list(body)
+    out, pos = [], 0
+    while pos < len(body):
+        value, pos = _read_varint(body, pos)
+        out.append(_signed(value))
+    return out
+
+
+class _Unsure(Exception):
+    """The bytes are not in the one shape this decoder reads: protobuf must decide."""
+
+
+def _list_body(raw: bytes) -> bytes:
+    """The items field of a list sub-message that is one length-delimited field 1."""
+    length, pos = _read_varint(raw, 1)
+    if pos + length != len(raw):
+        raise _Unsure
+    if length == 0:
+        return b""
+    if raw[pos] != 0x0A:
+        raise _Unsure
+    inner, start = _read_varint(raw, pos + 1)
+    if start + inner != len(raw):
+        raise _Unsure  # several fields (unpacked items): protobuf reads those
+    return raw[start:]
+
+
+def decode_plain(raw: bytes) -> Any:
+    """A serialised ``ValueProto`` of one of the types :data:`VALUE_ENCODERS` writes, back
+    to a Python value, without a protobuf object; raises :class:`ValueError` for bytes of
+    any other shape (the caller then asks protobuf)."""
+    try:
+        tag = raw[0]
+        if tag == 0x72:  # int64_list_val
+            return _packed_varints(_list_body(raw))
+        if tag == 0x12:  # string_val
+            length, pos = _read_varint(raw, 1)
+            if pos + length == len(raw):
+                return raw[pos:].decode("utf-8")
+        elif tag == 0x20:  # int64_val
+            value, pos = _read_varint(raw, 1)
+            if pos == len(raw):
+                return _signed(value)
+        elif tag == 0x29 and len(raw) == 9:  # double_val
+            return struct.unpack_from("<d", raw, 1)[0]
+        elif tag == 0x7A:  # double_list_val
+            body = _list_body(raw)
+            if len(body) % 8 == 0:
+                return list(struct.unpack(f"<{len(body) // 8}d", body))
+        elif tag == 0x62:  # string_list_val
+            length, pos = _read_varint(raw, 1)
+            if pos + length == len(raw):
+                items = []
+                while pos < len(raw):
+                    if raw[pos] != 0x0A:
+                        raise _Unsure
+                    size, pos = _read_varint(raw, pos + 1)
+                    items.append(raw[pos : pos + size].decode("utf-8"))
+                    pos += size
+                if pos == len(raw):
+                    return items
+    except (_Unsure, IndexError, UnicodeDecodeError, struct.error):
+        pass
+    raise ValueError("not a plain value: protobuf decides")
