@@ -47,8 +47,9 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from plugin.adapters.feast_value_codec import (
+    UNSURE,
     VALUE_ENCODERS,
-    decode_plain,
+    plain_or_unsure,
     timestamp_bytes,
     timestamp_parts,
 )
@@ -201,10 +202,8 @@ def decode_value(raw: bytes | None) -> Any:
     bytes through protobuf."""
     if not raw:
         return None
-    try:
-        return decode_plain(raw)
-    except ValueError:
-        return _decode_proto(raw)
+    value = plain_or_unsure(raw)
+    return _decode_proto(raw) if value is UNSURE else value
 
 
 def _decode_proto(raw: bytes) -> Any:

@@ -34,6 +34,7 @@ from unittest import mock
 from feast.value_type import ValueType
 
 from plugin.adapters import fast_redis_online_store
+from plugin.adapters.feast_value_codec import UNSURE
 from plugin.bench.platform import _Lab
 from plugin.core import sequence
 from plugin.streaming import worker as worker_module
@@ -51,7 +52,7 @@ CONFIGS: tuple[tuple[str, bool, bool, bool, bool], ...] = (
 
 
 def _no_plain_decoder(raw: bytes) -> Any:
-    raise ValueError("the lever is off: protobuf decodes")
+    return UNSURE  # the lever is off: protobuf decodes every value
 
 
 def _protobuf_encoder(value_type: ValueType) -> Callable[[Any], bytes]:
@@ -69,7 +70,7 @@ def _levers(lab: _Lab, cut: bool, codec: bool, decode: bool, evolve: bool) -> It
                 mock.patch.object(fast_redis_online_store, "_byte_encoder", _protobuf_encoder)
             )
             stack.enter_context(
-                mock.patch.object(fast_redis_online_store, "decode_plain", _no_plain_decoder)
+                mock.patch.object(fast_redis_online_store, "plain_or_unsure", _no_plain_decoder)
             )
         if not evolve:
             stack.enter_context(mock.patch.object(sequence, "evolve", dataclasses.replace))
