@@ -46,7 +46,13 @@ from feast.value_type import ValueType
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from plugin.adapters.feast_value_codec import VALUE_ENCODERS, timestamp_bytes, timestamp_parts
+from plugin.adapters.feast_value_codec import (
+    UNSURE,
+    VALUE_ENCODERS,
+    plain_or_unsure,
+    timestamp_bytes,
+    timestamp_parts,
+)
 
 # Sorted-set updates queued after a batch's row writes: key -> (kind, member, revision) triples.
 OwedOps = Mapping[str, Sequence[tuple[str, str, int]]]
@@ -191,9 +197,16 @@ def encode_value(value: Any, value_type: ValueType) -> ValueProto:
 
 
 def decode_value(raw: bytes | None) -> Any:
-    """A stored ``ValueProto`` back to a Python value (None when absent or null)."""
+    """A stored ``ValueProto`` back to a Python value (None when absent or null): the common
+    types read by hand (:func:`~plugin.adapters.feast_value_codec.decode_plain`), any other
+    bytes through protobuf."""
     if not raw:
         return None
+    value = plain_or_unsure(raw)
+    return _decode_proto(raw) if value is UNSURE else value
+
+
+def _decode_proto(raw: bytes) -> Any:
     proto = ValueProto.FromString(raw)
     kind = proto.WhichOneof("val")
     if kind is None or kind == "null_val":

@@ -10,16 +10,20 @@ cumulative:
 * ``before``: the whole ranking in each table entry, protobuf objects per Feast value, the
   ``json`` + pydantic parser for every event (the code as issue 15 found it);
 * ``+ n+W cut``: table entries keep the first n + W clusters (``plugin.adapters.plan_cache``);
-* ``+ value codec``: Feast values written by hand (``plugin.adapters.feast_value_codec``);
-* ``+ msgspec decode``: plain events through ``plugin.core.fast_events`` (all levers: the
+* ``+ value codec``: Feast values written and read by hand
+  (``plugin.adapters.feast_value_codec``);
+* ``+ msgspec decode``: plain events through ``plugin.core.fast_events``;
+* ``+ state evolve``: the core copies states without ``dataclasses.replace`` (all levers: the
   worker as it is now).
 
 The older code paths are put back for a run by swapping one module attribute each (the
-encoder lookup of the fast store, the fast decoder of the worker), restored after the run.
+encoder lookup and the value decoder of the fast store, the fast decoder of the worker, the
+core's state copy), restored after the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -30,18 +34,25 @@ from unittest import mock
 from feast.value_type import ValueType
 
 from plugin.adapters import fast_redis_online_store
+from plugin.adapters.feast_value_codec import UNSURE
 from plugin.bench.platform import _Lab
+from plugin.core import sequence
 from plugin.streaming import worker as worker_module
 from plugin.streaming.worker import Record
 
 Echo = Callable[[str], None]
-CONFIGS: tuple[tuple[str, bool, bool, bool], ...] = (
-    # name, n+W cut, value codec, msgspec decode
-    ("before", False, False, False),
-    ("+ n+W cut", True, False, False),
-    ("+ value codec", True, True, False),
-    ("+ msgspec decode", True, True, True),
+CONFIGS: tuple[tuple[str, bool, bool, bool, bool], ...] = (
+    # name, n+W cut, value codec, msgspec decode, state evolve
+    ("before", False, False, False, False),
+    ("+ n+W cut", True, False, False, False),
+    ("+ value codec", True, True, False, False),
+    ("+ msgspec decode", True, True, True, False),
+    ("+ state evolve", True, True, True, True),
 )
+
+
+def _no_plain_decoder(raw: bytes) -> Any:
+    return UNSURE  # the lever is off: protobuf decodes every value
 
 
 def _protobuf_encoder(value_type: ValueType) -> Callable[[Any], bytes]:
@@ -50,7 +61,7 @@ def _protobuf_encoder(value_type: ValueType) -> Callable[[Any], bytes]:
 
 
 @contextmanager
-def _levers(lab: _Lab, cut: bool, codec: bool, decode: bool) -> Iterator[None]:
+def _levers(lab: _Lab, cut: bool, codec: bool, decode: bool, evolve: bool) -> Iterator[None]:
     with ExitStack() as stack:
         lab.keep = cut
         stack.callback(setattr, lab, "keep", True)
@@ -58,6 +69,11 @@ def _levers(lab: _Lab, cut: bool, codec: bool, decode: bool) -> Iterator[None]:
             stack.enter_context(
                 mock.patch.object(fast_redis_online_store, "_byte_encoder", _protobuf_encoder)
             )
+            stack.enter_context(
+                mock.patch.object(fast_redis_online_store, "plain_or_unsure", _no_plain_decoder)
+            )
+        if not evolve:
+            stack.enter_context(mock.patch.object(sequence, "evolve", dataclasses.replace))
         if not decode:
             stack.enter_context(
                 mock.patch.object(worker_module, "fast_event", lambda *args, **kwargs: None)
@@ -72,9 +88,9 @@ def lever_bench(
     runs: list[dict[str, Any]] = []
     rounds = (CONFIGS, tuple(reversed(CONFIGS)))
     for number, order in enumerate(rounds, start=1):
-        for name, cut, codec, decode in order:
+        for name, cut, codec, decode, evolve in order:
             index = next(i for i, config in enumerate(CONFIGS) if config[0] == name)
-            with _levers(lab, cut, codec, decode):
+            with _levers(lab, cut, codec, decode, evolve):
                 prepared = lab.prepared_worker(users, clusters, events, tag=f"r{number}c{index}-")
                 now = time.time()
                 records = [

@@ -307,8 +307,9 @@ def bench_platform(
 ) -> None:
     """Platform-sized figures from the seeded synthetic workload (1M users, 50k items, 500
     clusters, Zipf popularity, bursty sessions): Redis memory per user, the lookup table's size
-    and precompute time, worker events/s, and their fitted growth (var/bench/platform.json and
-    platform.png)."""
+    and precompute time, worker events/s, the Kafka drain against raw consumption (profiled),
+    the hot-path levers in paired runs, and their fitted growth (var/bench/platform.json and
+    platform.png; docs/SCALING.md)."""
     from plugin.bench.platform import PlatformOptions, platform_bench
     from plugin.bench.platform_report import plot_platform, render_platform
 

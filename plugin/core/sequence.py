@@ -38,7 +38,7 @@ Rules
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 from plugin.core.catalog import ClusterCatalog
@@ -119,10 +119,32 @@ BATCH_STEP_US = 2
 REPAIR_STEP_US = 1
 
 
+_STATE_FIELDS = frozenset(f.name for f in fields(UserClusterSequence))
+
+
+def evolve(state: UserClusterSequence, **changes: object) -> UserClusterSequence:
+    """``dataclasses.replace`` for a state, without running ``__init__`` again.
+
+    Why: it is called a few times per event, and ``replace`` re-runs the generated
+    ``__init__`` with every field as a keyword: it was the core's largest cost in the drain
+    profile. The state has no ``__post_init__`` (nothing to validate), so copying its fields
+    and setting the changed ones makes the same object.
+    """
+    assert changes.keys() <= _STATE_FIELDS, f"not a state field: {set(changes) - _STATE_FIELDS}"
+    new = object.__new__(UserClusterSequence)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
+def _revision(state: UserClusterSequence, step_us: int) -> int:
+    event_us = to_micros(state.last_event_time) if state.last_event_time else 0
+    return max(event_us, state.revision_us + step_us)
+
+
 def next_revision(state: UserClusterSequence, step_us: int = BATCH_STEP_US) -> UserClusterSequence:
     """Stamp a changed state with a revision newer than any the user had."""
-    event_us = to_micros(state.last_event_time) if state.last_event_time else 0
-    return replace(state, revision_us=max(event_us, state.revision_us + step_us))
+    return evolve(state, revision_us=_revision(state, step_us))
 
 
 def push_cluster(recent: tuple[int, ...], cluster_id: int, window: int) -> tuple[int, ...]:
@@ -140,7 +162,7 @@ def apply_event(
     window: int,
 ) -> UserClusterSequence:
     """Apply one event that is known to be newer than the state's watermark."""
-    return replace(
+    return evolve(
         state,
         recent_clusters=push_cluster(state.recent_clusters, cluster_id, window),
         last_event_time=event.event_time,
@@ -267,13 +289,12 @@ def confirm_plans(
         state = states.get(plan.user_id)
         if state is None:
             continue
-        confirmed[plan.user_id] = next_revision(
-            replace(
-                state,
-                planned_history=plan.history,
-                planned_window=tuple(sorted(state.recent_clusters)),
-                planned_at=plan.as_of,
-            ),
-            step,
+        # One copy: the revision depends only on fields the confirmation does not change.
+        confirmed[plan.user_id] = evolve(
+            state,
+            planned_history=plan.history,
+            planned_window=tuple(sorted(state.recent_clusters)),
+            planned_at=plan.as_of,
+            revision_us=_revision(state, step),
         )
     return confirmed

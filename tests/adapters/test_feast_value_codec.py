@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from feast.value_type import ValueType
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from plugin.adapters.fast_redis_online_store import decode_value, encode_value
+from plugin.adapters.fast_redis_online_store import _decode_proto, decode_value, encode_value
 from plugin.adapters.feast_value_codec import (
     VALUE_ENCODERS,
+    decode_plain,
     timestamp_bytes,
     timestamp_parts,
     varint,
@@ -79,3 +81,52 @@ def test_timestamps_match_protobufs_from_datetime(moment: datetime) -> None:
     seconds, nanos = timestamp_parts(moment)
     assert (seconds, nanos) == (stamp.seconds, stamp.nanos)
     assert timestamp_bytes(seconds, nanos) == stamp.SerializeToString()
+
+
+@pytest.mark.parametrize(("value_type", "value"), CASES)
+def test_the_hand_decoder_reads_what_protobuf_reads(value_type: ValueType, value: Any) -> None:
+    raw = VALUE_ENCODERS[value_type](value)
+    assert decode_value(raw) == _decode_proto(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"r\x04\x08\x01\x08\x02",  # an int64 list written unpacked: protobuf reads it
+        b"r\x06\n\x02\x01\x02\x08\x03",  # packed, then one more item unpacked
+        b" \x01\x12\x01a",  # two oneof fields: the last wins
+        b"\x98\x01\x00",  # null_val
+        b"\x18\x05",  # int32
+        b"8\x01",  # bool
+    ],
+)
+def test_other_shapes_go_to_protobuf(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_plain(raw)
+    assert decode_value(raw) == _decode_proto(raw)
+
+
+def test_an_eleven_byte_varint_is_refused_as_protobuf_refuses_it() -> None:
+    raw = b" " + b"\xff" * 10 + b"\x01"
+    with pytest.raises(ValueError):
+        decode_plain(raw)
+    with pytest.raises(DecodeError):
+        decode_value(raw)
+
+
+def test_random_bytes_decode_as_protobuf_decodes_them() -> None:
+    rng = random.Random(16)
+    prefixes = [b"r", b"\x12", b" ", b")", b"z", b"b"]
+    for _ in range(3000):
+        raw = rng.choice(prefixes) + bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
+        try:
+            expected: Any = _decode_proto(raw)
+        except Exception as exc:  # protobuf refuses it: so must the store's read
+            with pytest.raises(type(exc)):
+                decode_value(raw)
+            continue
+        got = decode_value(raw)
+        if isinstance(expected, float) and math.isnan(expected):
+            assert math.isnan(got)
+        else:
+            assert got == expected, raw

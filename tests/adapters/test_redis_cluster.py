@@ -19,7 +19,7 @@ from plugin.bench.feast_profiles import on_redis
 from plugin.core.ports import OwedChanges, OwedMark
 from plugin.core.sequence import UserClusterSequence
 from plugin.localstack import RedisCluster
-from plugin.settings import Settings
+from plugin.settings import RedisSettings, Settings
 from tests.adapters.test_fast_redis_online_store import T0, catalog, plans, states
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,14 @@ def test_owed_replans_and_a_flushed_script_cache_on_the_cluster(
     assert fast.read_sequences(["u1"])["u1"].event_count == 50
     assert "u1" not in fast.read_owed(shards, limit=10)
     assert fast.count_owed(shards) == len(users) - 1
+
+
+def test_cluster_nodes_make_a_cluster_connection_string_without_a_database() -> None:
+
+    redis = RedisSettings(cluster_nodes=["10.0.0.1:7000", "10.0.0.2:7001"], db=3)
+    parts = redis.connection_string().split(",")
+    assert parts[:2] == ["10.0.0.1:7000", "10.0.0.2:7001"]
+    assert not any(part.startswith("db=") for part in parts)
+    assert RedisSettings().connection_string().split(",")[:2] == ["127.0.0.1:6379", "db=0"]
+    with pytest.raises(ValueError, match="host:port"):
+        RedisSettings(cluster_nodes=["10.0.0.1"])
