@@ -159,6 +159,12 @@ class SelectionSettings(Section):
         min_length=1,
         description="alignment weights searched (1: alignment alone, 0: novelty alone)",
     )
+    novelty_curations: list[Literal["balanced", "natural"]] = Field(
+        ["balanced", "natural"],
+        min_length=1,
+        description="novelty training data searched: the paper's positive, balanced pairs "
+        "(balanced) or every novel move at its frequency (natural)",
+    )
     prior_strengths: list[float] = Field(
         [0.0, 2.0, 8.0, 32.0],
         min_length=1,

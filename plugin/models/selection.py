@@ -34,7 +34,7 @@ from tqdm import tqdm
 from plugin.core.moves import NovelMove
 from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel
-from plugin.models.data import feedback_labels, novelty_data
+from plugin.models.data import NoveltyData, feedback_labels, natural_novelty_data, novelty_data
 from plugin.models.fit import FittedModels, TrainingData, fit_models, training_data
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
 from plugin.models.planner import histories_tensor
@@ -58,19 +58,23 @@ class Candidate:
     weight: float
     positive_hit_at_1: float
     hit_at_1: float
+    curation: str = "balanced"
 
-    def key(self) -> tuple[float, ...]:
-        """Best first: score, then the cheaper and more conservative settings."""
+    def key(self) -> tuple[float | str, ...]:
+        """Best first: score, then the cheaper and more conservative settings (the paper's
+        balanced curation before the natural one)."""
         return (
             -round(self.positive_hit_at_1, 9),
             self.n,
             -self.weight,
             self.temperature,
             self.prior_strength,
+            self.curation,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "novelty_curation": self.curation,
             "label_rule": label_rule(self.prior_strength),
             "prior_strength": self.prior_strength,
             "temperature": self.temperature,
@@ -79,6 +83,17 @@ class Candidate:
             "positive_hit_at_1": round(self.positive_hit_at_1, 5),
             "hit_at_1": round(self.hit_at_1, 5),
         }
+
+
+def curated_novelty_data(
+    moves: Sequence[NovelMove], k: int, curation: str, cap: int
+) -> NoveltyData:
+    """The novelty model's training pairs under a curation: ``balanced`` (the paper's: positive
+    moves, deduplicated per user, balanced weights) or ``natural`` (every move, as often as
+    it happened)."""
+    if curation == "natural":
+        return natural_novelty_data(moves, k)
+    return novelty_data(moves, k, cap=cap)
 
 
 def label_rule(prior_strength: float) -> str:
@@ -215,10 +230,13 @@ class SearchResult:
     validation_positive: int
     seconds: float
     skipped_priors: list[float]
+    skipped_curations: list[str]
 
     def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
+        """The scored point with these values and the paper's balanced curation, if any."""
         for c in self.scored:
-            if (c.n, c.temperature, c.weight, c.prior_strength) == (n, temperature, weight, prior):
+            point = (c.n, c.temperature, c.weight, c.prior_strength, c.curation)
+            if point == (n, temperature, weight, prior, "balanced"):
                 return c.as_dict()
         return None
 
@@ -250,9 +268,11 @@ class SearchResult:
                 "candidates": selection.candidates,
                 "temperatures": selection.temperatures,
                 "weights": selection.weights,
+                "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
                 "points": len(self.scored),
                 "skipped_prior_strengths": self.skipped_priors,
+                "skipped_novelty_curations": self.skipped_curations,
             },
             "budget_s": selection.budget_s,
             "seconds": round(self.seconds, 2),
@@ -274,16 +294,25 @@ def search(
     cases = ValidationCases.of(validation, n_clusters)
     seeds = [settings.planner.seed + i for i in range(selection.seeds)]
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
-    steps = len(selection.prior_strengths) + 1
+    steps = len(selection.prior_strengths) + len(selection.novelty_curations)
     bar = tqdm(total=steps, desc="selection", disable=not progress)
-    novelty, _ = train_novelty(
-        novelty_data(fit, k, cap=models.repeat_cap),
-        novelty_config(workspace.catalog, k, models),
-        models,
-        progress=progress,
-    )
-    log_probs, _ = _all_scores(novelty, None, cases.histories)
-    bar.update()
+    log_probs: dict[str, np.ndarray] = {}
+    skipped_curations: list[str] = []
+    # The paper's curation first: it is the fallback if the budget runs out.
+    curations = sorted(selection.novelty_curations, key=lambda c: c != "balanced")
+    for curation in curations:
+        if log_probs and time.perf_counter() - started > selection.budget_s:
+            skipped_curations.append(curation)
+            bar.update()
+            continue
+        novelty, _ = train_novelty(
+            curated_novelty_data(fit, k, curation, models.repeat_cap),
+            novelty_config(workspace.catalog, k, models),
+            models,
+            progress=progress,
+        )
+        log_probs[curation], _ = _all_scores(novelty, None, cases.histories)
+        bar.update()
     scored: list[Candidate] = []
     skipped: list[float] = []
     # The hard rule first: it is the paper's, and the fallback if the budget runs out.
@@ -305,12 +334,15 @@ def search(
         )
         _, scores = _all_scores(novelty, alignment, cases.histories)
         assert scores is not None
-        for temperature in selection.temperatures:
-            grid = score_grid(cases, log_probs, scores, temperature, seeds, ns, selection.weights)
-            scored += [
-                Candidate(prior, temperature, n, weight, positive, hit)
-                for (n, weight), (positive, hit) in grid.items()
-            ]
+        for name, curation_log_probs in log_probs.items():
+            for temperature in selection.temperatures:
+                grid = score_grid(
+                    cases, curation_log_probs, scores, temperature, seeds, ns, selection.weights
+                )
+                scored += [
+                    Candidate(prior, temperature, n, weight, positive, hit, name)
+                    for (n, weight), (positive, hit) in grid.items()
+                ]
         bar.set_postfix(best=f"{min(scored, key=Candidate.key).positive_hit_at_1:.4f}")
         bar.update()
     bar.close()
@@ -324,6 +356,7 @@ def search(
         validation_positive=int(cases.positive.sum()),
         seconds=time.perf_counter() - started,
         skipped_priors=skipped,
+        skipped_curations=skipped_curations,
     )
 
 
@@ -345,7 +378,12 @@ def fit_selected(workspace: Workspace, settings: Settings, progress: bool = Fals
     refit = TrainingData(
         train_moves=data.train_moves,
         heldout_moves=data.heldout_moves,
-        novelty=data.novelty,
+        novelty=curated_novelty_data(
+            data.train_moves,
+            settings.sequence.history_length,
+            chosen.curation,
+            models.repeat_cap,
+        ),
         feedback=feedback_labels(
             data.train_moves,
             len(workspace.catalog),
