@@ -7,8 +7,9 @@ here, never by hand on one dataset:
 1. The training period's novel moves are cut by time: the last ``validation_fraction`` is the
    validation split, the rest is the fitting part. Validation moves keep the state their users
    built up before them (the same walk), exactly like the held-out part in evaluation.
-2. The novelty model is fit once on the fitting part, and the alignment model once per label
-   rule (the hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
+2. The novelty model is fit once per curation on the fitting part (the paper's balanced
+   pairs, and every move at its frequency), and the alignment model once per label rule (the
+   hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
 3. Every (label rule, temperature, n, weight) is scored on the validation moves by best-of-n's
    positive hit@1 (the share of moves whose plan is their target and was engaged with
    positively), averaged over ``seeds`` sampling seeds. The best wins; ties go to the smaller
@@ -16,8 +17,9 @@ here, never by hand on one dataset:
 4. Both models are refit on the whole training period with the winning label rule, and the
    version records the chosen values, the validation scores and what the search cost.
 
-The search stops starting alignment fits once ``budget_s`` is spent (what was skipped is
-recorded); scoring the grid is one vectorised pass per label rule and temperature.
+The search fits the cheapest first (the paper's curation, then every label rule, then the
+other curation) and starts no further fit once ``budget_s`` is spent (what was skipped is
+recorded); scoring the grid is one vectorised pass per label rule, curation and temperature.
 """
 
 from __future__ import annotations
@@ -296,28 +298,27 @@ def search(
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
     steps = len(selection.prior_strengths) + len(selection.novelty_curations)
     bar = tqdm(total=steps, desc="selection", disable=not progress)
-    log_probs: dict[str, np.ndarray] = {}
-    skipped_curations: list[str] = []
-    # The paper's curation first: it is the fallback if the budget runs out.
+
+    def over_budget() -> bool:
+        return time.perf_counter() - started > selection.budget_s
+
+    # Cheapest first, so a spent budget skips the most expensive fit: the paper's curation,
+    # then every label rule (seconds each, the paper's hard rule first), then the other
+    # curation (a novelty fit, minutes on a busy machine).
     curations = sorted(selection.novelty_curations, key=lambda c: c != "balanced")
-    for curation in curations:
-        if log_probs and time.perf_counter() - started > selection.budget_s:
-            skipped_curations.append(curation)
-            bar.update()
-            continue
-        novelty, _ = train_novelty(
-            curated_novelty_data(fit, k, curation, models.repeat_cap),
-            novelty_config(workspace.catalog, k, models),
-            models,
-            progress=progress,
-        )
-        log_probs[curation], _ = _all_scores(novelty, None, cases.histories)
-        bar.update()
-    scored: list[Candidate] = []
+    log_probs: dict[str, np.ndarray] = {}
+    novelty = train_novelty(
+        curated_novelty_data(fit, k, curations[0], models.repeat_cap),
+        novelty_config(workspace.catalog, k, models),
+        models,
+        progress=progress,
+    )[0]
+    log_probs[curations[0]], _ = _all_scores(novelty, None, cases.histories)
+    bar.update()
+    alignment_scores: dict[float, np.ndarray] = {}
     skipped: list[float] = []
-    # The hard rule first: it is the paper's, and the fallback if the budget runs out.
     for prior in selection.prior_strengths:
-        if scored and time.perf_counter() - started > selection.budget_s:
+        if alignment_scores and over_budget():
             skipped.append(prior)
             bar.update()
             continue
@@ -332,8 +333,26 @@ def search(
         alignment, _ = train_alignment(
             labels, alignment_config(n_clusters, k, models.objective), models, progress
         )
-        _, scores = _all_scores(novelty, alignment, cases.histories)
+        scores = _all_scores(novelty, alignment, cases.histories)[1]
         assert scores is not None
+        alignment_scores[prior] = scores
+        bar.update()
+    skipped_curations: list[str] = []
+    for curation in curations[1:]:
+        if over_budget():
+            skipped_curations.append(curation)
+            bar.update()
+            continue
+        other = train_novelty(
+            curated_novelty_data(fit, k, curation, models.repeat_cap),
+            novelty_config(workspace.catalog, k, models),
+            models,
+            progress=progress,
+        )[0]
+        log_probs[curation], _ = _all_scores(other, None, cases.histories)
+        bar.update()
+    scored: list[Candidate] = []
+    for prior, scores in alignment_scores.items():
         for name, curation_log_probs in log_probs.items():
             for temperature in selection.temperatures:
                 grid = score_grid(
@@ -343,8 +362,6 @@ def search(
                     Candidate(prior, temperature, n, weight, positive, hit, name)
                     for (n, weight), (positive, hit) in grid.items()
                 ]
-        bar.set_postfix(best=f"{min(scored, key=Candidate.key).positive_hit_at_1:.4f}")
-        bar.update()
     bar.close()
     if not scored:
         raise ValueError("the selection search could not fit any label rule on the fitting part")
