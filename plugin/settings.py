@@ -159,6 +159,13 @@ class SelectionSettings(Section):
         min_length=1,
         description="alignment weights searched (1: alignment alone, 0: novelty alone)",
     )
+    # A flag, not a list of names: settings_environment passes a list of strings to child
+    # processes as Python text, which they cannot parse.
+    natural_curation: bool = Field(
+        True,
+        description="search also the novelty model trained on every novel move at its "
+        "frequency (natural), besides the paper's positive, balanced pairs (balanced)",
+    )
     prior_strengths: list[float] = Field(
         [0.0, 2.0, 8.0, 32.0],
         min_length=1,
@@ -170,6 +177,11 @@ class SelectionSettings(Section):
     budget_s: float = Field(
         300.0, gt=0, description="time budget of the search; combinations left are skipped"
     )
+
+    @property
+    def novelty_curations(self) -> list[str]:
+        """The novelty training curations the search tries, the paper's first."""
+        return ["balanced", "natural"] if self.natural_curation else ["balanced"]
 
     @field_validator("candidates")
     @classmethod

@@ -80,6 +80,29 @@ def novelty_data(moves: Iterable[NovelMove], k: int, cap: int = 4) -> NoveltyDat
     )
 
 
+def natural_novelty_data(moves: Iterable[NovelMove], k: int) -> NoveltyData:
+    """Every novel move (engaged with positively or not) at its natural frequency: the
+    ``natural`` curation the validation search may choose instead of the balanced one.
+
+    It estimates where users go next, not where they liked going; the alignment model, mixed
+    in at the chosen weight, brings in what they liked."""
+    counts: Counter[tuple[tuple[int, ...], int]] = Counter()
+    pair_users: dict[tuple[tuple[int, ...], int], set[str]] = defaultdict(set)
+    for move in moves:
+        counts[(move.history, move.target)] += 1
+        pair_users[(move.history, move.target)].add(move.user_id)
+    pairs = sorted(counts)
+    if not pairs:
+        raise ValueError("no novel transitions in the training data")
+    weights = np.array([counts[p] for p in pairs], dtype=np.float64)
+    return NoveltyData(
+        histories=np.array([pad_history(h, k) for h, _ in pairs], dtype=np.int64),
+        targets=np.array([t for _, t in pairs], dtype=np.int64),
+        weights=weights / weights.sum(),
+        users=np.array([len(pair_users[p]) for p in pairs], dtype=np.int64),
+    )
+
+
 @dataclass(frozen=True)
 class FeedbackLabels:
     """Collective feedback aggregated per (history, candidate)."""

@@ -7,8 +7,9 @@ here, never by hand on one dataset:
 1. The training period's novel moves are cut by time: the last ``validation_fraction`` is the
    validation split, the rest is the fitting part. Validation moves keep the state their users
    built up before them (the same walk), exactly like the held-out part in evaluation.
-2. The novelty model is fit once on the fitting part, and the alignment model once per label
-   rule (the hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
+2. The novelty model is fit once per curation on the fitting part (the paper's balanced
+   pairs, and every move at its frequency), and the alignment model once per label rule (the
+   hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
 3. Every (label rule, temperature, n, weight) is scored on the validation moves by best-of-n's
    positive hit@1 (the share of moves whose plan is their target and was engaged with
    positively), averaged over ``seeds`` sampling seeds. The best wins; ties go to the smaller
@@ -16,8 +17,9 @@ here, never by hand on one dataset:
 4. Both models are refit on the whole training period with the winning label rule, and the
    version records the chosen values, the validation scores and what the search cost.
 
-The search stops starting alignment fits once ``budget_s`` is spent (what was skipped is
-recorded); scoring the grid is one vectorised pass per label rule and temperature.
+The search fits the cheapest first (the paper's curation, then every label rule, then the
+other curation) and starts no further fit once ``budget_s`` is spent (what was skipped is
+recorded); scoring the grid is one vectorised pass per label rule, curation and temperature.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tqdm import tqdm
 from plugin.core.moves import NovelMove
 from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel
-from plugin.models.data import feedback_labels, novelty_data
+from plugin.models.data import NoveltyData, feedback_labels, natural_novelty_data, novelty_data
 from plugin.models.fit import FittedModels, TrainingData, fit_models, training_data
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
 from plugin.models.planner import histories_tensor
@@ -58,19 +60,23 @@ class Candidate:
     weight: float
     positive_hit_at_1: float
     hit_at_1: float
+    curation: str = "balanced"
 
-    def key(self) -> tuple[float, ...]:
-        """Best first: score, then the cheaper and more conservative settings."""
+    def key(self) -> tuple[float | str, ...]:
+        """Best first: score, then the cheaper and more conservative settings (the paper's
+        balanced curation before the natural one)."""
         return (
             -round(self.positive_hit_at_1, 9),
             self.n,
             -self.weight,
             self.temperature,
             self.prior_strength,
+            self.curation,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "novelty_curation": self.curation,
             "label_rule": label_rule(self.prior_strength),
             "prior_strength": self.prior_strength,
             "temperature": self.temperature,
@@ -79,6 +85,17 @@ class Candidate:
             "positive_hit_at_1": round(self.positive_hit_at_1, 5),
             "hit_at_1": round(self.hit_at_1, 5),
         }
+
+
+def curated_novelty_data(
+    moves: Sequence[NovelMove], k: int, curation: str, cap: int
+) -> NoveltyData:
+    """The novelty model's training pairs under a curation: ``balanced`` (the paper's: positive
+    moves, deduplicated per user, balanced weights) or ``natural`` (every move, as often as
+    it happened)."""
+    if curation == "natural":
+        return natural_novelty_data(moves, k)
+    return novelty_data(moves, k, cap=cap)
 
 
 def label_rule(prior_strength: float) -> str:
@@ -215,10 +232,13 @@ class SearchResult:
     validation_positive: int
     seconds: float
     skipped_priors: list[float]
+    skipped_curations: list[str]
 
     def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
+        """The scored point with these values and the paper's balanced curation, if any."""
         for c in self.scored:
-            if (c.n, c.temperature, c.weight, c.prior_strength) == (n, temperature, weight, prior):
+            point = (c.n, c.temperature, c.weight, c.prior_strength, c.curation)
+            if point == (n, temperature, weight, prior, "balanced"):
                 return c.as_dict()
         return None
 
@@ -250,9 +270,11 @@ class SearchResult:
                 "candidates": selection.candidates,
                 "temperatures": selection.temperatures,
                 "weights": selection.weights,
+                "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
                 "points": len(self.scored),
                 "skipped_prior_strengths": self.skipped_priors,
+                "skipped_novelty_curations": self.skipped_curations,
             },
             "budget_s": selection.budget_s,
             "seconds": round(self.seconds, 2),
@@ -274,21 +296,29 @@ def search(
     cases = ValidationCases.of(validation, n_clusters)
     seeds = [settings.planner.seed + i for i in range(selection.seeds)]
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
-    steps = len(selection.prior_strengths) + 1
+    steps = len(selection.prior_strengths) + len(selection.novelty_curations)
     bar = tqdm(total=steps, desc="selection", disable=not progress)
-    novelty, _ = train_novelty(
-        novelty_data(fit, k, cap=models.repeat_cap),
+
+    def over_budget() -> bool:
+        return time.perf_counter() - started > selection.budget_s
+
+    # Cheapest first, so a spent budget skips the most expensive fit: the paper's curation,
+    # then every label rule (seconds each, the paper's hard rule first), then the other
+    # curation (a novelty fit, minutes on a busy machine).
+    curations = sorted(selection.novelty_curations, key=lambda c: c != "balanced")
+    log_probs: dict[str, np.ndarray] = {}
+    novelty = train_novelty(
+        curated_novelty_data(fit, k, curations[0], models.repeat_cap),
         novelty_config(workspace.catalog, k, models),
         models,
         progress=progress,
-    )
-    log_probs, _ = _all_scores(novelty, None, cases.histories)
+    )[0]
+    log_probs[curations[0]], _ = _all_scores(novelty, None, cases.histories)
     bar.update()
-    scored: list[Candidate] = []
+    alignment_scores: dict[float, np.ndarray] = {}
     skipped: list[float] = []
-    # The hard rule first: it is the paper's, and the fallback if the budget runs out.
     for prior in selection.prior_strengths:
-        if scored and time.perf_counter() - started > selection.budget_s:
+        if alignment_scores and over_budget():
             skipped.append(prior)
             bar.update()
             continue
@@ -303,16 +333,35 @@ def search(
         alignment, _ = train_alignment(
             labels, alignment_config(n_clusters, k, models.objective), models, progress
         )
-        _, scores = _all_scores(novelty, alignment, cases.histories)
+        scores = _all_scores(novelty, alignment, cases.histories)[1]
         assert scores is not None
-        for temperature in selection.temperatures:
-            grid = score_grid(cases, log_probs, scores, temperature, seeds, ns, selection.weights)
-            scored += [
-                Candidate(prior, temperature, n, weight, positive, hit)
-                for (n, weight), (positive, hit) in grid.items()
-            ]
-        bar.set_postfix(best=f"{min(scored, key=Candidate.key).positive_hit_at_1:.4f}")
+        alignment_scores[prior] = scores
         bar.update()
+    skipped_curations: list[str] = []
+    for curation in curations[1:]:
+        if over_budget():
+            skipped_curations.append(curation)
+            bar.update()
+            continue
+        other = train_novelty(
+            curated_novelty_data(fit, k, curation, models.repeat_cap),
+            novelty_config(workspace.catalog, k, models),
+            models,
+            progress=progress,
+        )[0]
+        log_probs[curation], _ = _all_scores(other, None, cases.histories)
+        bar.update()
+    scored: list[Candidate] = []
+    for prior, scores in alignment_scores.items():
+        for name, curation_log_probs in log_probs.items():
+            for temperature in selection.temperatures:
+                grid = score_grid(
+                    cases, curation_log_probs, scores, temperature, seeds, ns, selection.weights
+                )
+                scored += [
+                    Candidate(prior, temperature, n, weight, positive, hit, name)
+                    for (n, weight), (positive, hit) in grid.items()
+                ]
     bar.close()
     if not scored:
         raise ValueError("the selection search could not fit any label rule on the fitting part")
@@ -324,6 +373,7 @@ def search(
         validation_positive=int(cases.positive.sum()),
         seconds=time.perf_counter() - started,
         skipped_priors=skipped,
+        skipped_curations=skipped_curations,
     )
 
 
@@ -345,7 +395,12 @@ def fit_selected(workspace: Workspace, settings: Settings, progress: bool = Fals
     refit = TrainingData(
         train_moves=data.train_moves,
         heldout_moves=data.heldout_moves,
-        novelty=data.novelty,
+        novelty=curated_novelty_data(
+            data.train_moves,
+            settings.sequence.history_length,
+            chosen.curation,
+            models.repeat_cap,
+        ),
         feedback=feedback_labels(
             data.train_moves,
             len(workspace.catalog),

@@ -17,6 +17,8 @@ from plugin.settings import Settings, load_settings
 def quick_settings(tmp_path: Path, **models: object) -> Settings:
     return load_settings(
         var_dir=tmp_path,
+        # 48 leaves given: the granularity rule (which chooses 48 here) has its own tests.
+        clusters={"leaf_clusters": 48},
         models={
             "repository": tmp_path / "model_repository",
             "novelty_steps": 120,

@@ -16,7 +16,7 @@ from plugin.core.planning import HistoryRanking, PlanRequest, Selection, select,
 from plugin.data.synthetic import SyntheticSpec, write_synthetic
 from plugin.data.workspace import open_workspace
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.data import feedback_labels
+from plugin.models.data import feedback_labels, natural_novelty_data, novelty_data
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner, histories_tensor, single_threaded
 from plugin.models.repository import chosen_selection, version_selection
@@ -82,6 +82,19 @@ def test_beta_prior_keeps_thin_histories_and_shrinks_them_towards_the_candidate_
     assert rows[((4, 5), 0)] == pytest.approx(0.0)  # no positive move into 0 anywhere
     # more evidence, less shrinkage: the thin history is pulled further from its raw share 1.0
     assert 1.0 - rows[((4, 5), 3)] > 6 / 8 - rows[((0, 1), 2)]
+
+
+def test_natural_curation_keeps_every_move_at_its_frequency() -> None:
+    moves = [move(f"u{i}", (0, 1), 2, True) for i in range(3)]
+    moves += [move("u0", (0, 1), 2, True), move("u9", (0, 1), 3, False)]
+    natural = natural_novelty_data(moves, 2)
+    pairs = {
+        int(t): (float(w), int(u))
+        for t, w, u in zip(natural.targets, natural.weights, natural.users, strict=True)
+    }
+    assert pairs == {2: (pytest.approx(0.8), 3), 3: (pytest.approx(0.2), 1)}
+    balanced = novelty_data(moves, 2)
+    assert list(balanced.targets) == [2]  # the paper's curation keeps positive moves only
 
 
 def test_validation_split_is_the_last_part_by_time() -> None:
@@ -162,7 +175,8 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         fitted = fit_selected(workspace, settings)
     selection = fitted.manifest["selection"]
     chosen = selection["chosen"]
-    assert selection["grid"]["points"] == 2 * 2 * 2 * 2  # priors x temperatures x n x weights
+    # curations x priors x temperatures x n x weights
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2
     top = selection["validation"]["top"]
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
@@ -177,5 +191,7 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
     )
     with single_threaded():
         quick = fit_selected(workspace, hurried).manifest["selection"]
+    assert quick["grid"]["skipped_novelty_curations"] == ["natural"]
     assert quick["grid"]["skipped_prior_strengths"] == [8.0]
     assert quick["chosen"]["label_rule"] == "min_count"
+    assert quick["chosen"]["novelty_curation"] == "balanced"
