@@ -30,6 +30,7 @@ def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
                 "cluster_id": c.cluster_id,
                 "parent": catalog.parents[c.parent_id].description,
                 "description": c.description,
+                "summary": c.readable,
                 "size": c.size,
                 "top_titles": [catalog.title(i) for i in c.top_items[:3]],
             }
@@ -48,13 +49,13 @@ def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
         (
             c["cluster_id"],
             c["parent"][:24],
-            c["description"][:48],
+            c["description"][:40],
             c["size"],
-            "; ".join(c["top_titles"])[:60],
+            c["summary"][:72],
         )
         for c in summary["clusters"][:limit]
     ]
-    typer.echo(table(["id", "parent", "description", "items", "top titles"], rows))
+    typer.echo(table(["id", "parent", "keywords", "items", "summary"], rows))
     if len(catalog.clusters) > limit:
         typer.echo(f"... and {len(catalog.clusters) - limit} more")
 
