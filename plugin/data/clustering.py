@@ -13,7 +13,7 @@ k-means splits the items into ``leaf_clusters`` leaves, and k-means over the lea
 groups leaves into ``parent_clusters`` parents. Keywords are the terms (genres, decades, words,
 tags) most over-represented in a cluster relative to the whole catalog. Each cluster also gets a
 readable summary for a language model, from its dominant decades, genres and tags and its most
-watched titles ("1990s action and thriller, such as Speed, The Rock and Twister").
+watched titles ("1990s action and thriller, such as Speed and The Rock").
 Everything is seeded and single-threaded, so one dataset and one settings object give one
 catalog version.
 
@@ -317,6 +317,7 @@ def _title_words(
 # A decade, genre or tag names a cluster in its summary when this share of its (view-weighted)
 # items carry it; below it the term is a minority taste and would mislead a reader.
 SUMMARY_MIN_SHARE = 0.35
+SUCH_AS = ", such as "  # between a summary's head and its example titles
 _LEADING_ARTICLE_RE = re.compile(r"^(.*), (The|A|An|L'|La|Le|Les|Il|Das|Der|Die|El)$")
 _PARENTHESIS_RE = re.compile(r"\s*\([^()]*\)\s*$")
 
@@ -373,7 +374,7 @@ def _summary(
     examples = [e for e in examples if e][:n_titles]
     if not examples:
         return head or "mixed titles"
-    return f"{head or 'titles'}, such as {_join(examples)}"
+    return f"{head or 'titles'}{SUCH_AS}{_join(examples)}"
 
 
 # --- the build -----------------------------------------------------------------------------
@@ -458,7 +459,7 @@ def build_catalog(
     )
     titles = items["title"].astype(str).tolist()
     leaf_summaries = [
-        _summary(rows, terms, titles, views, weights, item_ids, 3) for rows in leaf_members
+        _summary(rows, terms, titles, views, weights, item_ids, 2) for rows in leaf_members
     ]
     parent_summaries = [
         _summary(rows, terms, titles, views, weights, item_ids, 2) for rows in parent_members

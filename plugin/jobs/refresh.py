@@ -41,7 +41,7 @@ from plugin.jobs.precompute import precompute_plans
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import moves_fingerprint
 from plugin.models.fit import TrainingData, training_data, with_feedback
-from plugin.models.novelty import NoveltyModel
+from plugin.models.novelty import ClusterNovelty
 from plugin.models.planner import BestOfNPlanner, best_of_n_planner, single_threaded
 from plugin.models.repository import ModelRepository, ModelVersion, PublishError, version_label
 from plugin.models.training import (
@@ -153,7 +153,7 @@ class RefreshReport:
 class Candidate:
     """The refreshed models, before the gate."""
 
-    novelty: NoveltyModel
+    novelty: ClusterNovelty
     alignment: AlignmentModel
     novelty_retrained: bool
     alignment_seconds: float
@@ -333,7 +333,7 @@ def novelty_step(
     current: ModelVersion,
     retrain: bool,
     step: RefreshStep,
-) -> NoveltyModel:
+) -> ClusterNovelty:
     """A novelty model retrained on the moves plus the novel answers, or the serving one."""
     if not retrain:
         step.skip(f"kept version {current.version}'s novelty model")
@@ -348,7 +348,7 @@ def alignment_step(
     settings: Settings,
     workspace: Workspace,
     data: TrainingData,
-    novelty_model: NoveltyModel,
+    novelty_model: ClusterNovelty,
     retrained: bool,
     step: RefreshStep,
 ) -> Candidate:
