@@ -34,7 +34,7 @@ from plugin.core.planning import PlanRequest
 from plugin.core.sequence import EPOCH
 from plugin.core.stats import gini
 from plugin.data.workspace import Workspace
-from plugin.errors import UserError
+from plugin.errors import InvalidInput, UserError
 from plugin.evaluation.offline import best_of_n_method, in_chunks, score
 from plugin.jobs import prerequisites
 from plugin.jobs.precompute import precompute_plans
@@ -339,6 +339,11 @@ def novelty_step(
         step.skip(f"kept version {current.version}'s novelty model")
         return current.novelty
     k, models = settings.sequence.history_length, settings.models
+    if models.novelty == "llm":
+        raise InvalidInput(
+            "refresh retrains the id novelty model only; with models.novelty=llm, run "
+            "`explore train --novelty llm` instead, or refresh with feedback.refresh_novelty=false"
+        )
     model, run = train_novelty(data.novelty, novelty_config(workspace.catalog, k, models), models)
     step.detail.update(steps=run.steps, final_loss=round(run.final_loss, 4))
     return model
