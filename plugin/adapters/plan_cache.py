@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from tqdm import tqdm
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
@@ -382,15 +383,20 @@ def precompute(
     histories: Iterable[tuple[int, ...]],
     batch_size: int,
     source: str,
+    total: int | None = None,
+    progress: bool = False,
 ) -> PrecomputeReport:
-    """Rank ``histories`` in chunks of ``batch_size`` and store every ranking."""
+    """Rank ``histories`` in chunks of ``batch_size`` and store every ranking; with
+    ``progress``, a bar over ``total`` histories with its rate and ETA."""
     report = PrecomputeReport(source=source)
     started = time.perf_counter()
     iterator = iter(histories)
-    while chunk := list(itertools.islice(iterator, batch_size)):
-        rankings = planner.rank(chunk)
-        report.rank_calls += 1
-        report.histories += len(chunk)
-        report.written += cache.put_many(planner.model_version, rankings)
+    with tqdm(total=total, desc="precompute", unit="history", disable=not progress) as bar:
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            rankings = planner.rank(chunk)
+            report.rank_calls += 1
+            report.histories += len(chunk)
+            report.written += cache.put_many(planner.model_version, rankings)
+            bar.update(len(chunk))
     report.seconds = time.perf_counter() - started
     return report

@@ -40,6 +40,14 @@ TextInitOpt = Annotated[
     typer.Option("--text-init/--no-text-init", help="init cluster tokens from text"),
 ]
 
+NoveltyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="novelty model: id (the id transformer) | llm (the fine-tuned language model, "
+        "models.llm.* settings) (default: settings)"
+    ),
+]
+
 app = typer.Typer(
     cls=ExploreGroup,
     help="LLM-style interest exploration for a recommender: clusters, planners, streaming, Feast.",
@@ -173,6 +181,7 @@ def train(
     items: ItemsOpt = None,
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
+    novelty: NoveltyOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -185,7 +194,10 @@ def train(
     from plugin.jobs.train import train as train_models
 
     config = settings(
-        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
+        dataset,
+        interactions,
+        items,
+        models={"objective": objective, "text_init": text_init, "novelty": novelty},
     )
     trained = train_models(config, progress=not quiet)
     print_training(trained.version, trained.manifest)
@@ -207,6 +219,7 @@ def evaluate(
     ] = None,
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
+    novelty: NoveltyOpt = None,
     json_path: JsonOpt = None,
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="PNG of the n-scaling curve and trade-off")
@@ -239,7 +252,10 @@ def evaluate(
     from plugin.jobs.evaluate import robustness_study
 
     config = settings(
-        dataset, interactions, items, models={"objective": objective, "text_init": text_init}
+        dataset,
+        interactions,
+        items,
+        models={"objective": objective, "text_init": text_init, "novelty": novelty},
     )
     if robustness:
         study = robustness_study(

@@ -31,6 +31,7 @@ def catalog_summary(catalog: ClusterCatalog) -> dict[str, Any]:
                 "cluster_id": c.cluster_id,
                 "parent": catalog.parents[c.parent_id].description,
                 "description": c.description,
+                "summary": c.readable,
                 "size": c.size,
                 "top_titles": [catalog.title(i) for i in c.top_items[:3]],
             }
@@ -58,13 +59,13 @@ def print_catalog(catalog: ClusterCatalog, limit: int) -> None:
         (
             c["cluster_id"],
             c["parent"][:24],
-            c["description"][:48],
+            c["description"][:40],
             c["size"],
-            "; ".join(c["top_titles"])[:60],
+            c["summary"][:72],
         )
         for c in summary["clusters"][:limit]
     ]
-    typer.echo(table(["id", "parent", "description", "items", "top titles"], rows))
+    typer.echo(table(["id", "parent", "keywords", "items", "summary"], rows))
     if len(catalog.clusters) > limit:
         typer.echo(f"... and {len(catalog.clusters) - limit} more")
 
@@ -153,11 +154,16 @@ def print_training(version: int, manifest: dict[str, Any]) -> None:
             "feedback rows / pairs",
             f"{manifest['feedback_rows']:,} / {manifest['feedback_pairs']:,}",
         ),
+        ("novelty model", manifest.get("novelty", "id")),
         ("alignment objective", manifest["objective"]),
         ("text-initialised tokens", manifest["text_init"]),
         (
             "seconds: text / novelty / alignment",
             f"{seconds['text_embeddings']} / {seconds['novelty']} / {seconds['alignment']}",
+        ),
+        (
+            "seconds: novelty base load / gate",
+            f"{seconds.get('novelty_load', 0)} / {seconds.get('gate', '-')}",
         ),
         ("gate: validity", gate["validity"]),
         (f"gate: recall@{gate['n']}", gate["recall_at_n"]),
@@ -221,6 +227,17 @@ def print_evaluation(report: dict[str, Any]) -> None:
             for name, metrics in report["methods"].items()
         ]
         typer.echo("\n" + table(["method", *group], rows))
+    rare = data.get("rare_histories")
+    if rare and rare.get("methods"):
+        rows = [
+            (label(name), *(f"{metrics[m]:.3f}" for m in ("positive_hit_at_1", "hit_at_n")))
+            for name, metrics in rare["methods"].items()
+        ]
+        typer.echo(
+            f"\nrare histories ({rare['rule']}): {rare['cases']:,} cases "
+            f"({rare['positive_cases']:,} positive)\n"
+            + table(["method", "positive_hit_at_1", "hit_at_n"], rows)
+        )
     bootstrap = data.get("bootstrap")
     if bootstrap:
         typer.echo(

@@ -26,10 +26,18 @@ class InterestCluster:
     keywords: tuple[str, ...]
     top_items: tuple[str, ...]
     size: int
+    # A readable description for a language model ("1990s action and thriller, such as
+    # Speed and The Rock"); empty for catalogs built before it existed.
+    summary: str = ""
 
     @property
     def description(self) -> str:
         return ", ".join(self.keywords)
+
+    @property
+    def readable(self) -> str:
+        """The readable summary, or the keywords when the catalog has none."""
+        return self.summary or self.description
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,16 @@ class ParentCluster:
     parent_id: int
     keywords: tuple[str, ...]
     children: tuple[int, ...]
+    summary: str = ""
 
     @property
     def description(self) -> str:
         return ", ".join(self.keywords)
+
+    @property
+    def readable(self) -> str:
+        """The readable summary, or the keywords when the catalog has none."""
+        return self.summary or self.description
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,8 @@ class ClusterCatalog:
                     "keywords": list(c.keywords),
                     "top_items": list(c.top_items),
                     "size": c.size,
+                    # Only when present, so catalogs without summaries keep their versions.
+                    **({"summary": c.summary} if c.summary else {}),
                 }
                 for c in self.clusters
             ],
@@ -98,6 +114,7 @@ class ClusterCatalog:
                     "parent_id": p.parent_id,
                     "keywords": list(p.keywords),
                     "children": list(p.children),
+                    **({"summary": p.summary} if p.summary else {}),
                 }
                 for p in self.parents
             ],
@@ -134,6 +151,7 @@ class ClusterCatalog:
                     keywords=tuple(c["keywords"]),
                     top_items=tuple(c["top_items"]),
                     size=c["size"],
+                    summary=c.get("summary", ""),
                 )
                 for c in document["clusters"]
             ),
@@ -142,6 +160,7 @@ class ClusterCatalog:
                     parent_id=p["parent_id"],
                     keywords=tuple(p["keywords"]),
                     children=tuple(p["children"]),
+                    summary=p.get("summary", ""),
                 )
                 for p in document["parents"]
             ),

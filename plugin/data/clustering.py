@@ -11,8 +11,11 @@ Each item gets a feature vector of four L2-normalised, weighted blocks:
 
 k-means splits the items into ``leaf_clusters`` leaves, and k-means over the leaf centroids
 groups leaves into ``parent_clusters`` parents. Keywords are the terms (genres, decades, words,
-tags) most over-represented in a cluster relative to the whole catalog. Everything is seeded
-and single-threaded, so one dataset and one settings object give one catalog version.
+tags) most over-represented in a cluster relative to the whole catalog. Each cluster also gets a
+readable summary for a language model, from its dominant decades, genres and tags and its most
+watched titles ("1990s action and thriller, such as Speed and The Rock").
+Everything is seeded and single-threaded, so one dataset and one settings object give one
+catalog version.
 
 The granularity study that chose the default leaf count is :mod:`plugin.evaluation.granularity`
 (``docs/CLUSTERS.md``).
@@ -37,7 +40,7 @@ from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.data.datasets import Dataset
 from plugin.settings import ClusterSettings
 
-BUILD_METHOD = "ppmi-svd+genre+decade+tfidf/kmeans/v1"
+BUILD_METHOD = "ppmi-svd+genre+decade+tfidf/kmeans/v2"  # v2: readable summaries
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,71 @@ def _title_words(
     return words
 
 
+# --- readable summaries --------------------------------------------------------------------
+
+# A decade, genre or tag names a cluster in its summary when this share of its (view-weighted)
+# items carry it; below it the term is a minority taste and would mislead a reader.
+SUMMARY_MIN_SHARE = 0.35
+SUCH_AS = ", such as "  # between a summary's head and its example titles
+_LEADING_ARTICLE_RE = re.compile(r"^(.*), (The|A|An|L'|La|Le|Les|Il|Das|Der|Die|El)$")
+_PARENTHESIS_RE = re.compile(r"\s*\([^()]*\)\s*$")
+
+
+def readable_title(title: str) -> str:
+    """A catalog title as people write it: no year or alternative title in brackets, and a
+    trailing article moved to the front ("Rock, The (1996)" -> "The Rock")."""
+    bare = title.strip()
+    while _PARENTHESIS_RE.search(bare):
+        bare = _PARENTHESIS_RE.sub("", bare)
+    moved = _LEADING_ARTICLE_RE.match(bare)
+    if moved:
+        article = moved.group(2)
+        space = "" if article.endswith("'") else " "
+        bare = f"{article}{space}{moved.group(1)}"
+    return bare or title.strip()
+
+
+def _dominant(
+    rows: np.ndarray, values: list[Sequence[str]], weights: np.ndarray, most: int
+) -> list[str]:
+    """The terms that at least SUMMARY_MIN_SHARE of the group's weight carries, best first."""
+    share: dict[str, float] = {}
+    total = float(weights[rows].sum())
+    for row in rows:
+        for term in dict.fromkeys(values[row]):
+            share[term] = share.get(term, 0.0) + float(weights[row]) / total
+    ranked = sorted(share, key=lambda t: (-share[t], t))
+    return [t for t in ranked if share[t] >= SUMMARY_MIN_SHARE][:most]
+
+
+def _join(words: Sequence[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _summary(
+    rows: np.ndarray,
+    terms: list[_ItemTerms],
+    titles: list[str],
+    views: np.ndarray,
+    weights: np.ndarray,
+    item_ids: list[str],
+    n_titles: int,
+) -> str:
+    """One cluster's readable summary: dominant decades, genres and tag, then top titles."""
+    decades = sorted(_dominant(rows, [(t.decade,) if t.decade else () for t in terms], weights, 2))
+    genres = _dominant(rows, [t.genres for t in terms], weights, 3)
+    tags = _dominant(rows, [t.tags for t in terms], weights, 1)
+    head = " ".join(part for part in (_join(decades), _join(genres), _join(tags)) if part)
+    by_views = sorted(rows, key=lambda r: (-views[r], item_ids[r]))
+    examples = list(dict.fromkeys(readable_title(titles[r]) for r in by_views[: n_titles * 2]))
+    examples = [e for e in examples if e][:n_titles]
+    if not examples:
+        return head or "mixed titles"
+    return f"{head or 'titles'}{SUCH_AS}{_join(examples)}"
+
+
 # --- the build -----------------------------------------------------------------------------
 
 
@@ -393,6 +461,13 @@ def build_catalog(
         settings.keywords,
         "group",
     )
+    titles = items["title"].astype(str).tolist()
+    leaf_summaries = [
+        _summary(rows, terms, titles, views, weights, item_ids, 2) for rows in leaf_members
+    ]
+    parent_summaries = [
+        _summary(rows, terms, titles, views, weights, item_ids, 2) for rows in parent_members
+    ]
     steps.update()
 
     clusters = []
@@ -405,6 +480,7 @@ def build_catalog(
                 keywords=leaf_keywords[c],
                 top_items=tuple(item_ids[r] for r in by_views[: settings.top_items]),
                 size=len(rows),
+                summary=leaf_summaries[c],
             )
         )
     parents = tuple(
@@ -412,6 +488,7 @@ def build_catalog(
             parent_id=p,
             keywords=parent_keywords[p],
             children=tuple(c for c in range(settings.leaf_clusters) if leaf_parent[c] == p),
+            summary=parent_summaries[p],
         )
         for p in range(settings.parent_clusters)
     )

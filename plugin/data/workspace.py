@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.data.clustering import build_catalog
+from plugin.data.clustering import BUILD_METHOD, build_catalog
 from plugin.data.datasets import Dataset, load_dataset
 from plugin.data.granularity_rule import choose_leaf_count
 from plugin.settings import Settings
@@ -28,8 +28,11 @@ class Workspace:
 
 
 def catalog_path(settings: Settings, train: Dataset) -> Path:
-    """Catalogs are cached per (training data, cluster settings): a change of either rebuilds."""
-    params = json.dumps(settings.clusters.model_dump(), sort_keys=True).encode()
+    """Catalogs are cached per (training data, cluster settings, build method): a change of any
+    rebuilds (a new build method adds content, such as the readable summaries)."""
+    params = json.dumps(
+        {**settings.clusters.model_dump(), "method": BUILD_METHOD}, sort_keys=True
+    ).encode()
     key = f"{train.name}-{train.fingerprint()}-{hashlib.sha256(params).hexdigest()[:8]}"
     return settings.var_dir / "catalogs" / f"{key}.json"
 

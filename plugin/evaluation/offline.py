@@ -43,6 +43,7 @@ from plugin.settings import Settings
 METRICS = ("hit_at_1", "positive_hit_at_1", "hit_at_n", "novelty_rate", "coverage", "gini")
 N_SCALING = (1, 2, 4, 8, 16, 32)
 REFERENCE = "best_of_n"  # the method every other one is compared with, case by case
+RARE_BELOW = 3  # a history seen fewer times than this in training is rare
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,11 @@ def evaluate(
     seed: int,
     sasrec: SasRecModel | None = None,
     bootstrap: Bootstrap | None = None,
+    subsets: dict[str, Sequence[bool]] | None = None,
 ) -> dict[str, Any]:
     """All methods at the default n with their intervals, best-of-n's paired differences
-    against the others, and best-of-n's n-scaling curve.
+    against the others, and best-of-n's n-scaling curve; for each named subset of the cases
+    (a mask), every method's metrics on that subset too.
 
     ``sasrec`` needs each case's ``sequence`` (``novel_moves(..., sequence_length=L)``)."""
     bootstrap = bootstrap or Bootstrap(seed=seed)
@@ -235,12 +238,20 @@ def evaluate(
         methods["sasrec"] = sasrec_method(sasrec, n)
     results: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, CaseOutcomes] = {}
+    by_subset: dict[str, dict[str, Any]] = {name: {} for name in subsets or {}}
     for name, fn in methods.items():
         output = in_chunks(cases, fn)
         outcomes[name] = case_outcomes(cases, output)
         results[name] = with_intervals(
             score(cases, output, n_clusters), bootstrap.intervals(outcomes[name], n_clusters)
         )
+        for subset, mask in (subsets or {}).items():
+            chosen = [i for i, keep in enumerate(mask) if keep]
+            if chosen:
+                part = MethodOutput(
+                    [output.planned[i] for i in chosen], [output.candidates[i] for i in chosen]
+                )
+                by_subset[subset][name] = score([cases[i] for i in chosen], part, n_clusters)
     paired = {}
     for name, other in outcomes.items():
         if name == REFERENCE:
@@ -258,7 +269,7 @@ def evaluate(
             key: metrics[key] for key in ("hit_at_1", "positive_hit_at_1", "hit_at_n", "coverage")
         }
         scaling.append({"n": size, **with_intervals(row, intervals)})
-    return {"methods": results, "n_scaling": scaling, "paired": paired}
+    return {"methods": results, "n_scaling": scaling, "paired": paired, "subsets": by_subset}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -312,7 +323,8 @@ def run_evaluation(
 
     The SASRec baseline is always trained afresh on the training part (``sequential`` sets its
     size and budget). The JSON report has exactly the keys ``methods``, ``n_scaling``,
-    ``paired``, ``dataset`` and ``seed``.
+    ``paired``, ``dataset`` (with every method's metrics on the rare histories, seen fewer
+    than ``RARE_BELOW`` times in training) and ``seed``.
     """
     sequential = sequential or SequentialSettings()
     bootstrap = bootstrap or Bootstrap(seed=settings.planner.seed)
@@ -348,6 +360,9 @@ def run_evaluation(
     if not cases:
         raise ValueError("the held-out part has no novel engagements to evaluate on")
     sasrec, sasrec_run = _fit_sequential_baseline(workspace, settings, sequential, progress)
+    # Rare histories: where the id model has little to go on and world knowledge should help.
+    seen = Counter(m.history for m in data.train_moves)
+    rare = [seen[m.history] < RARE_BELOW for m in cases]
     results = evaluate(
         cases,
         planner,
@@ -358,6 +373,7 @@ def run_evaluation(
         settings.planner.seed,
         sasrec=sasrec,
         bootstrap=bootstrap,
+        subsets={"rare_histories": rare},
     )
     return {
         "methods": results["methods"],
@@ -371,6 +387,13 @@ def run_evaluation(
             "split_quantile": settings.data.split_quantile,
             "cases": len(cases),
             "positive_cases": sum(m.positive for m in cases),
+            "rare_histories": {
+                "rule": f"history seen in fewer than {RARE_BELOW} training novel moves",
+                "cases": sum(rare),
+                "positive_cases": sum(r and m.positive for r, m in zip(rare, cases, strict=True)),
+                # Kept under "dataset" so the report's top-level keys stay the agreed five.
+                "methods": results["subsets"]["rare_histories"],
+            },
             "clusters": len(workspace.catalog),
             "catalog_version": workspace.catalog.version,
             "history_length": settings.sequence.history_length,
@@ -442,6 +465,8 @@ def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
         "selection": manifest.get("selection"),
         "objective": manifest["objective"],
         "text_init": manifest["text_init"],
+        "novelty": manifest.get("novelty", "id"),
+        **({"llm": manifest["llm"]} if "llm" in manifest else {}),
         "gate": manifest["gate"],
         "seconds": manifest["seconds"],
     }

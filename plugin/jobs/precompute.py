@@ -32,6 +32,7 @@ class HistoryChoice:
 
     histories: Iterable[tuple[int, ...]]
     source: str
+    total: int | None = None
 
 
 def histories_to_precompute(
@@ -46,11 +47,11 @@ def histories_to_precompute(
     every = count_all_histories(clusters, k)
     if scope == "all" or (scope == "auto" and every <= settings.cache.precompute_all_max):
         source = f"all {every:,} histories of 1..{k} distinct clusters"
-        return HistoryChoice(all_histories(clusters, k), source)
+        return HistoryChoice(all_histories(clusters, k), source, every)
     seen = seen_histories(
         workspace.train.events(), workspace.catalog, k, settings.sequence.novelty_window
     )
-    return HistoryChoice(seen, f"{len(seen):,} histories seen in training")
+    return HistoryChoice(seen, f"{len(seen):,} histories seen in training", len(seen))
 
 
 @dataclass
@@ -79,7 +80,13 @@ def precompute_plans(
     cache = cache or ranking_cache(settings)
     say(f"precomputing {choice.source} with {planner.model_version}", progress)
     report = precompute(
-        planner, cache, choice.histories, settings.cache.precompute_batch, choice.source
+        planner,
+        cache,
+        choice.histories,
+        settings.cache.precompute_batch,
+        choice.source,
+        total=choice.total,
+        progress=progress,
     )
     return PrecomputeOutcome(report, planner.model_version, cache.namespace(planner.model_version))
 

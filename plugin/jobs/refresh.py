@@ -34,14 +34,14 @@ from plugin.core.planning import PlanRequest
 from plugin.core.sequence import EPOCH
 from plugin.core.stats import gini
 from plugin.data.workspace import Workspace
-from plugin.errors import UserError
+from plugin.errors import InvalidInput, UserError
 from plugin.evaluation.offline import best_of_n_method, in_chunks, score
 from plugin.jobs import prerequisites
 from plugin.jobs.precompute import precompute_plans
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import moves_fingerprint
 from plugin.models.fit import TrainingData, training_data, with_feedback
-from plugin.models.novelty import NoveltyModel
+from plugin.models.novelty import ClusterNovelty
 from plugin.models.planner import (
     BestOfNPlanner,
     best_of_n_planner,
@@ -164,7 +164,7 @@ class RefreshReport:
 class Candidate:
     """The refreshed models, before the gate."""
 
-    novelty: NoveltyModel
+    novelty: ClusterNovelty
     alignment: AlignmentModel
     novelty_retrained: bool
     alignment_seconds: float
@@ -344,12 +344,17 @@ def novelty_step(
     current: ModelVersion,
     retrain: bool,
     step: RefreshStep,
-) -> NoveltyModel:
+) -> ClusterNovelty:
     """A novelty model retrained on the moves plus the novel answers, or the serving one."""
     if not retrain:
         step.skip(f"kept version {current.version}'s novelty model")
         return current.novelty
     k, models = settings.sequence.history_length, settings.models
+    if models.novelty == "llm":
+        raise InvalidInput(
+            "refresh retrains the id novelty model only; with models.novelty=llm, run "
+            "`explore train --novelty llm` instead, or refresh with feedback.refresh_novelty=false"
+        )
     model, run = train_novelty(data.novelty, novelty_config(workspace.catalog, k, models), models)
     step.detail.update(steps=run.steps, final_loss=round(run.final_loss, 4))
     return model
@@ -359,7 +364,7 @@ def alignment_step(
     settings: Settings,
     workspace: Workspace,
     data: TrainingData,
-    novelty_model: NoveltyModel,
+    novelty_model: ClusterNovelty,
     retrained: bool,
     step: RefreshStep,
 ) -> Candidate:

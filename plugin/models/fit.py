@@ -20,7 +20,9 @@ from plugin.models.data import (
     moves_fingerprint,
     novelty_data,
 )
-from plugin.models.novelty import NoveltyModel
+from plugin.models.llm import LlmNoveltyModel
+from plugin.models.llm_training import train_llm_novelty
+from plugin.models.novelty import ClusterNovelty
 from plugin.models.repository import ModelRepository
 from plugin.models.text import embed_texts
 from plugin.models.training import (
@@ -45,7 +47,7 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class FittedModels:
-    novelty: NoveltyModel
+    novelty: ClusterNovelty
     alignment: AlignmentModel
     gate: GateResult
     novelty_run: TrainingRun
@@ -97,16 +99,24 @@ def fit_models(
     started = time.perf_counter()
     vectors = cluster_text_vectors(workspace, settings) if text_init else None
     text_seconds = time.perf_counter() - started
-    novelty, novelty_run = train_novelty(
-        data.novelty,
-        novelty_config(workspace.catalog, k, models),
-        models,
-        (vectors[0], vectors[1]) if vectors else None,
-        progress,
-    )
+    novelty: ClusterNovelty
+    if models.novelty == "llm":
+        llm_model, novelty_run = train_llm_novelty(
+            data.novelty, workspace.catalog, k, models, progress
+        )
+        novelty = llm_model
+    else:
+        novelty, novelty_run = train_novelty(
+            data.novelty,
+            novelty_config(workspace.catalog, k, models),
+            models,
+            (vectors[0], vectors[1]) if vectors else None,
+            progress,
+        )
     alignment, alignment_run = train_alignment(
         data.feedback, alignment_config(len(workspace.catalog), k, objective), models, progress
     )
+    gate_started = time.perf_counter()
     gate = quality_gate(
         novelty,
         data.heldout_moves,
@@ -115,6 +125,9 @@ def fit_models(
         settings.planner.seed,
         models,
     )
+    gate_seconds = time.perf_counter() - gate_started
+    if models.novelty == "llm":
+        llm_model.forget_lower()  # the gate was their last user; they are big
     manifest = {
         "dataset": workspace.dataset.name,
         "data_hash": workspace.train.fingerprint(),
@@ -124,13 +137,17 @@ def fit_models(
         "novelty_window": settings.sequence.novelty_window,
         "objective": objective,
         "text_init": text_init,
+        "novelty": models.novelty,
+        **({"llm": _llm_facts(llm_model)} if models.novelty == "llm" else {}),
         "training_pairs": len(data.novelty),
         "feedback_rows": len(data.feedback),
         "feedback_pairs": len(data.feedback.pairs),
         "seconds": {
             "text_embeddings": round(text_seconds, 2),
             "novelty": round(novelty_run.seconds, 2),
+            "novelty_load": round(novelty_run.load_seconds, 2),
             "alignment": round(alignment_run.seconds, 2),
+            "gate": round(gate_seconds, 2),
         },
         "final_loss": {
             "novelty": round(novelty_run.final_loss, 4),
@@ -142,6 +159,17 @@ def fit_models(
         "torch": torch.__version__,
     }
     return FittedModels(novelty, alignment, gate, novelty_run, alignment_run, manifest)
+
+
+def _llm_facts(model: LlmNoveltyModel) -> dict[str, Any]:
+    """What a manifest says about an LLM novelty model: its base and how it was tuned."""
+    config = model.config.as_dict()
+    return {
+        **{key: value for key, value in config.items() if key != "summaries"},
+        "device": str(model.device),
+        "trained_parameters": sum(t.numel() for t in model.trained_state().values()),
+        "prompt_example": model.prompt_text(list(model.config.summaries[:2])),
+    }
 
 
 def train_version(

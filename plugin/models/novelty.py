@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,33 @@ class NoveltyConfig:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "parent_of": list(self.parent_of)}
+
+
+class NoveltyShape(Protocol):
+    """The part of a novelty model's config that planning and serving read."""
+
+    @property
+    def history_length(self) -> int: ...
+
+    @property
+    def n_clusters(self) -> int: ...
+
+
+class ClusterNovelty(Protocol):
+    """The novelty contract every planner, gate and cache relies on: ``log p(cluster |
+    history)`` over every valid cluster in one call, whatever the model inside (the id
+    transformer here, or the language model of :mod:`plugin.models.llm`)."""
+
+    @property
+    def config(self) -> NoveltyShape: ...
+
+    def cluster_log_probs(self, histories: Tensor) -> Tensor: ...
+
+    def validity(self, histories: Tensor) -> Tensor: ...
+
+    def checkpoint(self) -> dict[str, Any]: ...
+
+    def eval(self) -> Any: ...
 
 
 class NoveltyModel(nn.Module):
@@ -144,6 +172,10 @@ class NoveltyModel(nn.Module):
         loss_parent = nn.functional.cross_entropy(logits[:, -2], target_parent)
         loss_leaf = nn.functional.cross_entropy(logits[:, -1], self.leaf_token(targets))
         return loss_parent + loss_leaf
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a version stores: the config and the state dict."""
+        return {"config": self.config.as_dict(), "state_dict": self.state_dict()}
 
     def init_from_text(self, leaf_vectors: Tensor, parent_vectors: Tensor) -> None:
         """Initialise cluster token embeddings from text embeddings of their descriptions."""

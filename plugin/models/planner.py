@@ -15,7 +15,7 @@ from torch import Tensor
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, Selection, select
 from plugin.models.alignment import AlignmentModel
-from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
+from plugin.models.novelty import ClusterNovelty, history_seed, perturbed_order
 from plugin.models.repository import ModelRepository, check_catalog, version_selection
 from plugin.settings import Settings
 
@@ -36,7 +36,7 @@ def allowed_mask(excluded: Sequence[frozenset[int]], n_clusters: int) -> Tensor:
 
 @torch.inference_mode()
 def rank_histories(
-    novelty: NoveltyModel,
+    novelty: ClusterNovelty,
     alignment: AlignmentModel,
     histories: Tensor,
     temperature: float,
@@ -86,7 +86,7 @@ class BestOfNPlanner:
 
     def __init__(
         self,
-        novelty: NoveltyModel,
+        novelty: ClusterNovelty,
         alignment: AlignmentModel,
         n: int,
         temperature: float,

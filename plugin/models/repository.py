@@ -29,7 +29,8 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.planning import Selection
 from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.novelty import NoveltyConfig, NoveltyModel
+from plugin.models.llm import load_llm_novelty
+from plugin.models.novelty import ClusterNovelty, NoveltyConfig, NoveltyModel
 
 NOVELTY = "novelty"
 ALIGNMENT = "alignment"
@@ -95,7 +96,7 @@ class ModelVersion:
     """Both models of one version, with the manifest they were written with."""
 
     version: int
-    novelty: NoveltyModel
+    novelty: ClusterNovelty
     alignment: AlignmentModel
     manifest: dict[str, Any]
 
@@ -145,20 +146,23 @@ class ModelRepository:
 
     def write(
         self,
-        novelty: NoveltyModel,
+        novelty: ClusterNovelty,
         alignment: AlignmentModel,
         manifest: dict[str, Any],
         version: int | None = None,
     ) -> int:
-        """Write both models as a new version; the manifest goes last, marking it complete."""
+        """Write both models as a new version; the manifest goes last, marking it complete.
+
+        An LLM novelty model writes its trained tensors and its base model's reference only."""
         number = self.next_version() if version is None else version
-        for name, model, config in (
-            (NOVELTY, novelty, novelty.config.as_dict()),
-            (ALIGNMENT, alignment, alignment.config.as_dict()),
-        ):
+        alignment_saved = {
+            "config": alignment.config.as_dict(),
+            "state_dict": alignment.state_dict(),
+        }
+        for name, saved in ((NOVELTY, novelty.checkpoint()), (ALIGNMENT, alignment_saved)):
             folder = self.root / name / str(number)
             folder.mkdir(parents=True, exist_ok=True)
-            torch.save({"config": config, "state_dict": model.state_dict()}, folder / WEIGHTS)
+            torch.save(saved, folder / WEIGHTS)
             (folder / MANIFEST).write_text(
                 json.dumps({**manifest, "model": name, "version": number}, indent=2, default=str)
             )
@@ -312,8 +316,11 @@ def _saved_config(path: Path) -> dict[str, Any]:
     return dict(saved["config"])
 
 
-def load_novelty(path: Path) -> NoveltyModel:
+def load_novelty(path: Path) -> ClusterNovelty:
+    """A saved novelty model: the id transformer, or an LLM rebuilt around its base model."""
     saved = torch.load(path, weights_only=True)
+    if saved.get("kind") == "llm":
+        return load_llm_novelty(saved)
     config = dict(saved["config"])
     config["parent_of"] = tuple(config["parent_of"])
     model = NoveltyModel(NoveltyConfig(**config))

@@ -14,7 +14,13 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.moves import NovelMove
 from plugin.models.alignment import AlignmentConfig, AlignmentModel, Objective
 from plugin.models.data import FeedbackLabels, NoveltyData
-from plugin.models.novelty import NoveltyConfig, NoveltyModel, history_seed, perturbed_order
+from plugin.models.novelty import (
+    ClusterNovelty,
+    NoveltyConfig,
+    NoveltyModel,
+    history_seed,
+    perturbed_order,
+)
 from plugin.models.planner import histories_tensor
 from plugin.settings import ModelSettings
 
@@ -45,9 +51,13 @@ class TrainingRun:
     final_loss: float
     steps: int
     losses: list[float] = field(default_factory=list)
+    load_seconds: float = 0.0  # loading a pretrained base model, before the first step
 
 
-def _schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over the first 5% of the steps, then cosine decay to zero."""
     warmup = max(1, steps // 20)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -71,7 +81,7 @@ def train_novelty(
     targets = torch.from_numpy(data.targets)
     weights = torch.from_numpy(data.weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = _schedule(optimizer, settings.novelty_steps)
+    schedule = lr_schedule(optimizer, settings.novelty_steps)
     run = TrainingRun(seconds=0.0, final_loss=float("nan"), steps=settings.novelty_steps)
     started = time.perf_counter()
     model.train()
@@ -107,7 +117,7 @@ def train_alignment(
     if config.objective == "pairwise" and len(pairs) == 0:
         raise ValueError("pairwise training needs preferences; lower min_count")
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
-    schedule = _schedule(optimizer, settings.alignment_steps)
+    schedule = lr_schedule(optimizer, settings.alignment_steps)
     run = TrainingRun(seconds=0.0, final_loss=float("nan"), steps=settings.alignment_steps)
     started = time.perf_counter()
     model.train()
@@ -172,7 +182,7 @@ class GateResult:
 
 @torch.inference_mode()
 def quality_gate(
-    model: NoveltyModel,
+    model: ClusterNovelty,
     heldout: Sequence[NovelMove],
     n: int,
     temperature: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
-from plugin.data.clustering import BUILD_METHOD, build_catalog
+from plugin.data.clustering import BUILD_METHOD, build_catalog, readable_title
 from plugin.data.datasets import Dataset, load_files, load_movielens_100k
 from plugin.evaluation.granularity import format_table, measure_granularity, sweep
 from plugin.settings import ClusterSettings, DataSettings
@@ -231,3 +232,33 @@ def test_sweep_measures_each_granularity(tmp_path: Path) -> None:
     assert table.count("\n") == 3 and "| leaves |" in table
     single = measure_granularity(data, ClusterSettings(leaf_clusters=3, parent_clusters=1))
     assert single["histories_possible"] == 6
+
+
+def test_summaries_are_readable_sentences_with_titles(catalog: ClusterCatalog) -> None:
+    groups: list[InterestCluster | ParentCluster] = [*catalog.clusters, *catalog.parents]
+    for group in groups:
+        assert group.summary and group.readable == group.summary
+        assert ", such as " in group.summary  # named by what it is, then by examples
+        assert not re.search(r"\(\d{4}\)", group.summary)  # titles without their year
+    leaves = [c.summary for c in catalog.clusters]
+    assert len(set(leaves)) == len(leaves)
+    # the most watched title of each cluster is among its examples, as people write it
+    for cluster in catalog.clusters:
+        assert readable_title(catalog.title(cluster.top_items[0])) in cluster.summary
+
+
+def test_readable_title_drops_year_and_moves_the_article() -> None:
+    assert readable_title("Rock, The (1996)") == "The Rock"
+    assert readable_title("City of Lost Children, The (Cite des enfants, La) (1995)") == (
+        "The City of Lost Children"
+    )
+    assert readable_title("Speed (1994)") == "Speed"
+
+
+def test_summaries_change_the_catalog_version(catalog: ClusterCatalog) -> None:
+    without = replace(
+        catalog,
+        clusters=tuple(replace(c, summary="") for c in catalog.clusters),
+    )
+    assert without.version != catalog.version
+    assert without.clusters[0].readable == without.clusters[0].description
