@@ -134,10 +134,6 @@ class LlmSettings(Section):
     pretrained: bool = Field(True, description="false: same architecture, random weights")
     prompt_titles: int = Field(1, ge=0, le=5, description="example titles per cluster in prompts")
 
-    def __str__(self) -> str:
-        # As JSON, so that a flattened EXPLORE_MODELS__LLM variable still parses in a child.
-        return self.model_dump_json()
-
 
 class ModelSettings(Section):
     """Training of the novelty and alignment models, and the quality gate."""

@@ -73,7 +73,18 @@ def train_chosen(
     workspace: Workspace, settings: Settings, progress: bool = False
 ) -> tuple[int, FittedModels]:
     """A new version: with ``selection.enabled`` (the default) its n, temperature, weight
-    and label rule chosen on a validation split, else straight from the settings."""
-    if settings.selection.enabled:
+    and label rule chosen on a validation split, else straight from the settings.
+
+    The search fits id novelty models; an LLM novelty model (``models.novelty = "llm"``) is
+    trained straight from the settings, since values chosen for another novelty model are
+    not chosen for it, and one more LLM fit per curation would not fit the time budget.
+    """
+    if settings.selection.enabled and settings.models.novelty == "id":
         return train_selected_version(workspace, settings, progress)
+    if settings.selection.enabled:
+        say(
+            "models.novelty=llm: no validation search (it fits id models); n, temperature "
+            "and weight come from the planner settings",
+            progress,
+        )
     return train_version(workspace, settings, progress=progress)

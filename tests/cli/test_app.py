@@ -69,6 +69,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "EXPLORE_CLUSTERS__PARENT_CLUSTERS": "2",
         "EXPLORE_SEQUENCE__NOVELTY_WINDOW": "4",
         "EXPLORE_PLANNER__CANDIDATES": "4",
+        # `explore train` runs the validation search, on a small grid here.
+        "EXPLORE_SELECTION__CANDIDATES": "[1, 4]",
+        "EXPLORE_SELECTION__TEMPERATURES": "[1.5]",
+        "EXPLORE_SELECTION__WEIGHTS": "[0.0, 1.0]",
+        "EXPLORE_SELECTION__PRIOR_STRENGTHS": "[0.0]",
+        "EXPLORE_SELECTION__SEEDS": "1",
+        "EXPLORE_SELECTION__NATURAL_CURATION": "false",
         "EXPLORE_FEAST__SQLITE_PATH": str(tmp_path / "var" / "online.db"),
         "EXPLORE_FEAST__REGISTRY_PATH": str(tmp_path / "var" / "registry.db"),
     }.items():

@@ -19,6 +19,16 @@ def quick_settings(tmp_path: Path, **models: object) -> Settings:
         var_dir=tmp_path,
         # 48 leaves given: the granularity rule (which chooses 48 here) has its own tests.
         clusters={"leaf_clusters": 48},
+        # A small grid: the evaluation runs the search as `explore train` does, and the
+        # search itself is under test in tests/models/test_selection.py.
+        selection={
+            "candidates": [1, 4],
+            "temperatures": [1.5],
+            "weights": [0.0, 1.0],
+            "prior_strengths": [0.0],
+            "seeds": 1,
+            "natural_curation": False,
+        },
         models={
             "repository": tmp_path / "model_repository",
             "novelty_steps": 120,

@@ -147,8 +147,8 @@ def test_bad_requests_fail_alone_with_clear_messages(triton: Served, control: Mo
         "unknown id": (planner_inputs([(3, 480)], [()], 4, 1.5, 7), "unknown cluster id 480"),
         "empty history": (planner_inputs([()], [()], 4, 1.5, 7), "HISTORY is empty"),
         "n too large": (planner_inputs([(3,)], [()], 49, 1.5, 7), r"N=49 is out of range"),
-        "n zero": (planner_inputs([(3,)], [()], 0, 1.5, 7), r"N=0 is out of range"),
-        "cold": (planner_inputs([(3,)], [()], 4, 0.0, 7), "TEMPERATURE=0.0 must be"),
+        "n negative": (planner_inputs([(3,)], [()], -1, 1.5, 7), r"N=-1 is out of range"),
+        "cold": (planner_inputs([(3,)], [()], 4, -1.0, 7), "TEMPERATURE=-1.0 must be"),
     }
 
     async def everything() -> list[Any]:

@@ -47,6 +47,9 @@ def test_a_child_process_reads_the_same_settings_tree(tmp_path: Path) -> None:
         redis={"port": 7000, "password": "s3cret"},
         worker={"batch_size": 77, "log_format": "text"},
         cache={"enabled": False},
+        # A nested section and list values: they pass as EXPLORE_MODELS__LLM__STEPS and JSON.
+        models={"novelty": "llm", "llm": {"steps": 5, "method": "unfreeze"}},
+        selection={"candidates": [2, 3], "temperatures": [0.5]},
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLORE_")}
     env.update(settings_environment(settings))
