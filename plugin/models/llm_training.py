@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from plugin.core.catalog import ClusterCatalog
 from plugin.models.data import NoveltyData
@@ -24,7 +23,7 @@ from plugin.models.llm import (
     catalog_summaries,
     pick_device,
 )
-from plugin.models.training import TrainingRun, lr_schedule, seed_everything
+from plugin.models.training import TrainingRun, lr_schedule, sample_and_step, seed_everything
 from plugin.settings import ModelSettings
 
 
@@ -78,16 +77,10 @@ def train_llm_novelty(
     model.remember_lower = True
     model.train()
     with model.compute_threads():
-        for _ in tqdm(range(llm.steps), desc="llm novelty", disable=not progress):
-            index = torch.multinomial(
-                weights, llm.batch_size, replacement=True, generator=generator
-            )
-            loss = model.training_loss(histories[index], targets[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            run.losses.append(loss.item())
+        run.losses = sample_and_step(
+            model, optimizer, schedule, (histories, targets, weights), llm.batch_size,
+            llm.steps, generator, "llm novelty", progress,
+        )  # fmt: skip
     model.eval()
     run.seconds = time.perf_counter() - loaded
     run.load_seconds = loaded - started

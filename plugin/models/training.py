@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from plugin.core.catalog import ClusterCatalog
@@ -85,16 +87,10 @@ def train_novelty(
     run = TrainingRun(seconds=0.0, final_loss=float("nan"), steps=settings.novelty_steps)
     started = time.perf_counter()
     model.train()
-    for _ in tqdm(range(settings.novelty_steps), desc="novelty", disable=not progress):
-        index = torch.multinomial(
-            weights, settings.batch_size, replacement=True, generator=generator
-        )
-        loss = model.training_loss(histories[index], targets[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        run.losses.append(loss.item())
+    run.losses = sample_and_step(
+        model, optimizer, schedule, (histories, targets, weights), settings.batch_size,
+        settings.novelty_steps, generator, "novelty", progress,
+    )  # fmt: skip
     model.eval()
     run.seconds = time.perf_counter() - started
     run.final_loss = float(np.mean(run.losses[-50:]))
@@ -217,3 +213,30 @@ def quality_gate(
 
 def alignment_config(n_clusters: int, k: int, objective: Objective) -> AlignmentConfig:
     return AlignmentConfig(n_clusters=n_clusters, history_length=k, objective=objective)
+
+
+def sample_and_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    pairs: tuple[Tensor, Tensor, Tensor],
+    batch_size: int,
+    steps: int,
+    generator: torch.Generator,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """The novelty models' one training loop (the id transformer and the LLM): each step
+    draws a batch of (history, target) pairs by their curation weights and takes one step on
+    ``model.training_loss``; the per-step losses."""
+    histories, targets, weights = pairs
+    losses: list[float] = []
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        index = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+        loss = model.training_loss(histories[index], targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
