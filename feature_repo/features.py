@@ -99,7 +99,8 @@ cluster_items = FeatureView(
     schema=[
         Field(name="top_items", dtype=Array(String), description="most-watched items, best first"),
         Field(name="top_titles", dtype=Array(String), description="their titles, same order"),
-        Field(name="description", dtype=String),
+        Field(name="description", dtype=String, description="its keywords"),
+        Field(name="summary", dtype=String, description="a readable sentence, keywords if none"),
         Field(name="parent_description", dtype=String),
         Field(name="catalog_version", dtype=String),
     ],

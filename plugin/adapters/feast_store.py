@@ -77,6 +77,7 @@ CLUSTER_FEATURES = (
     "top_items",
     "top_titles",
     "description",
+    "summary",
     "parent_description",
     "catalog_version",
 )
@@ -303,6 +304,7 @@ class FeastStore:
                 "top_items": list(c.top_items),
                 "top_titles": [catalog.title(item) for item in c.top_items],
                 "description": c.description,
+                "summary": c.readable,
                 "parent_description": catalog.parents[c.parent_id].description,
                 "catalog_version": catalog.version,
                 "event_timestamp": now,

@@ -285,7 +285,8 @@ def lookup(
 ) -> None:
     """Look up users' plans from Feast the way a ranker does.
 
-    Prints each plan with its description and the planned cluster's top items.
+    Prints each plan with its readable summary, its keywords and the planned cluster's top
+    items.
     """
     from plugin.cli.output import print_lookup
     from plugin.jobs.lookup import lookup as lookup_users

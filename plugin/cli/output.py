@@ -138,7 +138,8 @@ def print_lookup(rows: Sequence[dict[str, Any]]) -> None:
                 )
             )
         )
-        typer.echo(f"  plan: [{row['cluster_id']}] {row['description']}  ({row['model_version']})")
+        typer.echo(f"  plan: [{row['cluster_id']}] {row['summary']}  ({row['model_version']})")
+        typer.echo(f"  keywords: {row['description']}")
         typer.echo(f"  candidates: {row['candidates'][:8]}")
         typer.echo(f"  top items: {'; '.join(row['top_titles'][:5])}")
 

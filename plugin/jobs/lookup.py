@@ -33,7 +33,7 @@ def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, A
             continue
         cluster = clusters.get(int(plan["cluster_id"]), {})
         history = list(plan["history"] or [])
-        history_text = [clusters.get(cid, {}).get("description") or str(cid) for cid in history]
+        history_text = [readable(clusters.get(cid, {}), cid) for cid in history]
         rows.append(
             {
                 "user_id": plan["user_id"],
@@ -41,6 +41,7 @@ def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, A
                 "history_descriptions": history_text,
                 "cluster_id": int(plan["cluster_id"]),
                 "description": plan["description"],
+                "summary": readable(cluster, int(plan["cluster_id"])),
                 "candidates": list(plan["candidates"] or []),
                 "scores": [round(float(s), 4) for s in plan["scores"] or []],
                 "model_version": plan["model_version"],
@@ -49,6 +50,12 @@ def lookup_plans(store: FeastStore, user_ids: Sequence[str]) -> list[dict[str, A
             }
         )
     return rows
+
+
+def readable(cluster: dict[str, Any], cluster_id: int) -> str:
+    """A cluster's readable summary; its keywords for a store written before summaries; its
+    id when the store has no row for it."""
+    return str(cluster.get("summary") or cluster.get("description") or cluster_id)
 
 
 def natural_order(user_id: str) -> tuple[int, str]:

@@ -90,7 +90,7 @@ def test_cluster_items_round_trip(store: FeastStore) -> None:
     catalog = ClusterCatalog(
         clusters=(
             InterestCluster(0, 0, ("comedy", "1990s"), ("10", "11"), 2),
-            InterestCluster(1, 0, ("drama",), ("12",), 1),
+            InterestCluster(1, 0, ("drama",), ("12",), 1, summary="Dramas, such as Twelve"),
         ),
         parents=(ParentCluster(0, ("films",), (0, 1)),),
         item_to_cluster={"10": 0, "11": 0, "12": 1},
@@ -102,6 +102,9 @@ def test_cluster_items_round_trip(store: FeastStore) -> None:
     assert first["top_titles"] == ["Ten (1995)", "11"]
     assert first["description"] == "comedy, 1990s"
     assert second["parent_description"] == "films"
+    # The readable summary, or the keywords for a catalog without one.
+    assert first["summary"] == "comedy, 1990s"
+    assert second["summary"] == "Dramas, such as Twelve"
     assert second["catalog_version"] == catalog.version
 
 

@@ -179,6 +179,7 @@ def test_train_evaluate_replay_and_lookup_on_a_two_file_dataset(env: Path) -> No
     assert looked_up.exit_code == 0, looked_up.output
     assert "user nobody: no plan yet" in looked_up.output
     assert "user user0" in looked_up.output and "plan: [" in looked_up.output
+    assert "keywords: " in looked_up.output
 
 
 # -- errors: a user's mistake is one line, a bug keeps its traceback ---------------------------
