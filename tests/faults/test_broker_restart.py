@@ -32,6 +32,7 @@ from plugin.adapters.kafka_io import event_messages, produce, topic_partitions, 
 from plugin.localstack import KafkaBroker, RedisServer, create_topics
 from plugin.localstack.worker import WorkerProcess
 from tests.support.workbench import (
+    State,
     Workbench,
     assert_matches,
     final_state,
@@ -53,7 +54,7 @@ class Restart:
 
     worker: WorkerProcess
     stats: dict[str, Any]
-    actual: dict[str, Any]
+    actual: State
     gone: float  # epoch seconds the broker stopped
     back: float  # and started again
 
