@@ -28,6 +28,10 @@ from plugin.errors import InvalidInput
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# The novelty model's training softmax (plugin.models.training.sample_and_step).
+NoveltyObjective = Literal["window", "tokens"]
+
+
 class Section(BaseModel):
     """Base for every settings section: unknown keys are errors, values are checked on set."""
 
@@ -150,6 +154,10 @@ class ModelSettings(Section):
         False, description="initialise cluster tokens from text embeddings (measured: no gain)"
     )
     repeat_cap: int = Field(4, ge=1, description="max weight of one (history, next) pair")
+    novelty_objective: NoveltyObjective = Field(
+        "window",
+        description="novelty softmax: without the user's window (what plans obey), or all tokens",
+    )
     objective: Literal["pointwise", "pairwise"] = "pointwise"
     min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")

@@ -150,7 +150,12 @@ def print_training(version: int, manifest: dict[str, Any]) -> None:
     rows = [
         ("version", version),
         ("catalog", manifest["catalog_version"]),
-        ("training pairs (novelty)", manifest["training_pairs"]),
+        (
+            "novelty training rows",
+            # Versions trained before the window objective existed used the token one.
+            f"{manifest['training_pairs']:,} "
+            f"({manifest.get('novelty_objective', 'tokens')} objective)",
+        ),
         (
             "feedback rows / pairs",
             f"{manifest['feedback_rows']:,} / {manifest['feedback_pairs']:,}",

@@ -7,14 +7,16 @@ most recent unique clusters, and a *novel transition* is a move to a cluster out
 novelty window W. A transition
 enters the novelty model's data only when the user engaged positively with the target
 (the paper curates from positively engaged sequences). Each user contributes a given
-(history, next) pair once: that is the deduplication.
+(history, next) pair once: that is the deduplication. A row keeps the novelty window its user
+had before the move, for the window-restricted objective (``models.novelty_objective``).
 
 Balanced sampling
 -----------------
 Popular targets would otherwise dominate and the novelty model would collapse onto them.
-Each distinct (history, next) pair gets weight ``min(users, cap) / sqrt(popularity(next))``:
-repeats are capped, and a target's total pull grows with the square root of its popularity
-instead of linearly. Training batches are drawn with these weights.
+Each distinct (history, next) pair gets weight ``min(users, cap) / sqrt(popularity(next))``,
+shared equally by its users' rows: repeats are capped, and a target's total pull grows with
+the square root of its popularity instead of linearly. Training batches are drawn with these
+weights.
 
 Alignment feedback
 ------------------
@@ -43,12 +45,18 @@ from plugin.core.moves import NovelMove, PlanOutcome
 
 @dataclass(frozen=True)
 class NoveltyData:
-    """Distinct positive (history, next) pairs with their balanced sampling weights."""
+    """The novelty model's training rows: one per user and distinct (history, next) pair
+    (balanced) or per move (natural), with the curation's sampling weights.
+
+    Each row keeps the novelty window its user had before the move: a plan never proposes a
+    cluster of the window, so the window-restricted objective (``models.novelty_objective``)
+    leaves those clusters out of the softmax."""
 
     histories: np.ndarray  # [N, K] cluster ids, most recent first, -1 padded
     targets: np.ndarray  # [N]
     weights: np.ndarray  # [N], sums to 1
-    users: np.ndarray  # [N] distinct users behind each pair
+    users: np.ndarray  # [N] distinct users behind the row's (history, next) pair
+    windows: np.ndarray  # [N, W] the user's novelty window before the move, -1 padded
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -58,25 +66,35 @@ def pad_history(history: tuple[int, ...], k: int) -> list[int]:
     return list(history[:k]) + [-1] * (k - len(history[:k]))
 
 
+def _windows(moves: list[NovelMove]) -> np.ndarray:
+    width = max((len(m.recent) for m in moves), default=0)
+    windows = np.full((len(moves), max(width, 1)), -1, dtype=np.int64)
+    for row, move in enumerate(moves):
+        windows[row, : len(move.recent)] = move.recent
+    return windows
+
+
 def novelty_data(moves: Iterable[NovelMove], k: int, cap: int = 4) -> NoveltyData:
-    """Deduplicate positive moves per user, then weight pairs by the balanced rule above."""
-    pair_users: dict[tuple[tuple[int, ...], int], set[str]] = defaultdict(set)
+    """Deduplicate positive moves per user, then weight pairs by the balanced rule above; a
+    pair's weight is shared equally by its users' rows (each with that user's window)."""
+    first: dict[tuple[str, tuple[int, ...], int], NovelMove] = {}
     for move in moves:
         if move.positive:
-            pair_users[(move.history, move.target)].add(move.user_id)
-    pairs = sorted(pair_users)
-    if not pairs:
+            first.setdefault((move.user_id, move.history, move.target), move)
+    if not first:
         raise ValueError("no positive novel transitions in the training data")
-    users = np.array([len(pair_users[p]) for p in pairs], dtype=np.float64)
-    popularity: Counter[int] = Counter()
-    for (_, target), count in zip(pairs, users, strict=True):
-        popularity[target] += int(count)
-    weights = np.minimum(users, cap) / np.sqrt([popularity[t] for _, t in pairs])
+    rows = [first[key] for key in sorted(first, key=lambda key: (key[1], key[2], key[0]))]
+    pair_users: Counter[tuple[tuple[int, ...], int]] = Counter((m.history, m.target) for m in rows)
+    popularity: Counter[int] = Counter(m.target for m in rows)
+    users = np.array([pair_users[(m.history, m.target)] for m in rows], dtype=np.float64)
+    pair_weight = np.minimum(users, cap) / np.sqrt([popularity[m.target] for m in rows])
+    weights = pair_weight / users
     return NoveltyData(
-        histories=np.array([pad_history(h, k) for h, _ in pairs], dtype=np.int64),
-        targets=np.array([t for _, t in pairs], dtype=np.int64),
+        histories=np.array([pad_history(m.history, k) for m in rows], dtype=np.int64),
+        targets=np.array([m.target for m in rows], dtype=np.int64),
         weights=weights / weights.sum(),
         users=users.astype(np.int64),
+        windows=_windows(rows),
     )
 
 
@@ -86,20 +104,18 @@ def natural_novelty_data(moves: Iterable[NovelMove], k: int) -> NoveltyData:
 
     It estimates where users go next, not where they liked going; the alignment model, mixed
     in at the chosen weight, brings in what they liked."""
-    counts: Counter[tuple[tuple[int, ...], int]] = Counter()
-    pair_users: dict[tuple[tuple[int, ...], int], set[str]] = defaultdict(set)
-    for move in moves:
-        counts[(move.history, move.target)] += 1
-        pair_users[(move.history, move.target)].add(move.user_id)
-    pairs = sorted(counts)
-    if not pairs:
+    rows = sorted(moves, key=lambda m: (m.history, m.target, m.user_id))
+    if not rows:
         raise ValueError("no novel transitions in the training data")
-    weights = np.array([counts[p] for p in pairs], dtype=np.float64)
+    pair_users: dict[tuple[tuple[int, ...], int], set[str]] = defaultdict(set)
+    for move in rows:
+        pair_users[(move.history, move.target)].add(move.user_id)
     return NoveltyData(
-        histories=np.array([pad_history(h, k) for h, _ in pairs], dtype=np.int64),
-        targets=np.array([t for _, t in pairs], dtype=np.int64),
-        weights=weights / weights.sum(),
-        users=np.array([len(pair_users[p]) for p in pairs], dtype=np.int64),
+        histories=np.array([pad_history(m.history, k) for m in rows], dtype=np.int64),
+        targets=np.array([m.target for m in rows], dtype=np.int64),
+        weights=np.full(len(rows), 1 / len(rows)),
+        users=np.array([len(pair_users[(m.history, m.target)]) for m in rows], dtype=np.int64),
+        windows=_windows(rows),
     )
 
 

@@ -138,8 +138,9 @@ def fit_models(
         "objective": objective,
         "text_init": text_init,
         "novelty": models.novelty,
+        "novelty_objective": models.novelty_objective,
         **({"llm": _llm_facts(llm_model)} if models.novelty == "llm" else {}),
-        "training_pairs": len(data.novelty),
+        "training_pairs": len(data.novelty),  # rows: one per user and pair, or per move
         "feedback_rows": len(data.feedback),
         "feedback_pairs": len(data.feedback.pairs),
         "seconds": {

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from plugin.core.catalog import ClusterCatalog
 from plugin.data.clustering import SUCH_AS, readable_title
 from plugin.errors import InvalidInput, MissingPrerequisite
+from plugin.models.novelty import padded_window_mask
 
 Method = Literal["lora", "unfreeze"]
 # Short on purpose: every prompt token costs a pass through the whole model (measured on 2 CPUs:
@@ -446,9 +447,16 @@ class LlmNoveltyModel(nn.Module):
         hidden = output.last_hidden_state[torch.arange(len(rows), device=self.device), lengths - 1]
         return self.head(hidden), hidden @ self.cluster_embeddings.T
 
-    def training_loss(self, histories: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy of the next cluster's token over the whole, unconstrained output."""
+    def training_loss(
+        self, histories: Tensor, targets: Tensor, windows: Tensor | None = None
+    ) -> Tensor:
+        """Cross-entropy of the next cluster's token over the whole output; with ``windows``
+        ([B, W], -1 padded) the cluster tokens of each row's novelty window are left out, as
+        :meth:`NoveltyModel.training_loss` does (``models.novelty_objective``)."""
         vocab, clusters = self.logits(histories)
+        if windows is not None:
+            excluded = padded_window_mask(windows.to(self.device), self.config.n_clusters)
+            clusters = clusters.masked_fill(excluded, float("-inf"))
         everything = torch.cat([vocab, clusters], dim=1)
         target = (vocab.shape[1] + targets).to(self.device)
         return nn.functional.cross_entropy(everything, target)

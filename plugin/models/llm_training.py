@@ -67,9 +67,6 @@ def train_llm_novelty(
             llm.threads,
         )
     loaded = time.perf_counter()
-    histories = torch.from_numpy(data.histories)
-    targets = torch.from_numpy(data.targets)
-    weights = torch.from_numpy(data.weights)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=llm.learning_rate, weight_decay=0.0)
     schedule = lr_schedule(optimizer, llm.steps)
@@ -78,7 +75,7 @@ def train_llm_novelty(
     model.train()
     with model.compute_threads():
         run.losses = sample_and_step(
-            model, optimizer, schedule, (histories, targets, weights), llm.batch_size,
+            model, optimizer, schedule, data, models.novelty_objective, llm.batch_size,
             llm.steps, generator, "llm novelty", progress,
         )  # fmt: skip
     model.eval()

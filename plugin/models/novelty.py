@@ -163,14 +163,32 @@ class NoveltyModel(nn.Module):
         valid_leaf = (leaf_p * self.leaf_mask).sum(dim=-1)  # [B, P]
         return (parent_p * valid_leaf).sum(dim=-1)
 
-    def training_loss(self, histories: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy of both output tokens over the full vocabulary (unconstrained)."""
+    def training_loss(
+        self, histories: Tensor, targets: Tensor, windows: Tensor | None = None
+    ) -> Tensor:
+        """Cross-entropy of both output tokens over the full vocabulary.
+
+        With ``windows`` ([B, W] each row's novelty window, -1 padded) the softmax leaves out
+        what a plan may not propose: the window's leaf tokens at the leaf step, and at the
+        parent step the parents whose leaves all lie in the window. Every other token stays,
+        so the model still learns to write valid clusters (the gate's validity)."""
         prompt = self.prompt(histories)
         target_parent = self.parent_token(self.parent_of[targets])
         tokens = torch.cat([prompt, target_parent[:, None]], dim=1)
         logits = self(tokens)
-        loss_parent = nn.functional.cross_entropy(logits[:, -2], target_parent)
-        loss_leaf = nn.functional.cross_entropy(logits[:, -1], self.leaf_token(targets))
+        first, second = logits[:, -2], logits[:, -1]
+        if windows is not None:
+            c0 = SPECIAL + self.config.n_parents
+            excluded = padded_window_mask(windows, self.config.n_clusters)  # [B, C]
+            open_parents = ((~excluded).float() @ self.leaf_mask.T.float()) > 0  # [B, P]
+            first_out = torch.zeros_like(first, dtype=torch.bool)
+            first_out[:, SPECIAL:c0] = ~open_parents
+            second_out = torch.zeros_like(second, dtype=torch.bool)
+            second_out[:, c0:] = excluded
+            first = first.masked_fill(first_out, float("-inf"))
+            second = second.masked_fill(second_out, float("-inf"))
+        loss_parent = nn.functional.cross_entropy(first, target_parent)
+        loss_leaf = nn.functional.cross_entropy(second, self.leaf_token(targets))
         return loss_parent + loss_leaf
 
     def checkpoint(self) -> dict[str, Any]:
@@ -186,6 +204,14 @@ class NoveltyModel(nn.Module):
             projected = projected / projected.std() * scale
             self.tokens.weight[SPECIAL:c0] = projected[: self.config.n_parents]
             self.tokens.weight[c0:] = projected[self.config.n_parents :]
+
+
+def padded_window_mask(windows: Tensor, n_clusters: int) -> Tensor:
+    """``[B, W]`` cluster ids, -1 padded -> ``[B, n_clusters]``, True for the clusters in the
+    row's window."""
+    mask = torch.zeros(len(windows), n_clusters + 1, dtype=torch.bool, device=windows.device)
+    mask.scatter_(1, windows.clamp(min=-1) + 1, True)  # padding lands in column 0, dropped
+    return mask[:, 1:]
 
 
 def project(vectors: Tensor, dim: int) -> Tensor:

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from plugin.core.catalog import ClusterCatalog
@@ -24,7 +23,7 @@ from plugin.models.novelty import (
     perturbed_order,
 )
 from plugin.models.planner import histories_tensor
-from plugin.settings import ModelSettings
+from plugin.settings import ModelSettings, NoveltyObjective
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -79,16 +78,13 @@ def train_novelty(
     model = NoveltyModel(config)
     if text_vectors is not None:
         model.init_from_text(*text_vectors)
-    histories = torch.from_numpy(data.histories)
-    targets = torch.from_numpy(data.targets)
-    weights = torch.from_numpy(data.weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     schedule = lr_schedule(optimizer, settings.novelty_steps)
     run = TrainingRun(seconds=0.0, final_loss=float("nan"), steps=settings.novelty_steps)
     started = time.perf_counter()
     model.train()
     run.losses = sample_and_step(
-        model, optimizer, schedule, (histories, targets, weights), settings.batch_size,
+        model, optimizer, schedule, data, settings.novelty_objective, settings.batch_size,
         settings.novelty_steps, generator, "novelty", progress,
     )  # fmt: skip
     model.eval()
@@ -219,7 +215,8 @@ def sample_and_step(
     model: Any,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
-    pairs: tuple[Tensor, Tensor, Tensor],
+    data: NoveltyData,
+    objective: NoveltyObjective,
     batch_size: int,
     steps: int,
     generator: torch.Generator,
@@ -227,13 +224,18 @@ def sample_and_step(
     progress: bool,
 ) -> list[float]:
     """The novelty models' one training loop (the id transformer and the LLM): each step
-    draws a batch of (history, target) pairs by their curation weights and takes one step on
-    ``model.training_loss``; the per-step losses."""
-    histories, targets, weights = pairs
+    draws a batch of rows by their curation weights and takes one step on
+    ``model.training_loss``, window-restricted when ``objective`` is ``window``; the per-step
+    losses."""
+    histories = torch.from_numpy(data.histories)
+    targets = torch.from_numpy(data.targets)
+    weights = torch.from_numpy(data.weights)
+    windows = torch.from_numpy(data.windows) if objective == "window" else None
     losses: list[float] = []
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
         index = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
-        loss = model.training_loss(histories[index], targets[index])
+        window = windows[index] if windows is not None else None
+        loss = model.training_loss(histories[index], targets[index], window)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -57,12 +57,16 @@ def test_novelty_pairs_are_deduplicated_per_user_capped_and_balanced() -> None:
         + [move("w", (0, 1), 4, positive=False)]  # negative: not a novelty example
     )
     data = novelty_data(moves, k=2, cap=4)
-    assert data.targets.tolist() == [2, 3]
-    assert data.users.tolist() == [10, 1]
-    assert data.histories.tolist() == [[0, 1], [0, 1]]
-    # weight = min(users, cap) / sqrt(popularity): 4/sqrt(10) vs 1/sqrt(1)
+    # One row per user and pair: u0..u9 into 2, v into 3; the repeats and the negative gone.
+    assert data.targets.tolist() == [2] * 10 + [3]
+    assert data.users.tolist() == [10] * 10 + [1]
+    assert data.histories.tolist() == [[0, 1]] * 11
+    assert data.windows.tolist() == [[0, 1]] * 11  # each row keeps its user's window
+    # A pair's weight = min(users, cap) / sqrt(popularity): 4/sqrt(10) vs 1/sqrt(1), shared
+    # equally by the pair's rows.
+    pair = {t: data.weights[data.targets == t].sum() for t in (2, 3)}
     expected = np.array([4 / np.sqrt(10), 1.0])
-    assert data.weights == pytest.approx(expected / expected.sum())
+    assert [pair[2], pair[3]] == pytest.approx(expected / expected.sum())
 
 
 def test_feedback_labels_are_positive_shares_of_each_history() -> None:

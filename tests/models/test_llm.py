@@ -99,6 +99,7 @@ def planted_pairs() -> NoveltyData:
         targets=np.array(targets, dtype=np.int64),
         weights=np.full(count, 1 / count),
         users=np.ones(count, dtype=np.int64),
+        windows=np.array(histories, dtype=np.int64),
     )
 
 

@@ -11,6 +11,7 @@ from plugin.models.novelty import (
     NoveltyConfig,
     NoveltyModel,
     history_seed,
+    padded_window_mask,
     perturbed_order,
     project,
 )
@@ -57,6 +58,40 @@ def test_validity_is_a_probability_and_rises_with_training() -> None:
     assert 0.0 <= before <= 1.0
     assert after > 0.95 > before
     assert best == 5
+
+
+def test_a_window_mask_marks_each_rows_window_and_ignores_padding() -> None:
+    mask = padded_window_mask(torch.tensor([[3, 0, -1], [-1, -1, -1]]), 5)
+    assert mask.tolist() == [[True, False, False, True, False], [False] * 5]
+
+
+def trained_ratio(
+    windows: torch.Tensor | None, histories: torch.Tensor, targets: torch.Tensor
+) -> float:
+    """p(7 | h) / p(4 | h) after training on the planted moves below."""
+    torch.manual_seed(0)
+    net = NoveltyModel(CONFIG)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = net.training_loss(histories, targets, windows)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.inference_mode():
+        log_probs = net.eval().cluster_log_probs(histories[:1])[0]
+    return float((log_probs[7] - log_probs[4]).exp())
+
+
+def test_the_window_objective_learns_preferences_among_what_a_plan_may_propose() -> None:
+    # History (0, 1). Half the users watched cluster 4 recently (it is in their window) and
+    # move to 7; the other half may go to either and pick 4 and 7 equally. Among the clusters a
+    # plan may propose, 4 and 7 are equally liked; counted without the windows, 7 is three
+    # times as frequent. (4 and 7 share a parent: the restriction is exact within a parent.)
+    histories = torch.tensor([[1, 0]] * 64)
+    targets = torch.tensor([7] * 32 + [4, 7] * 16)
+    windows = torch.tensor([[1, 0, 4]] * 32 + [[1, 0, -1]] * 32)
+    assert trained_ratio(None, histories, targets) > 2.5
+    assert 0.7 < trained_ratio(windows, histories, targets) < 1.4
 
 
 def test_perturbed_order_is_a_seeded_permutation() -> None:
