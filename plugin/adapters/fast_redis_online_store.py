@@ -266,6 +266,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
         table: FeatureView,
         rows: Sequence[Mapping[str, Any]],
         owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
     ) -> int:
         """Write rows (entity column, every feature, ``event_timestamp``); returns the number
         written.
@@ -276,7 +277,9 @@ class FastRedisOnlineStore(RedisOnlineStore):
         atomically; on a Redis Cluster (keys in many slots) it is one script call per hash
         slot, all in one cluster pipeline (one round trip per node, see
         :meth:`_write_per_slot`). ``owed`` (the record of owed replans, outside Feast's
-        layout) is applied after the rows, in the same pipeline.
+        layout) is applied after the rows, in the same pipeline. ``probe``'s key is read after
+        everything else in that pipeline, so its value is the one the writes were followed by
+        (single Redis only: :meth:`scripted`).
         """
         self._check(config, table)
         online = config.online_store
@@ -299,6 +302,8 @@ class FastRedisOnlineStore(RedisOnlineStore):
             batch.append(_EncodedRow(key, seconds, nanos, timestamp_bytes(seconds, nanos), values))
         ttl = online.key_ttl_seconds or 0
         if not self.scripted(online):
+            if probe is not None:
+                raise ValueError("a marker probe needs one pipeline: not on a Redis Cluster")
             return self._write_per_slot(client, ts_field, fields, batch, ttl, owed)
         script = self._script(client, "write", _WRITE_SCRIPT)
         # One round trip: every chunk's script call, then the record's updates.
@@ -314,9 +319,13 @@ class FastRedisOnlineStore(RedisOnlineStore):
                 chunks += 1
             if owed:
                 self._queue_owed(client, pipe, owed)
-            if not chunks and not owed:
+            if probe is not None:
+                pipe.get(probe.key)
+            elif not chunks and not owed:
                 return 0
             replies = pipe.execute()
+        if probe is not None:
+            probe.found = _optional_text(replies[-1])
         return sum(int(reply) for reply in replies[:chunks])
 
     def _queue_owed(self, client: Any, pipe: Any, owed: OwedOps) -> None:
@@ -420,9 +429,12 @@ class FastRedisOnlineStore(RedisOnlineStore):
         table: FeatureView,
         entity_values: Sequence[Any],
         features: Sequence[str],
+        probe: MarkerProbe | None = None,
     ) -> list[dict[str, Any]]:
         """One row per entity value, in order, with the entity column and each feature
-        (None where nothing is stored): one script call (a pipeline on a Redis Cluster)."""
+        (None where nothing is stored): one round trip, a script call per chunk of rows (a
+        pipeline of ``HMGET``s on a Redis Cluster). ``probe``'s key is read first in the same
+        pipeline, before any row (single Redis only: :meth:`scripted`)."""
         self._check(config, table)
         online = config.online_store
         assert isinstance(online, RedisOnlineStoreConfig)
@@ -431,15 +443,23 @@ class FastRedisOnlineStore(RedisOnlineStore):
         fields = [self._field(table.name, name) for name in features]
         keys = [self._entity_key(config, table, value) for value in entity_values]
         if not self.scripted(online):
+            if probe is not None:
+                raise ValueError("a marker probe needs one pipeline: not on a Redis Cluster")
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hmget(key, fields)
                 replies = pipe.execute()
         else:
             script = self._script(client, "read", _READ_SCRIPT)
-            replies = []
-            for start in range(0, len(keys), _ROWS_PER_SCRIPT):
-                replies += script(keys=keys[start : start + _ROWS_PER_SCRIPT], args=fields)
+            with client.pipeline(transaction=False) as pipe:
+                if probe is not None:
+                    pipe.get(probe.key)
+                for start in range(0, len(keys), _ROWS_PER_SCRIPT):
+                    script(keys=keys[start : start + _ROWS_PER_SCRIPT], args=fields, client=pipe)
+                answers = pipe.execute()
+            if probe is not None:
+                probe.found = _optional_text(answers.pop(0))
+            replies = [reply for chunk in answers for reply in chunk]
         rows = []
         for value, raw in zip(entity_values, replies, strict=True):
             row = {entity: value}
@@ -474,6 +494,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _optional_text(value: bytes | str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+@dataclass
+class MarkerProbe:
+    """A key read with ``GET`` in the same pipeline as a batch's rows (the online state's
+    generation marker, ``plugin.streaming.generation``): :meth:`FastRedisOnlineStore.read_rows`
+    reads it before the rows, :meth:`~FastRedisOnlineStore.write_rows` after them, and
+    ``found`` holds what Redis answered (None: no such key)."""
+
+    key: str
+    found: str | None = None
+
+
 class BatchedRedisPath:
     """The batched path of a :class:`FeatureStore` whose online store is the fast one.
 
@@ -504,9 +539,20 @@ class BatchedRedisPath:
         self._views.clear()
 
     def write(
-        self, view: str, rows: Iterable[Mapping[str, Any]], owed: OwedOps | None = None
+        self,
+        view: str,
+        rows: Iterable[Mapping[str, Any]],
+        owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
     ) -> int:
-        return self.online.write_rows(self.store.config, self.view(view), list(rows), owed)
+        return self.online.write_rows(self.store.config, self.view(view), list(rows), owed, probe)
+
+    @property
+    def one_pipeline(self) -> bool:
+        """Whether a read or write is one pipeline that a :class:`MarkerProbe` can join."""
+        online = self.store.config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        return self.online.scripted(online)
 
     def read_owed(self, keys: Sequence[str], limit: int) -> list[list[tuple[str, int]]]:
         return self.online.read_owed(self.store.config, keys, limit)
@@ -515,6 +561,11 @@ class BatchedRedisPath:
         return self.online.count_owed(self.store.config, keys)
 
     def read(
-        self, view: str, features: Sequence[str], entity_values: Sequence[Any]
+        self,
+        view: str,
+        features: Sequence[str],
+        entity_values: Sequence[Any],
+        probe: MarkerProbe | None = None,
     ) -> list[dict[str, Any]]:
-        return self.online.read_rows(self.store.config, self.view(view), entity_values, features)
+        config = self.store.config
+        return self.online.read_rows(config, self.view(view), entity_values, features, probe)

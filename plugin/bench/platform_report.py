@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from plugin.bench.report import targets_table
 from plugin.tables import table
 
 MIB = 2**20
@@ -175,6 +176,9 @@ def render_platform(doc: dict[str, Any]) -> str:
         fit = fits[key]
         rows.append([label, fit["fit"], f"b = {fit['b']:.2f}", "-"])
     parts.append("fitted growth\n" + table(["figure", "model", "exponent", "at target"], rows))
+    found = targets_table(doc)  # the drain's events/s against issue 15's target
+    if found:
+        parts.append(found)
     return "\n\n".join(parts)
 
 

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from plugin.adapters.fast_redis_online_store import _decode_proto, decode_value, encode_value
 from plugin.adapters.feast_value_codec import (
     VALUE_ENCODERS,
+    _varint_slow,
     decode_plain,
     timestamp_bytes,
     timestamp_parts,
@@ -130,3 +131,34 @@ def test_random_bytes_decode_as_protobuf_decodes_them() -> None:
             assert math.isnan(got)
         else:
             assert got == expected, raw
+
+
+def test_long_varints_from_the_tables_equal_the_bit_by_bit_ones() -> None:
+    rng = random.Random(17)
+    # Microsecond times, revisions and every power-of-two edge of the 14-bit chunks.
+    values = [rng.randrange(2**63) >> rng.randrange(63) for _ in range(3000)]
+    values += [2**k + d for k in range(64) for d in (-1, 0, 1) if 0 <= 2**k + d < 2**63]
+    for value in values:
+        assert varint(value) == _varint_slow(value), value
+
+
+@pytest.mark.parametrize(
+    "clusters", [[128, 499, 0, 16_383], [300] * 20, [127, 128], list(range(100, 600, 7))]
+)
+def test_cluster_ids_past_127_are_read_by_hand_as_protobuf_reads_them(clusters: list[int]) -> None:
+    raw = VALUE_ENCODERS[ValueType.INT64_LIST](clusters)
+    assert not raw.isascii()  # the two-byte path, not the one-byte one
+    assert decode_plain(raw) == clusters == _decode_proto(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"r\x04\n\x02\x80\x00",  # a non-canonical zero: not in the table, protobuf reads it
+        b"r\x05\n\x03\x80\x80\x01",  # 16,384: past the table
+        b"r\x04\n\x02\x01\x80",  # cut off inside a varint: protobuf refuses it
+    ],
+)
+def test_list_varints_outside_the_table_go_to_protobuf(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_plain(raw)
