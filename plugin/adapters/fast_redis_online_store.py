@@ -145,6 +145,7 @@ local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
 return out
 """
+_SCRIPTS: Final = {"write": _WRITE_SCRIPT, "owed": _OWED_SCRIPT, "read": _READ_SCRIPT}
 
 # Python value -> ValueProto, per Feast value type; None always becomes an empty ValueProto
 # (what Feast's type map writes for a null).
@@ -305,35 +306,68 @@ class FastRedisOnlineStore(RedisOnlineStore):
             if probe is not None:
                 raise ValueError("a marker probe needs one pipeline: not on a Redis Cluster")
             return self._write_per_slot(client, ts_field, fields, batch, ttl, owed)
-        script = self._script(client, "write", _WRITE_SCRIPT)
-        # One round trip: every chunk's script call, then the record's updates.
-        with client.pipeline(transaction=False) as pipe:
-            chunks = 0
+        head: list[Any] = [ts_field, ttl, len(fields), *fields]
+
+        # One round trip: every chunk's script call, the record's updates, the probe.
+        def queue(pipe: Any, sha: Mapping[str, str]) -> int:
             for start in range(0, len(batch), _ROWS_PER_SCRIPT):
-                chunk = batch[start : start + _ROWS_PER_SCRIPT]
-                args: list[Any] = [ts_field, ttl, len(fields), *fields]
-                for item in chunk:
-                    args += [item.seconds, item.nanos, item.stamp]
-                    args += item.values
-                script(keys=[item.key for item in chunk], args=args, client=pipe)
-                chunks += 1
-            if owed:
-                self._queue_owed(client, pipe, owed)
+                self._queue_write(pipe, sha["write"], head, batch[start : start + _ROWS_PER_SCRIPT])
+            self._queue_owed(pipe, sha["owed"], owed)
             if probe is not None:
                 pipe.get(probe.key)
-            elif not chunks and not owed:
-                return 0
-            replies = pipe.execute()
-        if probe is not None:
+            return len(pipe)
+
+        replies = self._pipelined(client, ("write", "owed"), queue)
+        if probe is not None and replies:
             probe.found = _optional_text(replies[-1])
+        chunks = -(-len(batch) // _ROWS_PER_SCRIPT)
         return sum(int(reply) for reply in replies[:chunks])
 
-    def _queue_owed(self, client: Any, pipe: Any, owed: OwedOps) -> None:
-        script = self._script(client, "owed", _OWED_SCRIPT)
-        for key, ops in owed.items():
+    @staticmethod
+    def _queue_write(pipe: Any, sha: str, head: list[Any], chunk: list[_EncodedRow]) -> None:
+        args = list(head)
+        for item in chunk:
+            args += [item.seconds, item.nanos, item.stamp]
+            args += item.values
+        keys = [item.key for item in chunk]
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def _queue_owed(pipe: Any, sha: str, owed: OwedOps | None) -> None:
+        for key, ops in (owed or {}).items():
             if ops:
-                args = [value for op in ops for value in op]
-                script(keys=[key], args=args, client=pipe)
+                flat = [value for op in ops for value in op]
+                pipe.execute_command("EVALSHA", sha, 1, key, *flat)
+
+    def _pipelined(
+        self, client: Any, scripts: Sequence[str], queue: Callable[[Any, Mapping[str, str]], int]
+    ) -> list[Any]:
+        """One pipeline that ``queue`` fills (it returns how many commands it queued), with
+        the named scripts called by SHA: the replies, in order ([] when nothing was queued).
+
+        Not redis-py's registered scripts: in a pipeline those cost a ``SCRIPT EXISTS`` round
+        trip before every ``execute``, a second round trip per batch read and write (measured
+        in the profile). The scripts are loaded once per client instead, and once more after a
+        ``NOSCRIPT`` (a restarted server, ``SCRIPT FLUSH``), when the whole pipeline is sent
+        again: reads change nothing, rows already written are skipped by the timestamp rule
+        and the owed updates are idempotent, so a retry changes nothing twice.
+        """
+        for attempt in (1, 2):
+            sha = {
+                name: self._script_sha(client, name, _SCRIPTS[name], reload=attempt > 1)
+                for name in scripts
+            }
+            with client.pipeline(transaction=False) as pipe:
+                if not queue(pipe, sha):
+                    return []
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                continue
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            return replies
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _write_per_slot(
         self,
@@ -359,37 +393,19 @@ class FastRedisOnlineStore(RedisOnlineStore):
         for item in batch:
             by_slot.setdefault(key_slot(item.key), []).append(item)
         head: list[Any] = [ts_field, ttl, len(fields), *fields]
-        for attempt in (1, 2):
-            write_sha = self._script_sha(client, "write", _WRITE_SCRIPT, reload=attempt > 1)
-            owed_sha = self._script_sha(client, "owed", _OWED_SCRIPT, reload=attempt > 1)
-            with client.pipeline(transaction=False) as pipe:
-                calls = 0
-                for rows in by_slot.values():
-                    for start in range(0, len(rows), _ROWS_PER_SCRIPT):
-                        chunk = rows[start : start + _ROWS_PER_SCRIPT]
-                        args = list(head)
-                        for item in chunk:
-                            args += [item.seconds, item.nanos, item.stamp]
-                            args += item.values
-                        keys = [item.key for item in chunk]
-                        pipe.execute_command("EVALSHA", write_sha, len(keys), *keys, *args)
-                        calls += 1
-                queued = calls
-                for key, ops in (owed or {}).items():
-                    if ops:
-                        flat = [value for op in ops for value in op]
-                        pipe.execute_command("EVALSHA", owed_sha, 1, key, *flat)
-                        queued += 1
-                if not queued:
-                    return 0
-                replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                continue
-            failed = next((r for r in replies if isinstance(r, Exception)), None)
-            if failed is not None:
-                raise failed
-            return sum(int(reply) for reply in replies[:calls])
-        raise AssertionError("unreachable: the second attempt returns or raises")
+
+        def queue(pipe: Any, sha: Mapping[str, str]) -> int:
+            for rows in by_slot.values():
+                for start in range(0, len(rows), _ROWS_PER_SCRIPT):
+                    self._queue_write(
+                        pipe, sha["write"], head, rows[start : start + _ROWS_PER_SCRIPT]
+                    )
+            self._queue_owed(pipe, sha["owed"], owed)
+            return len(pipe)
+
+        calls = sum(-(-len(rows) // _ROWS_PER_SCRIPT) for rows in by_slot.values())
+        replies = self._pipelined(client, ("write", "owed"), queue)
+        return sum(int(reply) for reply in replies[:calls])
 
     def _script_sha(self, client: Any, name: str, text: str, reload: bool) -> str:
         """The script's SHA1, loaded once per client on every primary (``SCRIPT LOAD`` goes
@@ -450,13 +466,16 @@ class FastRedisOnlineStore(RedisOnlineStore):
                     pipe.hmget(key, fields)
                 replies = pipe.execute()
         else:
-            script = self._script(client, "read", _READ_SCRIPT)
-            with client.pipeline(transaction=False) as pipe:
+
+            def queue(pipe: Any, sha: Mapping[str, str]) -> int:
                 if probe is not None:
                     pipe.get(probe.key)
                 for start in range(0, len(keys), _ROWS_PER_SCRIPT):
-                    script(keys=keys[start : start + _ROWS_PER_SCRIPT], args=fields, client=pipe)
-                answers = pipe.execute()
+                    chunk = keys[start : start + _ROWS_PER_SCRIPT]
+                    pipe.execute_command("EVALSHA", sha["read"], len(chunk), *chunk, *fields)
+                return len(pipe)
+
+            answers = self._pipelined(client, ("read",), queue)
             if probe is not None:
                 probe.found = _optional_text(answers.pop(0))
             replies = [reply for chunk in answers for reply in chunk]
@@ -472,13 +491,6 @@ class FastRedisOnlineStore(RedisOnlineStore):
         """Whether a batch can be one script call: not on a Redis Cluster, where the keys of
         one call must share a slot."""
         return online.redis_type != RedisType.redis_cluster
-
-    def _script(self, client: Any, name: str, text: str) -> Any:
-        # Registered per client: redis-py sends EVALSHA and falls back to EVAL on NOSCRIPT.
-        found = self._scripts.get(name)
-        if found is None or found[0] is not client:
-            found = self._scripts[name] = (client, client.register_script(text))
-        return found[1]
 
 
 @dataclass(frozen=True, slots=True)
