@@ -18,7 +18,6 @@ The wire format used (protobuf 3, a ``oneof`` field is always written, even when
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -45,11 +44,6 @@ _VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
 # Any 14 low bits of a longer varint: two bytes, both with the continuation bit. Microsecond
 # times (revisions, event times: 8 bytes) are then 4 table lookups instead of 8 shifts.
 _CONTINUED: Final = [bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(_SMALL)]
-# The way back for the packed lists: every canonical varint below _SMALL and its value.
-# A non-canonical spelling (b"\x80\x00") is not in it, so protobuf decides those.
-_VALUE_OF: Final = {encoded: n for n, encoded in enumerate(_VARINTS)}
-# One varint: continuation bytes, then a last byte (a trailing run is checked apart).
-_ONE_VARINT: Final = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
 
 
 def varint(value: int) -> bytes:
@@ -199,27 +193,17 @@ def _list_body(raw: bytes) -> bytes:
 UNSURE: Final = object()  # what plain_or_unsure returns for bytes protobuf must read
 
 
-def _small_varints(body: bytes) -> Any:
-    """Packed varints each below ``_SMALL`` and canonical (cluster ids past 127), split and
-    looked up at C speed; :data:`UNSURE` for anything else (long or negative ones)."""
-    if body and body[-1] > 0x7F:
-        return UNSURE  # cut off inside a varint: protobuf's error, not ours
-    try:
-        return list(map(_VALUE_OF.__getitem__, _ONE_VARINT.findall(body)))
-    except KeyError:
-        return UNSURE
-
-
 def plain_or_unsure(raw: bytes) -> Any:
     """A serialised ``ValueProto`` of a shape this module reads faster than protobuf's C
     parser (timed per type), as a Python value; :data:`UNSURE` for any other bytes, decided
     by cheap checks first, so the fallback costs no exception."""
     tag = raw[0]
     try:
-        if tag == 0x72:  # int64_list_val
-            if raw.isascii():  # one-byte varints only (the whole message ASCII)
+        if tag == 0x72:  # int64_list_val: one-byte varints only (the whole message ASCII)
+            # Longer ones (cluster ids past 127) go to protobuf's C parser: splitting them with
+            # a regex and a table measured 6.6 us for 20 ids against its 3.6.
+            if raw.isascii():
                 return list(_list_body(raw))
-            return _small_varints(_list_body(raw))
         elif tag == 0x12:  # string_val
             length, pos = _read_varint(raw, 1)
             if pos + length == len(raw):
