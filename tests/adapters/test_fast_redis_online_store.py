@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feast import FeatureStore
@@ -274,7 +275,7 @@ def test_one_round_trip_each_way_and_scripts_reloaded_after_a_flush(
     client.config_resetstat()
     fast.write_sequences(states())
     fast.read_sequences(["u1", "u2"])
-    calls = client.info("commandstats")
+    calls: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
     # No SCRIPT EXISTS before each pipeline (redis-py's registered scripts send one): one
     # EVALSHA each way, nothing else.
     assert calls["cmdstat_evalsha"]["calls"] == 2
