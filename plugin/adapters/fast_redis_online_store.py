@@ -145,6 +145,7 @@ local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
 return out
 """
+_SCRIPTS: Final = {"write": _WRITE_SCRIPT, "owed": _OWED_SCRIPT, "read": _READ_SCRIPT}
 
 # Python value -> ValueProto, per Feast value type; None always becomes an empty ValueProto
 # (what Feast's type map writes for a null).
@@ -266,6 +267,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
         table: FeatureView,
         rows: Sequence[Mapping[str, Any]],
         owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
     ) -> int:
         """Write rows (entity column, every feature, ``event_timestamp``); returns the number
         written.
@@ -276,7 +278,9 @@ class FastRedisOnlineStore(RedisOnlineStore):
         atomically; on a Redis Cluster (keys in many slots) it is one script call per hash
         slot, all in one cluster pipeline (one round trip per node, see
         :meth:`_write_per_slot`). ``owed`` (the record of owed replans, outside Feast's
-        layout) is applied after the rows, in the same pipeline.
+        layout) is applied after the rows, in the same pipeline. ``probe``'s key is read after
+        everything else in that pipeline, so its value is the one the writes were followed by
+        (single Redis only: :meth:`scripted`).
         """
         self._check(config, table)
         online = config.online_store
@@ -299,32 +303,71 @@ class FastRedisOnlineStore(RedisOnlineStore):
             batch.append(_EncodedRow(key, seconds, nanos, timestamp_bytes(seconds, nanos), values))
         ttl = online.key_ttl_seconds or 0
         if not self.scripted(online):
+            if probe is not None:
+                raise ValueError("a marker probe needs one pipeline: not on a Redis Cluster")
             return self._write_per_slot(client, ts_field, fields, batch, ttl, owed)
-        script = self._script(client, "write", _WRITE_SCRIPT)
-        # One round trip: every chunk's script call, then the record's updates.
-        with client.pipeline(transaction=False) as pipe:
-            chunks = 0
+        head: list[Any] = [ts_field, ttl, len(fields), *fields]
+
+        # One round trip: every chunk's script call, the record's updates, the probe.
+        def queue(pipe: Any, sha: Mapping[str, str]) -> int:
             for start in range(0, len(batch), _ROWS_PER_SCRIPT):
-                chunk = batch[start : start + _ROWS_PER_SCRIPT]
-                args: list[Any] = [ts_field, ttl, len(fields), *fields]
-                for item in chunk:
-                    args += [item.seconds, item.nanos, item.stamp]
-                    args += item.values
-                script(keys=[item.key for item in chunk], args=args, client=pipe)
-                chunks += 1
-            if owed:
-                self._queue_owed(client, pipe, owed)
-            if not chunks and not owed:
-                return 0
-            replies = pipe.execute()
+                self._queue_write(pipe, sha["write"], head, batch[start : start + _ROWS_PER_SCRIPT])
+            self._queue_owed(pipe, sha["owed"], owed)
+            if probe is not None:
+                pipe.get(probe.key)
+            return len(pipe)
+
+        replies = self._pipelined(client, ("write", "owed"), queue)
+        if probe is not None and replies:
+            probe.found = _optional_text(replies[-1])
+        chunks = -(-len(batch) // _ROWS_PER_SCRIPT)
         return sum(int(reply) for reply in replies[:chunks])
 
-    def _queue_owed(self, client: Any, pipe: Any, owed: OwedOps) -> None:
-        script = self._script(client, "owed", _OWED_SCRIPT)
-        for key, ops in owed.items():
+    @staticmethod
+    def _queue_write(pipe: Any, sha: str, head: list[Any], chunk: list[_EncodedRow]) -> None:
+        args = list(head)
+        for item in chunk:
+            args += [item.seconds, item.nanos, item.stamp]
+            args += item.values
+        keys = [item.key for item in chunk]
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def _queue_owed(pipe: Any, sha: str, owed: OwedOps | None) -> None:
+        for key, ops in (owed or {}).items():
             if ops:
-                args = [value for op in ops for value in op]
-                script(keys=[key], args=args, client=pipe)
+                flat = [value for op in ops for value in op]
+                pipe.execute_command("EVALSHA", sha, 1, key, *flat)
+
+    def _pipelined(
+        self, client: Any, scripts: Sequence[str], queue: Callable[[Any, Mapping[str, str]], int]
+    ) -> list[Any]:
+        """One pipeline that ``queue`` fills (it returns how many commands it queued), with
+        the named scripts called by SHA: the replies, in order ([] when nothing was queued).
+
+        Not redis-py's registered scripts: in a pipeline those cost a ``SCRIPT EXISTS`` round
+        trip before every ``execute``, a second round trip per batch read and write (measured
+        in the profile). The scripts are loaded once per client instead, and once more after a
+        ``NOSCRIPT`` (a restarted server, ``SCRIPT FLUSH``), when the whole pipeline is sent
+        again: reads change nothing, rows already written are skipped by the timestamp rule
+        and the owed updates are idempotent, so a retry changes nothing twice.
+        """
+        for attempt in (1, 2):
+            sha = {
+                name: self._script_sha(client, name, _SCRIPTS[name], reload=attempt > 1)
+                for name in scripts
+            }
+            with client.pipeline(transaction=False) as pipe:
+                if not queue(pipe, sha):
+                    return []
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                continue
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            return replies
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _write_per_slot(
         self,
@@ -350,37 +393,19 @@ class FastRedisOnlineStore(RedisOnlineStore):
         for item in batch:
             by_slot.setdefault(key_slot(item.key), []).append(item)
         head: list[Any] = [ts_field, ttl, len(fields), *fields]
-        for attempt in (1, 2):
-            write_sha = self._script_sha(client, "write", _WRITE_SCRIPT, reload=attempt > 1)
-            owed_sha = self._script_sha(client, "owed", _OWED_SCRIPT, reload=attempt > 1)
-            with client.pipeline(transaction=False) as pipe:
-                calls = 0
-                for rows in by_slot.values():
-                    for start in range(0, len(rows), _ROWS_PER_SCRIPT):
-                        chunk = rows[start : start + _ROWS_PER_SCRIPT]
-                        args = list(head)
-                        for item in chunk:
-                            args += [item.seconds, item.nanos, item.stamp]
-                            args += item.values
-                        keys = [item.key for item in chunk]
-                        pipe.execute_command("EVALSHA", write_sha, len(keys), *keys, *args)
-                        calls += 1
-                queued = calls
-                for key, ops in (owed or {}).items():
-                    if ops:
-                        flat = [value for op in ops for value in op]
-                        pipe.execute_command("EVALSHA", owed_sha, 1, key, *flat)
-                        queued += 1
-                if not queued:
-                    return 0
-                replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                continue
-            failed = next((r for r in replies if isinstance(r, Exception)), None)
-            if failed is not None:
-                raise failed
-            return sum(int(reply) for reply in replies[:calls])
-        raise AssertionError("unreachable: the second attempt returns or raises")
+
+        def queue(pipe: Any, sha: Mapping[str, str]) -> int:
+            for rows in by_slot.values():
+                for start in range(0, len(rows), _ROWS_PER_SCRIPT):
+                    self._queue_write(
+                        pipe, sha["write"], head, rows[start : start + _ROWS_PER_SCRIPT]
+                    )
+            self._queue_owed(pipe, sha["owed"], owed)
+            return len(pipe)
+
+        calls = sum(-(-len(rows) // _ROWS_PER_SCRIPT) for rows in by_slot.values())
+        replies = self._pipelined(client, ("write", "owed"), queue)
+        return sum(int(reply) for reply in replies[:calls])
 
     def _script_sha(self, client: Any, name: str, text: str, reload: bool) -> str:
         """The script's SHA1, loaded once per client on every primary (``SCRIPT LOAD`` goes
@@ -420,9 +445,12 @@ class FastRedisOnlineStore(RedisOnlineStore):
         table: FeatureView,
         entity_values: Sequence[Any],
         features: Sequence[str],
+        probe: MarkerProbe | None = None,
     ) -> list[dict[str, Any]]:
         """One row per entity value, in order, with the entity column and each feature
-        (None where nothing is stored): one script call (a pipeline on a Redis Cluster)."""
+        (None where nothing is stored): one round trip, a script call per chunk of rows (a
+        pipeline of ``HMGET``s on a Redis Cluster). ``probe``'s key is read first in the same
+        pipeline, before any row (single Redis only: :meth:`scripted`)."""
         self._check(config, table)
         online = config.online_store
         assert isinstance(online, RedisOnlineStoreConfig)
@@ -431,15 +459,26 @@ class FastRedisOnlineStore(RedisOnlineStore):
         fields = [self._field(table.name, name) for name in features]
         keys = [self._entity_key(config, table, value) for value in entity_values]
         if not self.scripted(online):
+            if probe is not None:
+                raise ValueError("a marker probe needs one pipeline: not on a Redis Cluster")
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hmget(key, fields)
                 replies = pipe.execute()
         else:
-            script = self._script(client, "read", _READ_SCRIPT)
-            replies = []
-            for start in range(0, len(keys), _ROWS_PER_SCRIPT):
-                replies += script(keys=keys[start : start + _ROWS_PER_SCRIPT], args=fields)
+
+            def queue(pipe: Any, sha: Mapping[str, str]) -> int:
+                if probe is not None:
+                    pipe.get(probe.key)
+                for start in range(0, len(keys), _ROWS_PER_SCRIPT):
+                    chunk = keys[start : start + _ROWS_PER_SCRIPT]
+                    pipe.execute_command("EVALSHA", sha["read"], len(chunk), *chunk, *fields)
+                return len(pipe)
+
+            answers = self._pipelined(client, ("read",), queue)
+            if probe is not None:
+                probe.found = _optional_text(answers.pop(0))
+            replies = [reply for chunk in answers for reply in chunk]
         rows = []
         for value, raw in zip(entity_values, replies, strict=True):
             row = {entity: value}
@@ -453,13 +492,6 @@ class FastRedisOnlineStore(RedisOnlineStore):
         one call must share a slot."""
         return online.redis_type != RedisType.redis_cluster
 
-    def _script(self, client: Any, name: str, text: str) -> Any:
-        # Registered per client: redis-py sends EVALSHA and falls back to EVAL on NOSCRIPT.
-        found = self._scripts.get(name)
-        if found is None or found[0] is not client:
-            found = self._scripts[name] = (client, client.register_script(text))
-        return found[1]
-
 
 @dataclass(frozen=True, slots=True)
 class _EncodedRow:
@@ -472,6 +504,21 @@ class _EncodedRow:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _optional_text(value: bytes | str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+@dataclass
+class MarkerProbe:
+    """A key read with ``GET`` in the same pipeline as a batch's rows (the online state's
+    generation marker, ``plugin.streaming.generation``): :meth:`FastRedisOnlineStore.read_rows`
+    reads it before the rows, :meth:`~FastRedisOnlineStore.write_rows` after them, and
+    ``found`` holds what Redis answered (None: no such key)."""
+
+    key: str
+    found: str | None = None
 
 
 class BatchedRedisPath:
@@ -504,9 +551,20 @@ class BatchedRedisPath:
         self._views.clear()
 
     def write(
-        self, view: str, rows: Iterable[Mapping[str, Any]], owed: OwedOps | None = None
+        self,
+        view: str,
+        rows: Iterable[Mapping[str, Any]],
+        owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
     ) -> int:
-        return self.online.write_rows(self.store.config, self.view(view), list(rows), owed)
+        return self.online.write_rows(self.store.config, self.view(view), list(rows), owed, probe)
+
+    @property
+    def one_pipeline(self) -> bool:
+        """Whether a read or write is one pipeline that a :class:`MarkerProbe` can join."""
+        online = self.store.config.online_store
+        assert isinstance(online, RedisOnlineStoreConfig)
+        return self.online.scripted(online)
 
     def read_owed(self, keys: Sequence[str], limit: int) -> list[list[tuple[str, int]]]:
         return self.online.read_owed(self.store.config, keys, limit)
@@ -515,6 +573,11 @@ class BatchedRedisPath:
         return self.online.count_owed(self.store.config, keys)
 
     def read(
-        self, view: str, features: Sequence[str], entity_values: Sequence[Any]
+        self,
+        view: str,
+        features: Sequence[str],
+        entity_values: Sequence[Any],
+        probe: MarkerProbe | None = None,
     ) -> list[dict[str, Any]]:
-        return self.online.read_rows(self.store.config, self.view(view), entity_values, features)
+        config = self.store.config
+        return self.online.read_rows(config, self.view(view), entity_values, features, probe)

@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 from feast import FeatureStore, RepoConfig
 
-from plugin.adapters.fast_redis_online_store import BatchedRedisPath, OwedOps
+from plugin.adapters.fast_redis_online_store import BatchedRedisPath, MarkerProbe, OwedOps
 from plugin.adapters.feedback_counters import AggregateCounters
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackAggregate, merge_aggregates
@@ -129,6 +129,8 @@ class FeastStore:
         # Feedback counts are incremented on the Redis server, atomically per key, so workers
         # answering the same (history, plan) key never lose each other's increments.
         self.counters = AggregateCounters.of(self.store)
+        # The generation marker read in the sequences' own round trips (watch_marker).
+        self._marker: tuple[str, Callable[[str | None], None]] | None = None
 
     def apply(self) -> None:
         """Register the entities, views and feature service (idempotent)."""
@@ -150,14 +152,36 @@ class FeastStore:
 
     # -- sequences -------------------------------------------------------------------------
 
+    def watch_marker(self, key: str, verify: Callable[[str | None], None]) -> bool:
+        """Read Redis key ``key`` in the same round trip as every sequence read (before the
+        states) and every sequence write (after the states and the record of owed replans),
+        and hand what was found to ``verify``, which raises to stop the batch: the
+        generation marker's check (``plugin.streaming.generation``) without round trips of
+        its own. False, and nothing watched, where a read or write is not one pipeline (the
+        SDK path, SQLite, a Redis Cluster): the caller checks the marker itself then."""
+        if self.batched is None or not self.batched.one_pipeline:
+            return False
+        self._marker = (key, verify)
+        return True
+
+    def _probe(self) -> MarkerProbe | None:
+        return MarkerProbe(self._marker[0]) if self._marker is not None else None
+
+    def _verify(self, probe: MarkerProbe | None) -> None:
+        if probe is not None and self._marker is not None:
+            self._marker[1](probe.found)
+
     def write_sequences(
         self, states: Iterable[UserClusterSequence], owed: OwedChanges | None = None
     ) -> None:
         """Write states, then ``owed``'s changes to the record of owed replans in the same
-        round trip (ignored by a store that keeps no record: SQLite, the SDK path)."""
+        round trip (ignored by a store that keeps no record: SQLite, the SDK path), then the
+        watched marker (:meth:`watch_marker`; also when there is no state to write)."""
         rows = self._sequence_rows(states)
-        if owed and self.batched is not None:
-            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed))
+        probe = self._probe()
+        if self.batched is not None and (owed or probe is not None):
+            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed) if owed else None, probe)
+            self._verify(probe)
         else:
             self._write(SEQUENCE_VIEW, rows)
 
@@ -218,8 +242,16 @@ class FeastStore:
         return self.batched.count_owed([self.owed_key(shard) for shard in shards])
 
     def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
+        """The stored states of ``user_ids`` (absent: never written); the watched marker
+        (:meth:`watch_marker`) is read and verified first, in the same round trip."""
+        probe = self._probe()
+        if probe is not None and self.batched is not None:
+            rows = self.batched.read(SEQUENCE_VIEW, SEQUENCE_FEATURES, list(user_ids), probe)
+            self._verify(probe)  # before any state read on a lost store is used
+        else:
+            rows = self._read(SEQUENCE_VIEW, SEQUENCE_FEATURES, "user_id", list(user_ids))
         found: dict[str, UserClusterSequence] = {}
-        for row in self._read(SEQUENCE_VIEW, SEQUENCE_FEATURES, "user_id", list(user_ids)):
+        for row in rows:
             if row["last_event_time_us"] is None:
                 continue  # Redis answers PRESENT-with-nulls for an unknown user
             planned_at = row["planned_at_us"]

@@ -41,13 +41,23 @@ def _varint_slow(value: int) -> bytes:
 
 
 _VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
+# Any 14 low bits of a longer varint: two bytes, both with the continuation bit. Microsecond
+# times (revisions, event times: 8 bytes) are then 4 table lookups instead of 8 shifts.
+_CONTINUED: Final = [bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(_SMALL)]
 
 
 def varint(value: int) -> bytes:
     """The protobuf varint of an int64 (negative values as ten-byte two's complement)."""
     if 0 <= value < _SMALL:
         return _VARINTS[value]
-    return _varint_slow(value)
+    if value < 0:
+        return _varint_slow(value)
+    parts = []
+    while value >= _SMALL:
+        parts.append(_CONTINUED[value & 0x3FFF])
+        value >>= 14
+    parts.append(_VARINTS[value])  # not 0: the loop only shifted while bits were left
+    return b"".join(parts)
 
 
 def _delimited(tag: bytes, body: bytes) -> bytes:
@@ -190,6 +200,8 @@ def plain_or_unsure(raw: bytes) -> Any:
     tag = raw[0]
     try:
         if tag == 0x72:  # int64_list_val: one-byte varints only (the whole message ASCII)
+            # Longer ones (cluster ids past 127) go to protobuf's C parser: splitting them with
+            # a regex and a table measured 6.6 us for 20 ids against its 3.6.
             if raw.isascii():
                 return list(_list_body(raw))
         elif tag == 0x12:  # string_val

@@ -79,6 +79,9 @@ def drain_bench(
         "worker_per_s": drained["per_s"],
         "worker_share_of_raw": round(drained["per_s"] / raw["per_s"], 4),
         "replans": worker.totals.replans,
+        # The generation marker, read in the batches' own round trips when in_store.
+        "generation_checks": worker.generation.checks if worker.generation else None,
+        "generation_in_store": worker.generation_in_store,
         "seconds_by_step": {
             k: round(getattr(worker.totals.timings, k), 3)
             for k in ("read", "core", "plan", "write")

@@ -53,6 +53,7 @@ from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner
 from plugin.observability.metrics import WorkerMetrics
 from plugin.settings import Settings
+from plugin.streaming.generation import GenerationGuard, GenerationMarker, generation_key
 from plugin.streaming.worker import Record, StreamWorker
 from plugin.wiring import build_processor
 
@@ -111,12 +112,7 @@ def platform_bench(
         LoadMonitor() as monitor,
         RedisServer(name="platform-redis", log_path=run_dir / "redis.log") as redis,
     ):
-        base = settings.model_copy(
-            update={
-                "redis": settings.redis.model_copy(update={"host": redis.host, "port": redis.port})
-            }
-        )
-        lab = _Lab(base, redis, run_dir, options.seed)
+        lab = _Lab(_on(settings, redis), redis, run_dir, options.seed)
         doc["memory_by_users"] = [
             lab.memory(users, options.target_clusters, echo) for users in options.memory_users
         ]
@@ -136,20 +132,51 @@ def platform_bench(
             for clusters in options.clusters
         ]
         if options.drain_events:
-            with KafkaBroker(name="platform-tansu", log_path=run_dir / "tansu.log") as broker:
-                doc["drain"] = drain_bench(
-                    lambda: lab.prepared_worker(
-                        options.target_users, options.target_clusters, options.drain_events
-                    ),
-                    broker,
-                    profile=options.drain_profile,
-                    echo=echo,
-                )
+            doc["drain"] = _drain(lab, options, echo)
         for name, measure in (more or {}).items():
             doc[name] = measure(lab)
     doc["meta"]["load"] = monitor.summary()
     doc["fits"] = fits(doc, options)
     return doc
+
+
+def drain_only(settings: Settings, options: PlatformOptions, echo: Echo = print) -> dict[str, Any]:
+    """The platform bench's Kafka drain alone (``explore bench drain``): the worker against
+    the raw consumer on one tansu, at the options' target users and clusters."""
+    doc: dict[str, Any] = {
+        "meta": {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": describe_machine(),
+        },
+        "options": asdict(options),
+    }
+    run_dir = settings.var_dir / "bench" / "drain"
+    with (
+        LoadMonitor() as monitor,
+        RedisServer(name="drain-redis", log_path=run_dir / "redis.log") as redis,
+    ):
+        lab = _Lab(_on(settings, redis), redis, run_dir, options.seed)
+        doc["drain"] = _drain(lab, options, echo)
+    doc["meta"]["load"] = monitor.summary()
+    return doc
+
+
+def _on(settings: Settings, redis: RedisServer) -> Settings:
+    """``settings`` with the bench's own redis-server as the online store's."""
+    address = {"host": redis.host, "port": redis.port}
+    return settings.model_copy(update={"redis": settings.redis.model_copy(update=address)})
+
+
+def _drain(lab: _Lab, options: PlatformOptions, echo: Echo) -> dict[str, Any]:
+    with KafkaBroker(name="platform-tansu", log_path=lab.run_dir / "tansu.log") as broker:
+        return drain_bench(
+            lambda: lab.prepared_worker(
+                options.target_users, options.target_clusters, options.drain_events
+            ),
+            broker,
+            profile=options.drain_profile,
+            echo=echo,
+        )
 
 
 class _Lab:
@@ -335,7 +362,20 @@ class _Lab:
             precompute(planner, cached.cache, table, settings.cache.precompute_batch, "needed")
             self._tables.add(layout)
         processor = build_processor(settings, catalog, cached, store)
-        worker = StreamWorker(processor, catalog, settings, WorkerMetrics(), cache=cached)
+        # The generation marker, checked as `explore worker` checks it: in the batch's own
+        # state read and write (plugin.streaming.generation).
+        prefix = settings.worker.generation_key_prefix
+        marker = GenerationMarker(self.client, generation_key(prefix, store.store.project))
+        guard = GenerationGuard.claim(marker, has_committed=lambda: False)
+        worker = StreamWorker(
+            processor,
+            catalog,
+            settings,
+            WorkerMetrics(),
+            cache=cached,
+            generation=guard,
+            generation_in_store=store.watch_marker(marker.key, guard.verify),
+        )
         return PreparedWorker(worker, cached, stream, len(ids), len(table))
 
     def worker(self, users: int, clusters: int, events: int, echo: Echo) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from plugin.bench.report import targets_table
 from plugin.tables import table
 
 MIB = 2**20
@@ -89,41 +90,7 @@ def render_platform(doc: dict[str, Any]) -> str:
             ["user base", "clusters", "events", "users", "events/s", "replans", "hit rate"], rows
         )
     )
-    drain = doc.get("drain")
-    if drain:
-        steps = drain["seconds_by_step"]
-        parts.append(
-            "Kafka drain, same run and broker (aiokafka getmany; worker: handle on a batch "
-            "thread, then commit)\n"
-            + table(
-                [
-                    "events",
-                    "raw /s",
-                    "worker /s",
-                    "worker/raw",
-                    "replans",
-                    "read/core/plan/write s",
-                ],
-                [
-                    [
-                        drain["events"],
-                        drain["raw_per_s"],
-                        drain["worker_per_s"],
-                        f"{100 * drain['worker_share_of_raw']:.2f}%",
-                        drain["replans"],
-                        " / ".join(f"{steps[k]:.2f}" for k in ("read", "core", "plan", "write")),
-                    ]
-                ],
-            )
-        )
-        profile = drain.get("profile")
-        if profile:
-            rows = [[a["area"], a["seconds"], f"{100 * a['share']:.1f}%"] for a in profile["areas"]]
-            parts.append(
-                f"where the drain's batch thread spends its time (cProfile, "
-                f"{profile['events_per_s_under_profiler']} events/s under the profiler)\n"
-                + table(["area (own time)", "s", "share"], rows)
-            )
+    parts += drain_tables(doc)
     levers = doc.get("levers")
     if levers:
         rows = [
@@ -175,6 +142,9 @@ def render_platform(doc: dict[str, Any]) -> str:
         fit = fits[key]
         rows.append([label, fit["fit"], f"b = {fit['b']:.2f}", "-"])
     parts.append("fitted growth\n" + table(["figure", "model", "exponent", "at target"], rows))
+    found = targets_table(doc)  # the drain's events/s against issue 15's target
+    if found:
+        parts.append(found)
     return "\n\n".join(parts)
 
 
@@ -232,3 +202,44 @@ def plot_platform(doc: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def drain_tables(doc: dict[str, Any]) -> list[str]:
+    """The Kafka drain's table and its profile's areas (none without a drain)."""
+    drain = doc.get("drain")
+    parts: list[str] = []
+    if drain:
+        steps = drain["seconds_by_step"]
+        parts.append(
+            "Kafka drain, same run and broker (aiokafka getmany; worker: handle on a batch "
+            "thread, then commit)\n"
+            + table(
+                [
+                    "events",
+                    "raw /s",
+                    "worker /s",
+                    "worker/raw",
+                    "replans",
+                    "read/core/plan/write s",
+                ],
+                [
+                    [
+                        drain["events"],
+                        drain["raw_per_s"],
+                        drain["worker_per_s"],
+                        f"{100 * drain['worker_share_of_raw']:.2f}%",
+                        drain["replans"],
+                        " / ".join(f"{steps[k]:.2f}" for k in ("read", "core", "plan", "write")),
+                    ]
+                ],
+            )
+        )
+        profile = drain.get("profile")
+        if profile:
+            rows = [[a["area"], a["seconds"], f"{100 * a['share']:.1f}%"] for a in profile["areas"]]
+            parts.append(
+                f"where the drain's batch thread spends its time (cProfile, "
+                f"{profile['events_per_s_under_profiler']} events/s under the profiler)\n"
+                + table(["area (own time)", "s", "share"], rows)
+            )
+    return parts

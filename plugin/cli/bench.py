@@ -3,6 +3,7 @@
 * ``all``: every part below against one private stack (tansu, redis-server, tritonserver on
   free 127.0.0.1 ports), then a PNG plot; a few minutes on a 2-CPU machine;
 * ``worker``, ``latency``, ``feast``, ``sweep``, ``profile``: one part each;
+* ``drain``: the Kafka drain alone (worker against raw consumption, issue 15's target);
 * ``planner``: the planner grid (in-process vs Triton, any batch sizes and concurrencies);
 * ``report``: print and plot a saved run again.
 
@@ -345,6 +346,33 @@ def bench_platform(
     write_json(folder / "platform.json", doc)  # first: a long run is never lost to a report bug
     typer.echo("\n" + render_platform(doc) + "\n")
     typer.echo(f"wrote {plot_platform(doc, folder / 'platform.png')}")
+
+
+@bench_app.command("drain")
+def bench_drain(
+    out: OutOpt = None,
+    events: Annotated[int, typer.Option(min=1, help="events produced, then drained")] = 20_000,
+    users: Annotated[int, typer.Option(min=1, help="the platform's user base")] = 1_000_000,
+    clusters: Annotated[int, typer.Option(min=2, help="leaf clusters")] = 500,
+    profile: Annotated[
+        bool, typer.Option("--profile/--no-profile", help="also drain once under cProfile")
+    ] = True,
+) -> None:
+    """The Kafka drain alone (part of `bench platform`): one worker emptying a backlog of
+    platform events (interleaved users, replans on, plan table warm) against a raw aiokafka
+    consumer on the same tansu in the same run, with issue 15's target (var/bench/drain.json)."""
+    from plugin.bench.platform import PlatformOptions, drain_only
+    from plugin.bench.platform_report import drain_tables
+    from plugin.bench.report import machine_table, targets_table
+
+    options = PlatformOptions(
+        target_users=users, target_clusters=clusters, drain_events=events, drain_profile=profile
+    )
+    config = settings()
+    doc = drain_only(config, options, echo=typer.echo)
+    write_json((out or config.var_dir / "bench") / "drain.json", doc)
+    parts = [machine_table(doc), *drain_tables(doc), targets_table(doc) or ""]
+    typer.echo("\n" + "\n\n".join(parts) + "\n")
 
 
 # What --quick changes in the platform bench.

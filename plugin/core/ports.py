@@ -85,8 +85,10 @@ class BatchObserver(Protocol):
     def before_writes(
         self, events: Sequence[WatchEvent], states: Mapping[str, UserClusterSequence]
     ) -> None:
-        """The states the batch starts from, right after the state read and before any plan
-        or state of the batch is written."""
+        """The states the batch starts from, after the state read and before any plan or
+        state of the batch is written. It runs on a thread of its own, beside the core and
+        the planner call (it must not touch what they use), and the batch waits for it before
+        its first write."""
         ...
 
     def after_writes(self, events: Sequence[WatchEvent]) -> None:

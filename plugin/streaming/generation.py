@@ -9,11 +9,16 @@ So the store holds one small key beside the state, ``<worker.generation_key_pref
 project>``, whose value names a generation of the online state. The first worker to start on an
 empty store creates it (``SET NX``, so workers starting together agree on one), every worker
 remembers the value it found, and :meth:`GenerationGuard.check` reads it before a batch reads
-any state and again after the batch's writes, before its offsets are acked. A marker that is
-missing or different means the data behind it is not what this worker wrote on: the worker
-raises :class:`StateLost`, logs one line and exits with :data:`EXIT_STATE_LOST` without acking
-(``streams.app``). A Redis that is down raises its own connection error instead, and the batch
-is retried as before: only a Redis that answers without the marker is a loss.
+any state and again after the batch's writes, before its offsets are acked. On the fast Redis
+store both reads ride on the batch's own round trips (:meth:`FeastStore.watch_marker
+<plugin.adapters.feast_store.FeastStore.watch_marker>`): a ``GET`` queued before the state
+read's script and one queued after the state write's, in the same pipelines, so Redis answers
+them in that order and the guarantee is the same without two more round trips a batch.
+A marker that is missing or different means the data behind it is not what this worker
+wrote on: the worker raises :class:`StateLost`, logs one line and exits with
+:data:`EXIT_STATE_LOST` without acking (``streams.app``). A Redis that is down raises its own
+connection error instead, and the batch is retried as before: only a Redis that answers
+without the marker is a loss.
 
 A worker that starts on a store without a marker while its group has committed offsets refuses
 too: the offsets say events were applied, and the state that recorded them is gone. ``explore
@@ -120,8 +125,12 @@ class GenerationGuard:
 
     def check(self) -> None:
         """Raise :class:`StateLost` unless the marker still holds the expected generation."""
+        self.verify(self.marker.read())
+
+    def verify(self, found: str | None) -> None:
+        """:meth:`check` on a marker value read elsewhere: by the online store, in the same
+        round trip as a batch's state read (before the states) or write (after them)."""
         self.checks += 1
-        found = self.marker.read()
         if found == self.expected:
             return
         what = "is gone" if found is None else f"changed to {_generation_of(found)}"

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,7 +252,10 @@ class StreamWorker:
     replans, when it keeps one: batches then record deferred replans and :meth:`repair`
     makes them. ``generation``, when given, is checked around every batch's reads and writes
     and before each repair round; it raises
-    :class:`~plugin.streaming.generation.StateLost` when the store lost its data.
+    :class:`~plugin.streaming.generation.StateLost` when the store lost its data. With
+    ``generation_in_store`` the processor's store already reads and verifies the marker in the
+    batch's own state read and write (``FeastStore.watch_marker``), so the worker only counts
+    those two checks.
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class StreamWorker:
         feedback: FeedbackCollector | None = None,
         owed: OwedReplanRecord | None = None,
         generation: GenerationGuard | None = None,
+        generation_in_store: bool = False,
     ) -> None:
         if feedback is not None and processor.observer is not feedback:
             # Records only come from batches the collector saw: a collector the processor
@@ -283,6 +287,7 @@ class StreamWorker:
         self.owed = owed if owed is not None and owed.keeps_owed_replans else None
         # The online state's generation marker (None: not checked, e.g. SQLite).
         self.generation = generation
+        self.generation_in_store = generation is not None and generation_in_store
         self.state_lost: str | None = None  # why the worker stopped, for its summary
         self.repairs = RepairTotals()
         self.totals = WorkerTotals()
@@ -328,14 +333,7 @@ class StreamWorker:
             if self.owed is not None
             else None
         )
-        outcome = None
-        if events:
-            # The marker before any state is read, and again after the writes, before the
-            # batch can be acked: a store that lost its data is never written on, or
-            # committed past, unnoticed (plugin.streaming.generation).
-            self._check_generation()
-            outcome = self.processor.process(events, shards)
-            self._check_generation()
+        outcome = self._process(events, shards) if events else None
         done = time.time()
         written_at = datetime.now(tz=UTC)
         if outcome is not None:
@@ -365,6 +363,28 @@ class StreamWorker:
         self._observe(report, by_user, done, reasons)
         return report
 
+    def _process(self, events: Sequence[WatchEvent], shards: dict[str, str] | None) -> BatchOutcome:
+        """The processor's batch between two marker checks: before any state is read, and
+        after the writes, before the batch can be acked, so a store that lost its data is
+        never written on, or committed past, unnoticed (plugin.streaming.generation)."""
+        if self.generation is None:
+            return self.processor.process(events, shards)
+        if self.generation_in_store:  # both checks ride on the store's read and write
+            outcome = self._guarded(lambda: self.processor.process(events, shards))
+            self.metrics.generation_checks.inc(2)
+            return outcome
+        self._check_generation()
+        outcome = self.processor.process(events, shards)
+        self._check_generation()
+        return outcome
+
+    def _guarded(self, step: Callable[[], BatchOutcome]) -> BatchOutcome:
+        try:
+            return step()
+        except StateLost:
+            self.metrics.state_lost.set(1)
+            raise
+
     # -- the repair loop ----------------------------------------------------------------------
 
     def owned_shards(self) -> list[str]:
@@ -392,7 +412,7 @@ class StreamWorker:
         if not owed:
             self._note_repair(0, 0, 0, 0)
             return None
-        outcome = self.processor.repair(owed)
+        outcome = self._guarded(lambda: self.processor.repair(owed))
         written_at = datetime.now(tz=UTC)
         kafka = self.settings.kafka
         outbound = [

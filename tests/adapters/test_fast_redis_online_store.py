@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feast import FeatureStore
@@ -263,3 +264,25 @@ def test_the_pipelined_path_of_a_redis_cluster_writes_the_same_bytes(
             fields.pop(b"_ts:cluster_items", None)
     assert fast_hashes == sdk_hashes
     assert fast.read_sequences(["u1"]) == {"u1": states()[1]}
+
+
+def test_one_round_trip_each_way_and_scripts_reloaded_after_a_flush(
+    profiles: tuple[FeastStore, FeastStore], redis_server: RedisServer
+) -> None:
+    fast, _ = profiles
+    fill(fast)  # the scripts are loaded now
+    client = redis_server.client(db=11)
+    client.config_resetstat()
+    fast.write_sequences(states())
+    fast.read_sequences(["u1", "u2"])
+    calls: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    # No SCRIPT EXISTS before each pipeline (redis-py's registered scripts send one): one
+    # EVALSHA each way, nothing else.
+    assert calls["cmdstat_evalsha"]["calls"] == 2
+    assert "cmdstat_script|exists" not in calls and "cmdstat_script" not in calls
+    client.script_flush()  # what a restarted server forgets
+    again = UserClusterSequence(
+        user_id="u1", last_event_time=T0, event_count=41, revision_us=to_micros(T0) + 10**10
+    )
+    fast.write_sequences([again])  # NOSCRIPT, then loaded and sent once more
+    assert fast.read_sequences(["u1"])["u1"].event_count == 41

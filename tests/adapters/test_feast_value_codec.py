@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from plugin.adapters.fast_redis_online_store import _decode_proto, decode_value, encode_value
 from plugin.adapters.feast_value_codec import (
     VALUE_ENCODERS,
+    _varint_slow,
     decode_plain,
     timestamp_bytes,
     timestamp_parts,
@@ -130,3 +131,22 @@ def test_random_bytes_decode_as_protobuf_decodes_them() -> None:
             assert math.isnan(got)
         else:
             assert got == expected, raw
+
+
+def test_long_varints_from_the_tables_equal_the_bit_by_bit_ones() -> None:
+    rng = random.Random(17)
+    # Microsecond times, revisions and every power-of-two edge of the 14-bit chunks.
+    values = [rng.randrange(2**63) >> rng.randrange(63) for _ in range(3000)]
+    values += [2**k + d for k in range(64) for d in (-1, 0, 1) if 0 <= 2**k + d < 2**63]
+    for value in values:
+        assert varint(value) == _varint_slow(value), value
+
+
+@pytest.mark.parametrize(
+    "clusters", [[128, 499, 0, 16_383], [300] * 20, [127, 128], list(range(100, 600, 7))]
+)
+def test_cluster_ids_past_127_are_left_to_protobuf(clusters: list[int]) -> None:
+    raw = VALUE_ENCODERS[ValueType.INT64_LIST](clusters)
+    with pytest.raises(ValueError):  # two-byte varints: protobuf's C parser is faster
+        decode_plain(raw)
+    assert decode_value(raw) == clusters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from plugin.adapters.plan_cache import (
 )
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.planning import PlanRequest, RankingPlanner
+from plugin.core.planning import HistoryRanking, PlanRequest, RankingPlanner
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import CacheSettings
@@ -42,6 +43,12 @@ def requests() -> list[PlanRequest]:
 
 def test_a_ranking_survives_encoding_exactly(best_of_n: BestOfNPlanner) -> None:
     (ranking,) = best_of_n.rank([(3, 1)])
+    assert decode_ranking(encode_ranking(ranking)) == ranking
+
+
+def test_an_infinite_log_probability_survives_encoding_too() -> None:
+    # json.dumps spells it -Infinity, which is not standard JSON: the decoder falls back.
+    ranking = HistoryRanking((1, 2), (3, 4), (-math.inf, -0.25), (0.5, 1.0))
     assert decode_ranking(encode_ranking(ranking)) == ranking
 
 

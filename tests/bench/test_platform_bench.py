@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from plugin.bench.levers import CONFIGS, lever_bench
-from plugin.bench.platform import PlatformOptions, platform_bench
+from plugin.bench.platform import PlatformOptions, drain_only, platform_bench
 from plugin.bench.platform_report import plot_platform, render_platform
+from plugin.bench.report import targets
 from plugin.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,3 +63,18 @@ def test_the_platform_bench_measures_every_section(tmp_path: Path) -> None:
     text = render_platform(doc)
     assert "fitted growth" in text and "Kafka drain" in text and "hot-path levers" in text
     assert plot_platform(doc, tmp_path / "platform.png").stat().st_size > 0
+
+
+def test_the_drain_alone_checks_the_marker_in_the_batches_round_trips(tmp_path: Path) -> None:
+    settings = load_settings(var_dir=tmp_path / "var")
+    options = PlatformOptions(
+        target_users=5_000, target_clusters=40, drain_events=400, drain_profile=False
+    )
+    doc = drain_only(settings, options, echo=lambda _: None)
+    drain = doc["drain"]
+    assert drain["events"] == 400 and drain["raw_per_s"] > drain["worker_per_s"] > 0
+    # As `explore worker` runs: the marker checked twice a batch, without GETs of its own.
+    assert drain["generation_in_store"] and drain["generation_checks"] >= 2
+    assert "load" in doc["meta"] and "profile" not in drain
+    (target,) = targets(doc)
+    assert target["target"].startswith("worker events/s through Kafka >= 20,000")

@@ -3,6 +3,7 @@ their order, and the worker's planners, chained once in ``plugin.wiring``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,28 @@ def test_the_processor_shows_each_batch_to_its_observer_around_its_reads_and_wri
     # The observer sees the states the batch starts from, not the ones it writes.
     assert observer.seen_states == [{}, {"u1": before}]
     assert store.sequences["u1"] != before
+
+
+class SlowObserver(RecordingObserver):
+    """Notes ``before_writes`` only once it is done, after a while: as a log's fsync would."""
+
+    def before_writes(
+        self, events: Sequence[WatchEvent], states: Mapping[str, UserClusterSequence]
+    ) -> None:
+        time.sleep(0.3)
+        super().before_writes(events, states)
+
+
+def test_the_writes_wait_for_an_observer_working_beside_the_core(
+    catalog: ClusterCatalog, best_of_n: BestOfNPlanner, stream_settings: Settings
+) -> None:
+    store = MemoryStore()
+    processor = build_processor(
+        stream_settings, catalog, best_of_n, store, observer=SlowObserver(store)
+    )
+    outcome = processor.process([watch(1, 1), watch(2, 2)])
+    assert store.calls[2:] == ["before_writes", "write_plans", "write_sequences", "after_writes"]
+    assert outcome.timings.plan >= 0.25  # the wait is the plan step's
 
 
 def test_an_observer_that_fails_before_the_writes_fails_the_batch_before_it_wrote_anything(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from plugin.adapters.feast_store import FeastStore
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.localstack import RedisServer
@@ -65,26 +66,37 @@ def test_events_of_one_second_split_across_batches_are_all_applied(
     assert store.read_plans(["u1"])["u1"].history == (3, 2)
 
 
+@pytest.mark.parametrize("in_store", [False, True], ids=["own-round-trips", "in-the-store"])
 def test_a_flushed_store_stops_the_batch_before_any_write_and_sets_the_metric(
     catalog: ClusterCatalog,
     best_of_n: BestOfNPlanner,
     redis_settings: Settings,
     redis_server: RedisServer,
     event: Any,
+    in_store: bool,
 ) -> None:
+    redis_server.client(db=6).flushdb()  # each mode claims its own generation
     store = online_store(redis_settings, catalog)
     metrics = WorkerMetrics()
     processor = build_processor(redis_settings, catalog, best_of_n, store)
     marker = generation_marker(redis_settings)
     assert marker is not None
     guard = GenerationGuard.claim(marker, has_committed=lambda: False)  # a new group
-    worker = StreamWorker(processor, catalog, redis_settings, metrics, generation=guard)
+    # In the store: the marker rides on the batch's state read and write (as build_worker
+    # wires it); otherwise the worker reads it with its own GETs.
+    folded = in_store and store.watch_marker(marker.key, guard.verify)
+    assert folded == in_store
+    worker = StreamWorker(
+        processor, catalog, redis_settings, metrics, generation=guard, generation_in_store=folded
+    )
     worker.handle([record(event(1, 1), 0)])
     assert metrics.generation_checks._value.get() == 2  # before the reads, after the writes
+    assert guard.checks == 2
     assert metrics.state_lost._value.get() == 0
 
     redis_server.client(db=6).flushdb()  # what a restart without persistence leaves
     with pytest.raises(StateLost, match="online state lost"):
         worker.handle([record(event(2, 2), 1)])
     assert metrics.state_lost._value.get() == 1
-    assert store.read_sequences(["u1"]) == {}, "a batch after the loss wrote on the empty store"
+    unwatched = FeastStore(redis_settings)  # the watched store refuses to read a lost state
+    assert unwatched.read_sequences(["u1"]) == {}, "a batch after the loss wrote on the empty store"
