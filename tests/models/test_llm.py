@@ -14,9 +14,17 @@ import torch
 from torch import nn
 
 from plugin.core.moves import NovelMove
-from plugin.models.llm import ConstraintError, constrained_log_probs, load_llm_novelty
+from plugin.models.llm import (
+    BaseModelRef,
+    ConstraintError,
+    base_reference,
+    constrained_log_probs,
+    converted_folder,
+    load_llm_novelty,
+)
 from plugin.models.llm_training import train_llm_novelty
 from plugin.models.training import quality_gate
+from plugin.settings import LlmSettings
 from tests.support.llm import (
     SUMMARIES,
     fresh,
@@ -123,3 +131,18 @@ def test_a_changed_base_is_refused(base: tuple[Any, nn.Module]) -> None:
     saved["config"]["base"]["sha256"] = "0" * 64
     with pytest.raises(Exception, match="changed since this version was trained"):
         load_llm_novelty(saved, loaded=fresh(base))
+
+
+def test_a_gguf_base_loads_from_its_float32_copy_named_by_its_hash(
+    base: tuple[Any, nn.Module],
+) -> None:
+    llm = LlmSettings()
+    ref = base_reference(llm.base, llm.gguf_file)
+    folder = converted_folder(ref)
+    # The module's base came through the copy (made on first use), named by the GGUF's hash.
+    assert ref.sha256[:16] in folder.name
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    # Another hash is another copy: a changed base never loads a stale one.
+    other = BaseModelRef(ref.base, ref.gguf_file, ref.package_version, "f" * 64)
+    assert converted_folder(other) != folder

@@ -26,7 +26,7 @@ from plugin.models.llm_training import train_llm_novelty
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository, version_label
 from plugin.serving.contract import HISTORY, LOG_PROBS, NOVELTY_LLM_MODEL
-from plugin.serving.control import ModelControl, publish, rollback
+from plugin.serving.control import ModelControl, ModelControlError, publish, rollback
 from plugin.settings import TritonSettings
 from tests.support.llm import SUMMARIES, load_base, planted_pairs, tiny_catalog, tiny_models, wrap
 from tests.support.serving import CATALOG, client_settings, in_process, request, write_version
@@ -103,6 +103,14 @@ def test_an_llm_version_publishes_serves_and_rolls_back_like_an_id_version(
             "planner": [2],
         }
         assert outcome.report is not None and outcome.pointer.version == 2
+        # Only the shell goes to novelty_llm/2/; the trained tensors stay in novelty/2/.
+        assert repository.novelty_model(2) == NOVELTY_LLM_MODEL
+        assert (root / NOVELTY_LLM_MODEL / "2" / "model.py").is_file()
+        assert not (root / "novelty" / "2" / "model.py").exists()
+        with pytest.raises(ModelControlError, match="served as novelty_llm, not novelty"):
+            control.load(["novelty"])
+        with pytest.raises(ModelControlError, match="refusing to unload novelty_llm"):
+            control.unload(NOVELTY_LLM_MODEL)
         served = planner.plan(plans)
         assert {p.model_version for p in served} == {version_label(2, CATALOG)}
         # The same weights, seeds and inputs give the same plans as the in-process planner.
