@@ -236,7 +236,9 @@ def rollback_version(json_path: JsonOpt = None) -> None:
 def load_models(
     models: Annotated[
         list[str] | None,
-        typer.Argument(help="novelty | alignment | planner (default: all three)"),
+        typer.Argument(
+            help="novelty | novelty_llm | alignment | planner (default: the version's three)"
+        ),
     ] = None,
     json_path: JsonOpt = None,
 ) -> None:
@@ -253,7 +255,7 @@ def load_models(
 
 @models_app.command("unload")
 def unload_model(
-    model: Annotated[str, typer.Argument(help="novelty | alignment | planner")],
+    model: Annotated[str, typer.Argument(help="novelty | novelty_llm | alignment | planner")],
     json_path: JsonOpt = None,
 ) -> None:
     """Unload one model from Triton; refused for a model the loaded planner needs."""

@@ -15,6 +15,7 @@ import sysconfig
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,45 @@ from plugin.settings import PROJECT_ROOT
 
 DEFAULT_TRITON_HOME = PROJECT_ROOT / ".cache" / "tritonserver"
 UNPACK = "run `make triton` (TRITON_HOME points elsewhere if it is unpacked there)"
+
+
+STUB = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """One Python-backend stub process: the model version it runs and its resident memory."""
+
+    model: str
+    version: int
+    pid: int
+    rss_mb: float
+
+
+def python_stubs(server_pid: int) -> list[StubProcess]:
+    """The Python stub processes a tritonserver started, from ``/proc`` (Linux).
+
+    Each model instance runs in its own stub, whose first argument is the path of the
+    version's ``model.py`` (``<repository>/<model>/<version>/model.py``)."""
+    stubs = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if not argv[0].endswith(STUB.encode()) or int(fields["PPid"]) != server_pid:
+            continue
+        model_py = Path(argv[1].decode())
+        rss_kb = int(fields.get("VmRSS", "0 kB").split()[0])
+        version = int(model_py.parent.name) if model_py.parent.name.isdigit() else -1
+        stubs.append(
+            StubProcess(model_py.parent.parent.name, version, int(entry.name), rss_kb / 1024)
+        )
+    return sorted(stubs, key=lambda s: (s.model, s.version))
 
 
 class TritonInstall:
@@ -173,6 +213,10 @@ class TritonServer(LocalServer):
 
     def ports(self) -> list[int]:
         return [self.http_port, self.grpc_port, self.metrics_port]
+
+    def stubs(self) -> list[StubProcess]:
+        """This server's Python stub processes (model, version, RSS)."""
+        return python_stubs(self.pid) if self.pid is not None else []
 
     def endpoints(self) -> dict[str, Any]:
         return {

@@ -33,6 +33,10 @@ from plugin.models.llm import load_llm_novelty
 from plugin.models.novelty import ClusterNovelty, NoveltyConfig, NoveltyModel
 
 NOVELTY = "novelty"
+# The Triton model that serves a version whose novelty model is a language model. Its weights
+# stay in ``novelty/<version>/`` (one place for every version's trained tensors); only the
+# shell goes to ``novelty_llm/<version>/``.
+NOVELTY_LLM = "novelty_llm"
 ALIGNMENT = "alignment"
 WEIGHTS = "weights.pt"
 MANIFEST = "manifest.json"
@@ -232,19 +236,37 @@ class ModelRepository:
             reasons = "; ".join(gate.get("reasons") or []) or "gate not passed"
             raise PublishError(f"version {version} failed its quality gate ({reasons})")
 
+    def novelty_model(self, version: int) -> str:
+        """The Triton model that serves ``version``'s novelty model, as its planner manifest
+        names it (``novelty`` for a planner manifest written before LLM versions existed)."""
+        path = self.root / PLANNER / str(version) / MANIFEST
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PublishError(
+                f"{path}: version {version} was never prepared for serving; "
+                "run `explore models publish`"
+            ) from None
+        return str(manifest.get("novelty_model", NOVELTY))
+
     def prepare_serving(self, version: int, templates: Path = TEMPLATES) -> list[Path]:
         """Make ``version`` loadable by Triton: shells, the planner version, and configs.
 
-        Copies each model's tracked ``model.py`` template into ``<model>/<version>/`` and, for
-        a repository other than the tracked one, the tracked ``config.pbtxt`` files. Writes
-        ``planner/<version>/manifest.json`` with what the planner model needs to know.
-        Returns the files written. Refuses a version that is not publishable.
+        Copies each served model's tracked ``model.py`` template into ``<model>/<version>/``
+        and, for a repository other than the tracked one, the tracked ``config.pbtxt`` files.
+        The novelty model is served as ``novelty`` (the id model) or ``novelty_llm`` (a
+        language model, its weights read from ``novelty/<version>/``). Writes
+        ``planner/<version>/manifest.json`` with what the planner model needs to know, the
+        novelty model's name included. Returns the files written. Refuses a version that is
+        not publishable.
         """
         self.check_publishable(version)
         written: list[Path] = []
-        novelty_config = _saved_config(self.root / NOVELTY / str(version) / WEIGHTS)
+        saved = torch.load(self.root / NOVELTY / str(version) / WEIGHTS, weights_only=True)
+        novelty_config = dict(saved["config"])
+        novelty_model = NOVELTY_LLM if saved.get("kind") == "llm" else NOVELTY
         manifest = self.manifest(version)
-        for model in (NOVELTY, ALIGNMENT, PLANNER):
+        for model in (novelty_model, ALIGNMENT, PLANNER):
             folder = self.root / model / str(version)
             folder.mkdir(parents=True, exist_ok=True)
             template_dir = templates / model
@@ -258,6 +280,7 @@ class ModelRepository:
             "version": version,
             "label": version_label(version, str(manifest.get("catalog_version", ""))),
             "catalog_version": manifest.get("catalog_version"),
+            "novelty_model": novelty_model,
             "novelty_version": version,
             "alignment_version": version,
             "n_clusters": int(novelty_config["n_clusters"]),
@@ -311,16 +334,17 @@ class ModelRepository:
         return pointer
 
 
-def _saved_config(path: Path) -> dict[str, Any]:
-    saved = torch.load(path, weights_only=True)
-    return dict(saved["config"])
-
-
-def load_novelty(path: Path) -> ClusterNovelty:
-    """A saved novelty model: the id transformer, or an LLM rebuilt around its base model."""
+def load_novelty(
+    path: Path, device: torch.device | None = None, threads: int | None = None
+) -> ClusterNovelty:
+    """A saved novelty model: the id transformer, or an LLM rebuilt around its base model
+    (on ``device``, default the CPU, with ``threads`` torch threads; the id model ignores
+    both)."""
     saved = torch.load(path, weights_only=True)
     if saved.get("kind") == "llm":
-        return load_llm_novelty(saved)
+        if threads is None:
+            return load_llm_novelty(saved, device)
+        return load_llm_novelty(saved, device, threads=threads)
     config = dict(saved["config"])
     config["parent_of"] = tuple(config["parent_of"])
     model = NoveltyModel(NoveltyConfig(**config))

@@ -1,4 +1,4 @@
-"""The Triton Python-backend models: novelty, alignment, and the BLS best-of-n planner.
+"""The Triton Python-backend models: novelty (id or LLM), alignment, and the BLS planner.
 
 Each version directory's ``model.py`` is a one-line shell that imports a class from here, so
 the model code is the same code the in-process planner runs (``plugin.models``) and the
@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
-from plugin.models.repository import MANIFEST, WEIGHTS, load_alignment, load_novelty
+from plugin.models.llm import pick_device
+from plugin.models.repository import MANIFEST, NOVELTY, WEIGHTS, load_alignment, load_novelty
 from plugin.serving.batch import sample_rows
 from plugin.serving.contract import (
     ALIGNMENT_MODEL,
@@ -54,11 +55,16 @@ class SubModelError(RuntimeError):
     """A BLS call from the planner to novelty or alignment failed."""
 
 
-def _parameter(args: dict[str, str], name: str, default: int) -> int:
-    """An integer ``parameters { key: name ... }`` entry of the model config."""
+def _text_parameter(args: dict[str, str], name: str, default: str) -> str:
+    """A ``parameters { key: name ... }`` entry of the model config."""
     config = json.loads(args.get("model_config", "{}"))
     value = config.get("parameters", {}).get(name, {}).get("string_value")
-    return int(value) if value else default
+    return str(value) if value else default
+
+
+def _parameter(args: dict[str, str], name: str, default: int) -> int:
+    """An integer ``parameters { key: name ... }`` entry of the model config."""
+    return int(_text_parameter(args, name, str(default)))
 
 
 def _pb_utils() -> Any:
@@ -78,7 +84,9 @@ class _Backend:
         # Triton runs one stub process per model instance. Intra-op threads in three stubs
         # beside the server oversubscribe a small CPU box, and torch's spinning workers then
         # run 10-25x slower; one thread per stub unless the config says otherwise.
-        torch.set_num_threads(_parameter(args, "torch_threads", 1))
+        self.threads = _parameter(args, "torch_threads", 1)
+        torch.set_num_threads(self.threads)
+        self.device = _text_parameter(args, "device", "cpu")
         self.load()
 
     def load(self) -> None:
@@ -164,6 +172,20 @@ class NoveltyBackend(_Backend):
                 log_probs = self.output(LOG_PROBS, next(results))
                 responses.append(self.pb.InferenceResponse(output_tensors=[log_probs]))
         return responses
+
+
+class LlmNoveltyBackend(NoveltyBackend):
+    """The ``novelty_llm`` model: :class:`NoveltyBackend` over a language model.
+
+    Its trained tensors are the version's ``novelty/<version>/weights.pt`` (the repository
+    keeps one copy); the base model is loaded from its installed package, offline and checked
+    by content hash, on the config's ``device`` (``auto``: CUDA when present)."""
+
+    def load(self) -> None:
+        weights = self.folder.parent.parent / NOVELTY / str(self.version) / WEIGHTS
+        self.model = load_novelty(weights, pick_device(self.device), self.threads)
+        self.k = self.model.config.history_length
+        self.clusters = self.model.config.n_clusters
 
 
 class AlignmentBackend(_Backend):
@@ -273,8 +295,9 @@ class RemoteAlignment(_RemoteModel):
 class PlannerBackend(_Backend):
     """Best-of-n sampling for a batch of plan rows, over remote novelty and alignment.
 
-    Planner version v calls novelty and alignment at the versions its manifest names (v
-    itself: versions move in lockstep). The whole batch costs one novelty call and one
+    Planner version v calls the novelty model its manifest names (``novelty`` or
+    ``novelty_llm``) and alignment at the versions the manifest names (v itself: versions move
+    in lockstep). The whole batch costs one novelty call and one
     alignment call per distinct temperature (one in practice).
     """
 
@@ -287,7 +310,9 @@ class PlannerBackend(_Backend):
         chosen = manifest.get("selection") or {}
         self.default_n = int(chosen["n"]) if "n" in chosen else None
         self.default_temperature = float(chosen["temperature"]) if "temperature" in chosen else None
-        self.novelty = RemoteNovelty(self.pb, NOVELTY_MODEL, int(manifest["novelty_version"]))
+        # The novelty model the version names: ``novelty`` (id) or ``novelty_llm``.
+        novelty_model = str(manifest.get("novelty_model", NOVELTY_MODEL))
+        self.novelty = RemoteNovelty(self.pb, novelty_model, int(manifest["novelty_version"]))
         self.alignment = RemoteAlignment(
             self.pb, ALIGNMENT_MODEL, int(manifest["alignment_version"])
         )

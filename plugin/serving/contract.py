@@ -42,9 +42,13 @@ import numpy as np
 import numpy.typing as npt
 
 NOVELTY_MODEL = "novelty"
+# The LLM novelty model: the same contract as ``novelty``, its own Triton model so that its
+# config (threads, batching delay, instance kind) does not slow the small id model.
+NOVELTY_LLM_MODEL = "novelty_llm"
+NOVELTY_MODELS = (NOVELTY_MODEL, NOVELTY_LLM_MODEL)
 ALIGNMENT_MODEL = "alignment"
 PLANNER_MODEL = "planner"
-SERVED_MODELS = (NOVELTY_MODEL, ALIGNMENT_MODEL, PLANNER_MODEL)
+SERVED_MODELS = (NOVELTY_MODEL, NOVELTY_LLM_MODEL, ALIGNMENT_MODEL, PLANNER_MODEL)
 
 # novelty: HISTORY -> LOG_PROBS [C]; alignment: HISTORY, CANDIDATES -> SCORES.
 HISTORY = "HISTORY"

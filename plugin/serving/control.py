@@ -1,11 +1,16 @@
 """Model management on a running Triton, through its repository API (explicit model control).
 
 Versions move in lockstep: "version v" is novelty v + alignment v + planner v, and planner v
-calls the other two at v. Switching the served version is blue/green, so plans never stop:
+calls the other two at v. Version v's novelty model is served as ``novelty`` (the id model)
+or ``novelty_llm`` (a language model), whichever its planner manifest names. Switching the
+served version is blue/green, so plans never stop:
 
-1. load novelty and alignment with both the serving versions and v (``specific`` policy);
+1. load v's novelty model and alignment with both the serving versions and v (``specific``
+   policy);
 2. load planner v (Triton swaps it in once it is ready), then send it one probe plan;
-3. drop the old novelty and alignment versions.
+3. drop the old novelty and alignment versions, and unload the other novelty model if no
+   planner needs it any more (switching from an LLM version to an id version frees the
+   language model's memory).
 
 If any step fails, the models already touched are reloaded at their previous versions, and
 :class:`ModelLoadError` says what failed and what still serves. Triton itself keeps a model's
@@ -34,7 +39,7 @@ from plugin.models.repository import (
 from plugin.serving.contract import (
     ALIGNMENT_MODEL,
     CANDIDATES,
-    NOVELTY_MODEL,
+    NOVELTY_MODELS,
     PLANNER_MODEL,
     SERVED_MODELS,
     planner_inputs,
@@ -43,8 +48,9 @@ from plugin.serving.contract import (
 from plugin.serving.endpoint import client_options, grpc_url
 from plugin.settings import TritonSettings
 
-# The planner calls these; they must stay loaded while it is.
-PLANNER_NEEDS = (NOVELTY_MODEL, ALIGNMENT_MODEL)
+# The planner calls one of these novelty models and alignment; they must stay loaded while it
+# is.
+SUB_MODELS = (*NOVELTY_MODELS, ALIGNMENT_MODEL)
 
 
 class TritonUnreachable(ServerUnreachable, ConnectionError):
@@ -236,12 +242,17 @@ class ModelControl:
         if candidates is None or candidates.shape[0] != 1 or int(candidates[0, 0]) < 0:
             raise ModelControlError(f"probe plan returned no candidate: {candidates!r}")
 
+    def planner_needs(self, version: int) -> tuple[str, str]:
+        """The models planner ``version`` calls: its novelty model and alignment."""
+        return self.repository.novelty_model(version), ALIGNMENT_MODEL
+
     # -- management ------------------------------------------------------------------------
 
     def activate(self, version: int) -> LoadReport:
         """Serve ``version`` of all three models, blue/green; see the module docstring."""
         self.require()
         before = self.ready_versions()
+        needs = self.planner_needs(version)
         report = LoadReport(version)
         touched: list[str] = []
 
@@ -251,7 +262,7 @@ class ModelControl:
                 raise ModelControlError(f"{result.model}: {result.error}")
 
         try:
-            for model in PLANNER_NEEDS:
+            for model in needs:
                 touched.append(model)
                 step(self._load(model, [*before.get(model, []), version]))
             touched.append(PLANNER_MODEL)
@@ -263,8 +274,10 @@ class ModelControl:
                 f"loading version {version} failed ({_short(str(exc))}); "
                 f"{self._describe_serving(restored)}"
             ) from None
-        for model in PLANNER_NEEDS:  # the old versions are no longer needed by any planner
-            if set(before.get(model, [])) - {version}:
+        for model in SUB_MODELS:  # the old versions are no longer needed by any planner
+            if model not in needs and before.get(model):
+                report.steps.append(self._unload(model))
+            elif model in needs and set(before.get(model, [])) - {version}:
                 report.steps.append(self._load(model, [version]))
         report.serving = self.ready_versions()
         return report
@@ -297,7 +310,6 @@ class ModelControl:
         self.require()
         version = version if version is not None else self._published_version()
         self.repository.prepare_serving(version)
-        wanted = [m for m in SERVED_MODELS if models is None or m in models]
         unknown = sorted(set(models or []) - set(SERVED_MODELS))
         if unknown:
             raise ModelControlError(
@@ -305,12 +317,17 @@ class ModelControl:
             )
         if models is None:
             return self.activate(version)
+        needs = self.planner_needs(version)
+        other = sorted(set(models) & set(NOVELTY_MODELS) - {needs[0]})
+        if other:
+            raise ModelControlError(
+                f"version {version}'s novelty model is served as {needs[0]}, not {other[0]}"
+            )
+        wanted = [m for m in (*needs, PLANNER_MODEL) if m in models]
         report = LoadReport(version)
         if PLANNER_MODEL in wanted:
             ready = self.ready_versions()
-            missing = [
-                m for m in PLANNER_NEEDS if m not in wanted and version not in ready.get(m, [])
-            ]
+            missing = [m for m in needs if m not in wanted and version not in ready.get(m, [])]
             if missing:
                 raise ModelControlError(
                     f"the planner needs {' and '.join(missing)} version {version} loaded first "
@@ -336,7 +353,8 @@ class ModelControl:
         if model not in SERVED_MODELS:
             raise ModelControlError(f"unknown model {model}; models are {', '.join(SERVED_MODELS)}")
         ready = self.ready_versions()
-        if model in PLANNER_NEEDS and ready.get(PLANNER_MODEL):
+        planner = ready.get(PLANNER_MODEL)
+        if model in SUB_MODELS and planner and model in self.planner_needs(planner[-1]):
             raise ModelControlError(
                 f"refusing to unload {model}: the planner (version "
                 f"{ready[PLANNER_MODEL][-1]}) needs it; unload the planner first"

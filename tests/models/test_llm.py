@@ -6,101 +6,41 @@ fresh copy of it, since LoRA adapters go into the model they wrap.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.core.moves import NovelMove
-from plugin.models.data import NoveltyData
 from plugin.models.llm import (
+    BaseModelRef,
     ConstraintError,
-    LlmNoveltyModel,
     base_reference,
-    build_llm_novelty,
     constrained_log_probs,
-    load_language_model,
+    converted_folder,
     load_llm_novelty,
 )
-from plugin.models.llm_training import llm_novelty_config, train_llm_novelty
+from plugin.models.llm_training import train_llm_novelty
 from plugin.models.training import quality_gate
-from plugin.settings import LlmSettings, ModelSettings, load_settings
-
-pytestmark = pytest.mark.slow
-
-SUMMARIES = (
-    "1990s action and thriller, such as Speed and The Rock",
-    "1950s musical, such as Singin' in the Rain",
-    "1990s children and animation, such as The Lion King",
-    "1970s and 1980s horror, such as The Shining",
-    "1940s film-noir and mystery, such as The Maltese Falcon",
-    "1990s romance and comedy, such as Sleepless in Seattle",
+from plugin.settings import LlmSettings
+from tests.support.llm import (
+    SUMMARIES,
+    fresh,
+    load_base,
+    planted_pairs,
+    tiny_catalog,
+    tiny_models,
+    wrap,
 )
 
-
-def tiny_catalog() -> ClusterCatalog:
-    clusters = tuple(
-        InterestCluster(c, 0, (f"k{c}",), (f"i{c}",), 1, summary=text)
-        for c, text in enumerate(SUMMARIES)
-    )
-    return ClusterCatalog(
-        clusters=clusters,
-        parents=(ParentCluster(0, ("films",), tuple(range(len(SUMMARIES)))),),
-        item_to_cluster={f"i{c}": c for c in range(len(SUMMARIES))},
-    )
-
-
-def tiny_models(**llm: object) -> ModelSettings:
-    settings = load_settings(
-        models={
-            "novelty": "llm",
-            "llm": {
-                "trainable_layers": 2,
-                "steps": 20,
-                "batch_size": 6,
-                "learning_rate": 5e-3,
-                "inference_batch": 16,
-                "prompt_titles": 1,
-                **llm,
-            },
-        }
-    )
-    return settings.models
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def base() -> tuple[Any, nn.Module]:
-    llm = LlmSettings()
-    return load_language_model(base_reference(llm.base, llm.gguf_file), True, 7)
-
-
-def fresh(base: tuple[Any, nn.Module]) -> tuple[Any, nn.Module]:
-    tokenizer, lm = base
-    return tokenizer, copy.deepcopy(lm)
-
-
-def wrap(base: tuple[Any, nn.Module], models: ModelSettings) -> LlmNoveltyModel:
-    config = llm_novelty_config(tiny_catalog(), 2, models)
-    return build_llm_novelty(config, inference_batch=16, loaded=fresh(base))
-
-
-def planted_pairs() -> NoveltyData:
-    """Each cluster's next novel interest is the following one, mod 6."""
-    histories = [[c, (c + 3) % 6] for c in range(6)]
-    targets = [(h[0] + 1) % 6 for h in histories]
-    count = len(targets)
-    return NoveltyData(
-        histories=np.array(histories, dtype=np.int64),
-        targets=np.array(targets, dtype=np.int64),
-        weights=np.full(count, 1 / count),
-        users=np.ones(count, dtype=np.int64),
-        windows=np.array(histories, dtype=np.int64),
-    )
+    return load_base()
 
 
 def test_one_pass_gives_the_exact_distribution_over_clusters(
@@ -191,3 +131,18 @@ def test_a_changed_base_is_refused(base: tuple[Any, nn.Module]) -> None:
     saved["config"]["base"]["sha256"] = "0" * 64
     with pytest.raises(Exception, match="changed since this version was trained"):
         load_llm_novelty(saved, loaded=fresh(base))
+
+
+def test_a_gguf_base_loads_from_its_float32_copy_named_by_its_hash(
+    base: tuple[Any, nn.Module],
+) -> None:
+    llm = LlmSettings()
+    ref = base_reference(llm.base, llm.gguf_file)
+    folder = converted_folder(ref)
+    # The module's base came through the copy (made on first use), named by the GGUF's hash.
+    assert ref.sha256[:16] in folder.name
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    # Another hash is another copy: a changed base never loads a stale one.
+    other = BaseModelRef(ref.base, ref.gguf_file, ref.package_version, "f" * 64)
+    assert converted_folder(other) != folder

@@ -12,7 +12,7 @@ from plugin.localstack import TritonServer
 from plugin.models.repository import ModelRepository
 from plugin.serving.control import ModelControl
 from plugin.settings import TritonSettings
-from tests.support.serving import write_version
+from tests.support.serving import client_settings, write_version
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +33,7 @@ def triton(
 ) -> Iterator[tuple[TritonServer, TritonSettings]]:
     """A real tritonserver over ``served_root`` with version 1 loaded, and settings for it."""
     server = triton_server_factory(served_root, name="triton-serving")
-    settings = TritonSettings(
-        http_port=server.http_port,
-        grpc_port=server.grpc_port,
-        metrics_port=server.metrics_port,
-        retries=1,
-        backoff_initial_s=0.01,
-    )
+    settings = client_settings(server)
     with ModelControl(settings, ModelRepository(served_root)) as control:
         control.activate(1)
     yield server, settings

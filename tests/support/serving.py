@@ -15,10 +15,12 @@ from typing import Any
 import torch
 
 from plugin.core.planning import PlanRequest
+from plugin.localstack import TritonServer
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository
+from plugin.settings import TritonSettings
 
 CLUSTERS = 48
 PARENTS = 8
@@ -57,3 +59,14 @@ def in_process(seed: int, version: int, n: int = 16, base_seed: int = 7) -> Best
 
 def request(user: str, history: tuple[int, ...], excluded: set[int] | None = None) -> PlanRequest:
     return PlanRequest(user, history, frozenset(history if excluded is None else excluded), T0)
+
+
+def client_settings(server: TritonServer) -> TritonSettings:
+    """Settings that reach ``server``, with one quick retry (tests fail fast)."""
+    return TritonSettings(
+        http_port=server.http_port,
+        grpc_port=server.grpc_port,
+        metrics_port=server.metrics_port,
+        retries=1,
+        backoff_initial_s=0.01,
+    )
