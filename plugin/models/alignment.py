@@ -95,7 +95,9 @@ class AlignmentModel(nn.Module):
         missing = clusters < 0
         if self.descriptions is None:
             return self.clusters(clusters.masked_fill(missing, self.config.n_clusters))
-        described = self.describe(self.descriptions[clusters.clamp(min=0)])
+        # Project the C rows once, then look up: the same vectors as projecting each looked-up
+        # row, without a [B, n, feature_width] gather (measured 2.9x slower scoring).
+        described = self.describe(self.descriptions)[clusters.clamp(min=0)]
         return torch.where(missing[..., None], self.no_cluster, described)
 
     def forward(self, histories: Tensor, candidates: Tensor) -> Tensor:
