@@ -152,9 +152,10 @@ class ModelSettings(Section):
     repeat_cap: int = Field(4, ge=1, description="max weight of one (history, next) pair")
     objective: Literal["pointwise", "pairwise"] = "pointwise"
     alignment_features: Literal["id", "lm"] = Field(
-        "id",
-        description="alignment's cluster vectors: id embeddings, or a projection of the "
-        "language model's frozen description features (models.llm.base; docs/MODELS.md)",
+        "lm",
+        description="alignment's cluster vectors: a projection of the language model's frozen "
+        "description features (models.llm.base; measured better, docs/MODELS.md), or id "
+        "embeddings",
     )
     min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
