@@ -159,6 +159,12 @@ class ModelSettings(Section):
         description="novelty softmax: without the user's window (what plans obey), or all tokens",
     )
     objective: Literal["pointwise", "pairwise"] = "pointwise"
+    alignment_features: Literal["id", "lm"] = Field(
+        "lm",
+        description="alignment's cluster vectors: a projection of the language model's frozen "
+        "description features (models.llm.base; measured better, docs/MODELS.md), or id "
+        "embeddings",
+    )
     min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")
     gate_min_recall: float = Field(0.3, ge=0, le=1, description="held-out recall at n")

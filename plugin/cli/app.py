@@ -48,6 +48,14 @@ NoveltyOpt = Annotated[
     ),
 ]
 
+AlignmentFeaturesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="alignment's cluster vectors: id (learned id embeddings) | lm (a projection of the "
+        "language model's frozen description features, models.llm.base) (default: settings)"
+    ),
+]
+
 app = typer.Typer(
     cls=ExploreGroup,
     help="LLM-style interest exploration for a recommender: clusters, planners, streaming, Feast.",
@@ -182,6 +190,7 @@ def train(
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
     novelty: NoveltyOpt = None,
+    alignment_features: AlignmentFeaturesOpt = None,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -197,7 +206,12 @@ def train(
         dataset,
         interactions,
         items,
-        models={"objective": objective, "text_init": text_init, "novelty": novelty},
+        models={
+            "objective": objective,
+            "text_init": text_init,
+            "novelty": novelty,
+            "alignment_features": alignment_features,
+        },
     )
     trained = train_models(config, progress=not quiet)
     print_training(trained.version, trained.manifest)
@@ -220,6 +234,7 @@ def evaluate(
     objective: ObjectiveOpt = None,
     text_init: TextInitOpt = None,
     novelty: NoveltyOpt = None,
+    alignment_features: AlignmentFeaturesOpt = None,
     json_path: JsonOpt = None,
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="PNG of the n-scaling curve and trade-off")
@@ -255,7 +270,12 @@ def evaluate(
         dataset,
         interactions,
         items,
-        models={"objective": objective, "text_init": text_init, "novelty": novelty},
+        models={
+            "objective": objective,
+            "text_init": text_init,
+            "novelty": novelty,
+            "alignment_features": alignment_features,
+        },
     )
     if robustness:
         study = robustness_study(

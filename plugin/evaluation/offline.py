@@ -466,6 +466,7 @@ def _model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
         "objective": manifest["objective"],
         "text_init": manifest["text_init"],
         "novelty": manifest.get("novelty", "id"),
+        "alignment_features": manifest.get("alignment_features", "id"),
         **({"llm": manifest["llm"]} if "llm" in manifest else {}),
         "gate": manifest["gate"],
         "seconds": manifest["seconds"],

@@ -40,7 +40,7 @@ from plugin.jobs import prerequisites
 from plugin.jobs.precompute import precompute_plans
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import moves_fingerprint
-from plugin.models.fit import TrainingData, training_data, with_feedback
+from plugin.models.fit import TrainingData, alignment_descriptions, training_data, with_feedback
 from plugin.models.novelty import ClusterNovelty
 from plugin.models.planner import (
     BestOfNPlanner,
@@ -370,8 +370,9 @@ def alignment_step(
 ) -> Candidate:
     """The alignment model retrained on the collective labels plus the feedback's."""
     models, k = settings.models, settings.sequence.history_length
-    config = alignment_config(len(workspace.catalog), k, models.objective)
-    model, run = train_alignment(data.feedback, config, models)
+    descriptions = alignment_descriptions(workspace, settings)
+    config = alignment_config(len(workspace.catalog), k, models.objective, descriptions)
+    model, run = train_alignment(data.feedback, config, models, descriptions=descriptions)
     step.detail.update(
         objective=models.objective, steps=run.steps, final_loss=round(run.final_loss, 4)
     )

@@ -20,6 +20,7 @@ from plugin.models.data import (
     moves_fingerprint,
     novelty_data,
 )
+from plugin.models.descriptions import DescriptionFeatures, description_features
 from plugin.models.llm import LlmNoveltyModel
 from plugin.models.llm_training import train_llm_novelty
 from plugin.models.novelty import ClusterNovelty
@@ -81,6 +82,13 @@ def cluster_text_vectors(workspace: Workspace, settings: Settings) -> tuple[torc
     return vectors[: len(leaves)], vectors[len(leaves) :]
 
 
+def alignment_descriptions(workspace: Workspace, settings: Settings) -> DescriptionFeatures | None:
+    """The frozen description features when ``models.alignment_features`` is ``lm``."""
+    if settings.models.alignment_features != "lm":
+        return None
+    return description_features(workspace.catalog, settings.models.llm, settings.var_dir / "cache")
+
+
 def fit_models(
     workspace: Workspace,
     settings: Settings,
@@ -113,8 +121,15 @@ def fit_models(
             (vectors[0], vectors[1]) if vectors else None,
             progress,
         )
+    started = time.perf_counter()
+    descriptions = alignment_descriptions(workspace, settings)
+    description_seconds = time.perf_counter() - started
     alignment, alignment_run = train_alignment(
-        data.feedback, alignment_config(len(workspace.catalog), k, objective), models, progress
+        data.feedback,
+        alignment_config(len(workspace.catalog), k, objective, descriptions),
+        models,
+        progress,
+        descriptions,
     )
     gate_started = time.perf_counter()
     gate = quality_gate(
@@ -139,6 +154,7 @@ def fit_models(
         "text_init": text_init,
         "novelty": models.novelty,
         "novelty_objective": models.novelty_objective,
+        "alignment_features": models.alignment_features,
         **({"llm": _llm_facts(llm_model)} if models.novelty == "llm" else {}),
         "training_pairs": len(data.novelty),  # rows: one per user and pair, or per move
         "feedback_rows": len(data.feedback),
@@ -148,6 +164,7 @@ def fit_models(
             "novelty": round(novelty_run.seconds, 2),
             "novelty_load": round(novelty_run.load_seconds, 2),
             "alignment": round(alignment_run.seconds, 2),
+            "alignment_descriptions": round(description_seconds, 2),
             "gate": round(gate_seconds, 2),
         },
         "final_loss": {

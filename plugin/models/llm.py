@@ -247,6 +247,30 @@ def _blocks(backbone: nn.Module, count: int) -> nn.ModuleList:
     raise InvalidInput(f"cannot find the {count} transformer blocks of this language model")
 
 
+def padded(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Right-padded token ids and attention mask: positions stay 0..n-1 in every row."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = torch.tensor(row)
+        mask[index, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def check_base_unchanged(trained_on: BaseModelRef, what: str) -> None:
+    """Refuse what was trained on another base model than the one installed now."""
+    current = base_reference(trained_on.base, trained_on.gguf_file)
+    if current.sha256 != trained_on.sha256:
+        raise MissingPrerequisite(
+            f"the base model {trained_on.base!r} changed since this {what} was trained "
+            f"(content hash {current.sha256[:12]}, trained on {trained_on.sha256[:12]})",
+            hint="install the base it was trained on, or train a new version",
+        )
+
+
 # -- the model ---------------------------------------------------------------------------------
 
 
@@ -441,14 +465,7 @@ class LlmNoveltyModel(nn.Module):
             backbone.layers, backbone.norm = layers, norm
 
     def _padded(self, rows: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-        """Right-padded token ids and attention mask: positions stay 0..n-1 in every row."""
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for index, row in enumerate(rows):
-            ids[index, : len(row)] = torch.tensor(row)
-            mask[index, : len(row)] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return padded(rows, self.pad_id, self.device)
 
     def _lower_states(self, keys: Sequence[tuple[int, ...]]) -> list[Tensor]:
         """The lower (frozen) blocks' output for each history's prompt, [len_i, d] each.
@@ -609,13 +626,7 @@ def load_llm_novelty(
     """Rebuild a saved version: the base model (checked by hash; ``loaded`` as in
     :func:`build_llm_novelty`), then the trained tensors."""
     config = LlmNoveltyConfig.from_dict(dict(saved["config"]))
-    current = base_reference(config.base.base, config.base.gguf_file)
-    if current.sha256 != config.base.sha256:
-        raise MissingPrerequisite(
-            f"the base model {config.base.base!r} changed since this version was trained "
-            f"(content hash {current.sha256[:12]}, trained on {config.base.sha256[:12]})",
-            hint="install the base it was trained on, or train a new version",
-        )
+    check_base_unchanged(config.base, "version")
     model = build_llm_novelty(config, device, threads=threads, loaded=loaded)
     model.load_trained_state(saved["state_dict"])
     return model.eval()

@@ -29,7 +29,7 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.planning import Selection
 from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
-from plugin.models.llm import load_llm_novelty
+from plugin.models.llm import BaseModelRef, check_base_unchanged, load_llm_novelty
 from plugin.models.novelty import ClusterNovelty, NoveltyConfig, NoveltyModel
 
 NOVELTY = "novelty"
@@ -353,8 +353,13 @@ def load_novelty(
 
 
 def load_alignment(path: Path) -> AlignmentModel:
+    """A saved alignment model; one on description features keeps its saved frozen matrix,
+    and is refused if its base language model changed since (like the LLM novelty model)."""
     saved = torch.load(path, weights_only=True)
-    model = AlignmentModel(AlignmentConfig(**saved["config"]))
+    config = AlignmentConfig(**saved["config"])
+    if config.base is not None:
+        check_base_unchanged(BaseModelRef(**config.base), "alignment model")
+    model = AlignmentModel(config)
     model.load_state_dict(saved["state_dict"])
     return model.eval()
 

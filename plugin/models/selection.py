@@ -37,7 +37,13 @@ from plugin.core.moves import NovelMove
 from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import NoveltyData, feedback_labels, natural_novelty_data, novelty_data
-from plugin.models.fit import FittedModels, TrainingData, fit_models, training_data
+from plugin.models.fit import (
+    FittedModels,
+    TrainingData,
+    alignment_descriptions,
+    fit_models,
+    training_data,
+)
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
 from plugin.models.planner import histories_tensor
 from plugin.models.repository import ModelRepository
@@ -315,6 +321,7 @@ def search(
     )[0]
     log_probs[curations[0]], _ = _all_scores(novelty, None, cases.histories)
     bar.update()
+    descriptions = alignment_descriptions(workspace, settings)
     alignment_scores: dict[float, np.ndarray] = {}
     skipped: list[float] = []
     for prior in selection.prior_strengths:
@@ -331,7 +338,11 @@ def search(
             bar.update()
             continue
         alignment, _ = train_alignment(
-            labels, alignment_config(n_clusters, k, models.objective), models, progress
+            labels,
+            alignment_config(n_clusters, k, models.objective, descriptions),
+            models,
+            progress,
+            descriptions,
         )
         scores = _all_scores(novelty, alignment, cases.histories)[1]
         assert scores is not None

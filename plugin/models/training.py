@@ -15,6 +15,7 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.moves import NovelMove
 from plugin.models.alignment import AlignmentConfig, AlignmentModel, Objective
 from plugin.models.data import FeedbackLabels, NoveltyData
+from plugin.models.descriptions import DescriptionFeatures
 from plugin.models.novelty import (
     ClusterNovelty,
     NoveltyConfig,
@@ -98,10 +99,14 @@ def train_alignment(
     config: AlignmentConfig,
     settings: ModelSettings,
     progress: bool = False,
+    descriptions: DescriptionFeatures | None = None,
 ) -> tuple[AlignmentModel, TrainingRun]:
-    """Pointwise BCE on aggregated labels, or pairwise BPR on preferences (config.objective)."""
+    """Pointwise BCE on aggregated labels, or pairwise BPR on preferences (config.objective);
+    an ``lm`` config needs the frozen ``descriptions`` it was made with."""
     generator = seed_everything(settings.seed)
-    model = AlignmentModel(config)
+    if config.features == "lm" and descriptions is None:
+        raise ValueError("an alignment model on description features needs the descriptions")
+    model = AlignmentModel(config, descriptions.matrix if descriptions is not None else None)
     histories = torch.from_numpy(labels.histories)
     candidates = torch.from_numpy(labels.candidates)
     targets = torch.from_numpy(labels.labels)
@@ -207,8 +212,20 @@ def quality_gate(
     )
 
 
-def alignment_config(n_clusters: int, k: int, objective: Objective) -> AlignmentConfig:
-    return AlignmentConfig(n_clusters=n_clusters, history_length=k, objective=objective)
+def alignment_config(
+    n_clusters: int, k: int, objective: Objective, descriptions: DescriptionFeatures | None = None
+) -> AlignmentConfig:
+    """The alignment model's config: on id embeddings, or on ``descriptions`` when given."""
+    if descriptions is None:
+        return AlignmentConfig(n_clusters=n_clusters, history_length=k, objective=objective)
+    return AlignmentConfig(
+        n_clusters=n_clusters,
+        history_length=k,
+        objective=objective,
+        features="lm",
+        feature_width=descriptions.width,
+        base=descriptions.base.as_dict(),
+    )
 
 
 def sample_and_step(

@@ -64,6 +64,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "EXPLORE_MODELS__NOVELTY_STEPS": "150",
         "EXPLORE_MODELS__ALIGNMENT_STEPS": "150",
         "EXPLORE_MODELS__TEXT_INIT": "false",
+        # The id alignment: loading the base language model would cost about 30 s.
+        "EXPLORE_MODELS__ALIGNMENT_FEATURES": "id",
         "EXPLORE_MODELS__MIN_COUNT": "3",
         "EXPLORE_CLUSTERS__LEAF_CLUSTERS": "8",
         "EXPLORE_CLUSTERS__PARENT_CLUSTERS": "2",

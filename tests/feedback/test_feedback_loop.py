@@ -47,6 +47,8 @@ def loop_settings(tmp_path: Path, redis_server: RedisServer, **feedback: Any) ->
             "novelty_steps": 300,
             "alignment_steps": 1000,
             "gate_min_validity": 0.5,
+            # The id alignment: loading the base language model would cost about 30 s.
+            "alignment_features": "id",
         },
         redis={"host": redis_server.host, "port": redis_server.port, "db": 15},
         feast={"sqlite_path": tmp_path / "online.db", "registry_path": tmp_path / "registry.db"},

@@ -34,6 +34,9 @@ def quick_settings(tmp_path: Path, **models: object) -> Settings:
             "novelty_steps": 120,
             "alignment_steps": 120,
             "text_init": False,
+            # The id alignment: the LM features have their own tests (test_llm.py), and
+            # loading the base language model here would cost about 30 s.
+            "alignment_features": "id",
             **models,
         },
     )

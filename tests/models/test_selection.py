@@ -161,7 +161,13 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         var_dir=tmp_path / "var",
         data={"interactions": interactions, "items": items},
         clusters={"leaf_clusters": 8, "parent_clusters": 2},
-        models={"novelty_steps": 30, "alignment_steps": 30, "repository": tmp_path / "repo"},
+        # The id alignment: the LM features have their own tests (test_llm.py).
+        models={
+            "novelty_steps": 30,
+            "alignment_steps": 30,
+            "repository": tmp_path / "repo",
+            "alignment_features": "id",
+        },
         selection={
             "candidates": [1, 4, 64],  # 64 exceeds the 8 clusters: not scored
             "temperatures": [1.0, 2.0],
