@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,19 +101,7 @@ def platform_bench(
 ) -> dict[str, Any]:
     """Every figure of the module docstring, as one JSON-ready document; ``more`` adds
     sections measured on the same server at the end (the CLI's lever comparison)."""
-    doc: dict[str, Any] = {
-        "meta": {
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": describe_machine(),
-        },
-        "options": asdict(options),
-    }
-    run_dir = settings.var_dir / "bench" / "platform"
-    with (
-        LoadMonitor() as monitor,
-        RedisServer(name="platform-redis", log_path=run_dir / "redis.log") as redis,
-    ):
-        lab = _Lab(_on(settings, redis), redis, run_dir, options.seed)
+    with _bench_run(settings, options, "platform") as (doc, lab):
         doc["memory_by_users"] = [
             lab.memory(users, options.target_clusters, echo) for users in options.memory_users
         ]
@@ -135,7 +124,6 @@ def platform_bench(
             doc["drain"] = _drain(lab, options, echo)
         for name, measure in (more or {}).items():
             doc[name] = measure(lab)
-    doc["meta"]["load"] = monitor.summary()
     doc["fits"] = fits(doc, options)
     return doc
 
@@ -143,6 +131,17 @@ def platform_bench(
 def drain_only(settings: Settings, options: PlatformOptions, echo: Echo = print) -> dict[str, Any]:
     """The platform bench's Kafka drain alone (``explore bench drain``): the worker against
     the raw consumer on one tansu, at the options' target users and clusters."""
+    with _bench_run(settings, options, "drain") as (doc, lab):
+        doc["drain"] = _drain(lab, options, echo)
+    return doc
+
+
+@contextmanager
+def _bench_run(
+    settings: Settings, options: PlatformOptions, name: str
+) -> Iterator[tuple[dict[str, Any], _Lab]]:
+    """The document a bench fills (machine, options, and the load while it ran) and a lab on
+    the bench's own redis-server under ``var/bench/<name>``."""
     doc: dict[str, Any] = {
         "meta": {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -150,15 +149,13 @@ def drain_only(settings: Settings, options: PlatformOptions, echo: Echo = print)
         },
         "options": asdict(options),
     }
-    run_dir = settings.var_dir / "bench" / "drain"
+    run_dir = settings.var_dir / "bench" / name
     with (
         LoadMonitor() as monitor,
-        RedisServer(name="drain-redis", log_path=run_dir / "redis.log") as redis,
+        RedisServer(name=f"{name}-redis", log_path=run_dir / "redis.log") as redis,
     ):
-        lab = _Lab(_on(settings, redis), redis, run_dir, options.seed)
-        doc["drain"] = _drain(lab, options, echo)
+        yield doc, _Lab(_on(settings, redis), redis, run_dir, options.seed)
     doc["meta"]["load"] = monitor.summary()
-    return doc
 
 
 def _on(settings: Settings, redis: RedisServer) -> Settings:
