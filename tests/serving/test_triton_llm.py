@@ -1,7 +1,8 @@
 """An LLM novelty version on a real tritonserver: publish, serve, plan, roll back, and back.
 
 Version 1 has the small id novelty model; version 2 has the LLM novelty model on the real
-SmolLM2-135M weights, trained for a few steps on the tiny six-cluster set-up. Triton serves
+SmolLM2-135M weights, trained for a few steps on the tiny six-cluster set-up, and an alignment
+model on the same base's description features. Triton serves
 version 2's novelty model as ``novelty_llm`` and the BLS planner calls it because the
 planner manifest names it. The test process loads the base once (to train the version and
 to plan in-process); the Triton stub loads it again for each LLM load, so this file costs
@@ -21,13 +22,15 @@ import tritonclient.grpc as triton_grpc
 from plugin.adapters.triton_planner import TritonPlanner
 from plugin.core.planning import PlanRequest
 from plugin.localstack import TritonServer
-from plugin.models.alignment import AlignmentConfig, AlignmentModel
+from plugin.models.alignment import AlignmentModel
+from plugin.models.descriptions import description_features
 from plugin.models.llm_training import train_llm_novelty
 from plugin.models.planner import BestOfNPlanner
 from plugin.models.repository import ModelRepository, version_label
+from plugin.models.training import alignment_config
 from plugin.serving.contract import HISTORY, LOG_PROBS, NOVELTY_LLM_MODEL
 from plugin.serving.control import ModelControl, ModelControlError, publish, rollback
-from plugin.settings import TritonSettings
+from plugin.settings import LlmSettings, TritonSettings
 from tests.support.llm import SUMMARIES, load_base, planted_pairs, tiny_catalog, tiny_models, wrap
 from tests.support.serving import CATALOG, client_settings, in_process, request, write_version
 
@@ -46,8 +49,12 @@ def llm_version(root: Path) -> tuple[BestOfNPlanner, int]:
     novelty, _ = train_llm_novelty(
         planted_pairs(), tiny_catalog(), 2, models, model=wrap(load_base(), models)
     )
+    # Its alignment model reads the language model's description features (the default), so
+    # Triton's alignment stub loads that kind too.
+    features = description_features(tiny_catalog(), LlmSettings(), root / "cache", load_base())
     torch.manual_seed(3)
-    alignment = AlignmentModel(AlignmentConfig(n_clusters=CLUSTERS)).eval()
+    config = alignment_config(CLUSTERS, 2, "pointwise", features)
+    alignment = AlignmentModel(config, features.matrix).eval()
     manifest = {
         "catalog_version": CATALOG,
         "gate": {"passed": True, "reasons": []},
