@@ -160,10 +160,10 @@ class ModelSettings(Section):
     )
     objective: Literal["pointwise", "pairwise"] = "pointwise"
     alignment_features: Literal["id", "lm"] = Field(
-        "lm",
-        description="alignment's cluster vectors: a projection of the language model's frozen "
-        "description features (models.llm.base; measured better, docs/MODELS.md), or id "
-        "embeddings",
+        "id",
+        description="alignment's cluster vectors: id embeddings, or a projection of the "
+        "language model's frozen description features (models.llm.base; no gain with the "
+        "window objective, docs/MODELS.md)",
     )
     min_count: int = Field(5, ge=1, description="min novel moves out of a history for labels")
     gate_min_validity: float = Field(0.9, ge=0, le=1, description="unconstrained validity")

@@ -72,7 +72,7 @@ def trained_ratio(
     torch.manual_seed(0)
     net = NoveltyModel(CONFIG)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(60):
         loss = net.training_loss(histories, targets, windows)
         optimizer.zero_grad()
         loss.backward()
