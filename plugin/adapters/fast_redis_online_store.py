@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from feast import FeatureStore, FeatureView
 from feast.infra.online_stores.helpers import _mmh3
@@ -521,6 +521,21 @@ class MarkerProbe:
     found: str | None = None
 
 
+OnlineStoreT = TypeVar("OnlineStoreT")
+
+
+def online_store_of(
+    store: FeatureStore, config_type: type[Any], store_type: type[OnlineStoreT]
+) -> OnlineStoreT | None:
+    """``store``'s online store when its config is a ``config_type`` and the provider built a
+    ``store_type``; None otherwise. The config is checked first so that a store configured
+    for another backend never builds its provider here."""
+    if not isinstance(store.config.online_store, config_type):
+        return None
+    online = store._get_provider().online_store
+    return online if isinstance(online, store_type) else None
+
+
 class BatchedRedisPath:
     """The batched path of a :class:`FeatureStore` whose online store is the fast one.
 
@@ -534,12 +549,8 @@ class BatchedRedisPath:
     @classmethod
     def of(cls, store: FeatureStore) -> BatchedRedisPath | None:
         """The batched path, or None when the store is configured with another online store."""
-        if not isinstance(store.config.online_store, FastRedisOnlineStoreConfig):
-            return None
-        online = store._get_provider().online_store
-        if not isinstance(online, FastRedisOnlineStore):
-            return None
-        return cls(store, online)
+        online = online_store_of(store, FastRedisOnlineStoreConfig, FastRedisOnlineStore)
+        return None if online is None else cls(store, online)
 
     def view(self, name: str) -> FeatureView:
         found = self._views.get(name)

@@ -27,6 +27,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from plugin.adapters.fast_redis_online_store import online_store_of
 from plugin.core.feedback import FeedbackAggregate
 
 VIEW: Final = "feedback_aggregates"
@@ -131,12 +132,8 @@ class AggregateCounters:
     @classmethod
     def of(cls, store: FeatureStore) -> AggregateCounters | None:
         """The counters of ``store``, or None when its online store is not Redis."""
-        if not isinstance(store.config.online_store, RedisOnlineStoreConfig):
-            return None
-        online = store._get_provider().online_store
-        if not isinstance(online, RedisOnlineStore):
-            return None
-        return cls(store, online)
+        online = online_store_of(store, RedisOnlineStoreConfig, RedisOnlineStore)
+        return None if online is None else cls(store, online)
 
     def add(self, rows: Sequence[FeedbackAggregate]) -> int:
         """Add each row's counts to its key's stored ones (a key never written starts at 0);
