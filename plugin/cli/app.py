@@ -182,6 +182,18 @@ def demo(
     write_json(json_path, summary)
 
 
+def model_options(
+    objective: str | None, text_init: bool | None, novelty: str | None, features: str | None
+) -> dict[str, object]:
+    """The ``models`` settings that ``train`` and ``evaluate`` take from their options."""
+    return {
+        "objective": objective,
+        "text_init": text_init,
+        "novelty": novelty,
+        "alignment_features": features,
+    }
+
+
 @app.command()
 def train(
     dataset: DatasetOpt = None,
@@ -206,12 +218,7 @@ def train(
         dataset,
         interactions,
         items,
-        models={
-            "objective": objective,
-            "text_init": text_init,
-            "novelty": novelty,
-            "alignment_features": alignment_features,
-        },
+        models=model_options(objective, text_init, novelty, alignment_features),
     )
     trained = train_models(config, progress=not quiet)
     print_training(trained.version, trained.manifest)
@@ -270,12 +277,7 @@ def evaluate(
         dataset,
         interactions,
         items,
-        models={
-            "objective": objective,
-            "text_init": text_init,
-            "novelty": novelty,
-            "alignment_features": alignment_features,
-        },
+        models=model_options(objective, text_init, novelty, alignment_features),
     )
     if robustness:
         study = robustness_study(
