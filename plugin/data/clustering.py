@@ -40,7 +40,8 @@ from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.data.datasets import Dataset
 from plugin.settings import ClusterSettings
 
-BUILD_METHOD = "ppmi-svd+genre+decade+tfidf/kmeans/v2"  # v2: readable summaries
+# v2: readable summaries; v3: their example titles come from the decades they name
+BUILD_METHOD = "ppmi-svd+genre+decade+tfidf/kmeans/v3"
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,10 @@ def _summary(
     tags = _dominant(rows, [t.tags for t in terms], weights, 1)
     head = " ".join(part for part in (_join(decades), _join(genres), _join(tags)) if part)
     by_views = sorted(rows, key=lambda r: (-views[r], item_ids[r]))
+    # Examples from the decades the head names, so that "1990s drama, such as ..." does not
+    # go on with a 1977 film; a cluster whose named decades hold no titles keeps its top ones.
+    in_decades = [r for r in by_views if terms[r].decade in decades]
+    by_views = in_decades or by_views
     examples = list(dict.fromkeys(readable_title(titles[r]) for r in by_views[: n_titles * 2]))
     examples = [e for e in examples if e][:n_titles]
     if not examples:
