@@ -44,26 +44,32 @@ _VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
 # Any 14 low bits of a longer varint: two bytes, both with the continuation bit. Microsecond
 # times (revisions, event times: 8 bytes) are then 4 table lookups instead of 8 shifts.
 _CONTINUED: Final = [bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(_SMALL)]
-# Values from 2^42 (eight-byte varints) up to 2^56: today's epoch microseconds are 2^50.
-_MICROS_LOW: Final = 1 << 42
-_MICROS_TOP: Final = 1 << 56
+_BITS_28: Final = 1 << 28
+_BITS_42: Final = 1 << 42
+_BITS_56: Final = 1 << 56
 _DOUBLE: Final = struct.Struct("<d").pack
 
 
 def varint(value: int) -> bytes:
     """The protobuf varint of an int64 (negative values as ten-byte two's complement)."""
-    if 0 <= value < _SMALL:
+    if value < 0:
+        return _varint_slow(value)
+    # Unrolled by size: Timestamp seconds and nanos fit 28 bits, microsecond times 56.
+    if value < _SMALL:
         return _VARINTS[value]
-    if _MICROS_LOW <= value < _MICROS_TOP:
-        # Microsecond times (event times, revisions): four lookups, no loop.
+    if value < _BITS_28:
+        return _CONTINUED[value & 0x3FFF] + _VARINTS[value >> 14]
+    if value < _BITS_42:
+        return (
+            _CONTINUED[value & 0x3FFF] + _CONTINUED[(value >> 14) & 0x3FFF] + _VARINTS[value >> 28]
+        )
+    if value < _BITS_56:
         return (
             _CONTINUED[value & 0x3FFF]
             + _CONTINUED[(value >> 14) & 0x3FFF]
             + _CONTINUED[(value >> 28) & 0x3FFF]
             + _VARINTS[value >> 42]
         )
-    if value < 0:
-        return _varint_slow(value)
     return _varint_chunks(value)
 
 
