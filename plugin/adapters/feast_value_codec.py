@@ -44,6 +44,7 @@ _VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
 # Any 14 low bits of a longer varint: two bytes, both with the continuation bit. Microsecond
 # times (revisions, event times: 8 bytes) are then 4 table lookups instead of 8 shifts.
 _CONTINUED: Final = [bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(_SMALL)]
+_VARINT_OF: Final = dict(enumerate(_VARINTS))
 _BITS_28: Final = 1 << 28
 _BITS_42: Final = 1 << 42
 _BITS_56: Final = 1 << 56
@@ -121,15 +122,14 @@ def _int64_list(values: Any) -> bytes:
     items = values if type(values) is list else list(values)
     if not items:
         return b"\x72\x00"
-    # Cluster ids and the like: every varint from the table in one C-level pass. The bounds
-    # check comes first: a negative index would silently pick a wrong table entry.
-    # A float index raises TypeError (then int() below rounds it as protobuf's path does).
+    # Cluster ids and the like: every varint from the table in one C-level pass. A dict, not
+    # the list: a negative id or one past the table raises KeyError instead of picking a
+    # wrong entry (no min/max pass first); an integral float or a bool finds the entry of its
+    # int, as int() would, and any other value goes the long way, where int() rounds it as
+    # protobuf's path does.
     try:
-        small = min(items) >= 0 and max(items) < _SMALL
-        packed = b"".join(map(_VARINTS.__getitem__, items)) if small else b""
-    except TypeError:
-        small = False
-    if not small:
+        packed = b"".join(map(_VARINT_OF.__getitem__, items))
+    except (KeyError, TypeError):
         packed = b"".join([varint(int(v)) for v in items])
     # Both lengths from the table inline: list bodies are far below 2^14 bytes.
     size = len(packed)
