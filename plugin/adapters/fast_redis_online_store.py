@@ -205,8 +205,11 @@ def decode_value(raw: bytes | None) -> Any:
     bytes through protobuf."""
     if not raw:
         return None
-    if raw[0] == 0x20 and len(raw) > 4:
-        return _decode_proto(raw)  # a long int64 (a time): protobuf's parser is the faster
+    tag = raw[0]
+    # Shapes protobuf's C parser reads faster (feast_value_codec.plain_or_unsure), sent to
+    # it at once: a long int64 (a time), an int64 list with ids past 127.
+    if (tag == 0x20 and len(raw) > 4) or (tag == 0x72 and not raw.isascii()):
+        return _decode_proto(raw)
     value = plain_or_unsure(raw)
     return _decode_proto(raw) if value is UNSURE else value
 
