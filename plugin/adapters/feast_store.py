@@ -54,6 +54,9 @@ SEQUENCE_FEATURES = (
     "planned_at_us",
     "revision_us",
 )
+# What a state is read back from: every feature but ``history`` (written for the ranker; the
+# state derives it from ``recent_clusters``), one value fewer to fetch and decode per user.
+STATE_FEATURES = tuple(name for name in SEQUENCE_FEATURES if name != "history")
 PLAN_FEATURES = (
     "cluster_id",
     "description",
@@ -246,10 +249,10 @@ class FeastStore:
         (:meth:`watch_marker`) is read and verified first, in the same round trip."""
         probe = self._probe()
         if probe is not None and self.batched is not None:
-            rows = self.batched.read(SEQUENCE_VIEW, SEQUENCE_FEATURES, list(user_ids), probe)
+            rows = self.batched.read(SEQUENCE_VIEW, STATE_FEATURES, list(user_ids), probe)
             self._verify(probe)  # before any state read on a lost store is used
         else:
-            rows = self._read(SEQUENCE_VIEW, SEQUENCE_FEATURES, "user_id", list(user_ids))
+            rows = self._read(SEQUENCE_VIEW, STATE_FEATURES, "user_id", list(user_ids))
         found: dict[str, UserClusterSequence] = {}
         for row in rows:
             if row["last_event_time_us"] is None:
@@ -257,14 +260,14 @@ class FeastStore:
             planned_at = row["planned_at_us"]
             found[row["user_id"]] = UserClusterSequence(
                 user_id=row["user_id"],
-                recent_clusters=tuple(int(c) for c in row["recent_clusters"] or ()),
+                recent_clusters=tuple(map(int, row["recent_clusters"] or ())),
                 last_event_time=from_micros(row["last_event_time_us"]),
                 last_event_id=row["last_event_id"] or "",
                 event_count=int(row["event_count"] or 0),
                 positive_count=int(row["positive_count"] or 0),
-                planned_history=tuple(int(c) for c in row["planned_history"] or ()),
+                planned_history=tuple(map(int, row["planned_history"] or ())),
                 # Absent in states written before it existed: the user is replanned once.
-                planned_window=tuple(int(c) for c in row["planned_window"] or ()),
+                planned_window=tuple(map(int, row["planned_window"] or ())),
                 planned_at=from_micros(planned_at)
                 if planned_at is not None and planned_at >= 0
                 else None,

@@ -44,14 +44,37 @@ _VARINTS: Final = [_varint_slow(n) for n in range(_SMALL)]
 # Any 14 low bits of a longer varint: two bytes, both with the continuation bit. Microsecond
 # times (revisions, event times: 8 bytes) are then 4 table lookups instead of 8 shifts.
 _CONTINUED: Final = [bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(_SMALL)]
+_VARINT_OF: Final = dict(enumerate(_VARINTS))
+_BITS_28: Final = 1 << 28
+_BITS_42: Final = 1 << 42
+_BITS_56: Final = 1 << 56
+_DOUBLE: Final = struct.Struct("<d").pack
 
 
 def varint(value: int) -> bytes:
     """The protobuf varint of an int64 (negative values as ten-byte two's complement)."""
-    if 0 <= value < _SMALL:
-        return _VARINTS[value]
     if value < 0:
         return _varint_slow(value)
+    # Unrolled by size: Timestamp seconds and nanos fit 28 bits, microsecond times 56.
+    if value < _SMALL:
+        return _VARINTS[value]
+    if value < _BITS_28:
+        return _CONTINUED[value & 0x3FFF] + _VARINTS[value >> 14]
+    if value < _BITS_42:
+        return (
+            _CONTINUED[value & 0x3FFF] + _CONTINUED[(value >> 14) & 0x3FFF] + _VARINTS[value >> 28]
+        )
+    if value < _BITS_56:
+        return (
+            _CONTINUED[value & 0x3FFF]
+            + _CONTINUED[(value >> 14) & 0x3FFF]
+            + _CONTINUED[(value >> 28) & 0x3FFF]
+            + _VARINTS[value >> 42]
+        )
+    return _varint_chunks(value)
+
+
+def _varint_chunks(value: int) -> bytes:
     parts = []
     while value >= _SMALL:
         parts.append(_CONTINUED[value & 0x3FFF])
@@ -61,11 +84,15 @@ def varint(value: int) -> bytes:
 
 
 def _delimited(tag: bytes, body: bytes) -> bytes:
-    return tag + varint(len(body)) + body
+    size = len(body)
+    return tag + (_VARINTS[size] if size < _SMALL else varint(size)) + body
 
 
 def _int64(value: Any) -> bytes:
-    return b"\x20" + varint(int(value))
+    number = value if type(value) is int else int(value)
+    if 0 <= number < _SMALL:
+        return b"\x20" + _VARINTS[number]
+    return b"\x20" + varint(number)
 
 
 def _int32(value: Any) -> bytes:
@@ -76,7 +103,7 @@ def _int32(value: Any) -> bytes:
 
 
 def _double(value: Any) -> bytes:
-    return b"\x29" + struct.pack("<d", float(value))
+    return b"\x29" + _DOUBLE(float(value))
 
 
 def _float(value: Any) -> bytes:
@@ -84,7 +111,7 @@ def _float(value: Any) -> bytes:
 
 
 def _string(value: Any) -> bytes:
-    return _delimited(b"\x12", str(value).encode("utf-8"))
+    return _delimited(b"\x12", (value if type(value) is str else str(value)).encode("utf-8"))
 
 
 def _bool(value: Any) -> bytes:
@@ -95,16 +122,20 @@ def _int64_list(values: Any) -> bytes:
     items = values if type(values) is list else list(values)
     if not items:
         return b"\x72\x00"
-    # Cluster ids and the like: every varint from the table in one C-level pass. The bounds
-    # check comes first: a negative index would silently pick a wrong table entry.
-    # A float index raises TypeError (then int() below rounds it as protobuf's path does).
+    # Cluster ids and the like: every varint from the table in one C-level pass. A dict, not
+    # the list: a negative id or one past the table raises KeyError instead of picking a
+    # wrong entry (no min/max pass first); an integral float or a bool finds the entry of its
+    # int, as int() would, and any other value goes the long way, where int() rounds it as
+    # protobuf's path does.
     try:
-        small = min(items) >= 0 and max(items) < _SMALL
-        packed = b"".join(map(_VARINTS.__getitem__, items)) if small else b""
-    except TypeError:
-        small = False
-    if not small:
+        packed = b"".join(map(_VARINT_OF.__getitem__, items))
+    except (KeyError, TypeError):
         packed = b"".join([varint(int(v)) for v in items])
+    # Both lengths from the table inline: list bodies are far below 2^14 bytes.
+    size = len(packed)
+    if size + 3 < _SMALL:
+        inner = b"\x0a" + _VARINTS[size] + packed
+        return b"\x72" + _VARINTS[len(inner)] + inner
     return _delimited(b"\x72", _delimited(b"\x0a", packed))
 
 

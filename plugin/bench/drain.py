@@ -78,6 +78,9 @@ def drain_bench(
         "raw_per_s": raw["per_s"],
         "worker_per_s": drained["per_s"],
         "worker_share_of_raw": round(drained["per_s"] / raw["per_s"], 4),
+        # CPU seconds of the batch thread in handle: moves far less with the machine's load
+        # than the wall-clock rate, so paired runs compare on it too.
+        "worker_cpu_us_per_event": round(1e6 * drained["handle_cpu_s"] / events, 1),
         "replans": worker.totals.replans,
         # The generation marker, read in the batches' own round trips when in_store.
         "generation_checks": worker.generation.checks if worker.generation else None,
@@ -89,7 +92,8 @@ def drain_bench(
     }
     echo(
         f"  drain: raw {raw['per_s']:,.0f}/s, worker {drained['per_s']:,.0f}/s "
-        f"({100 * doc['worker_share_of_raw']:.1f}% of raw), {doc['replans']} replans"
+        f"({100 * doc['worker_share_of_raw']:.1f}% of raw), {doc['replans']} replans, "
+        f"{doc['worker_cpu_us_per_event']} CPU us/event on the batch thread"
     )
     if profile:
         again = prepare()
@@ -149,7 +153,16 @@ async def _consume(
     )
     await consumer.start()
     loop = asyncio.get_running_loop()
-    seen, started = 0, 0.0
+    seen, started, handle_cpu = 0, 0.0, 0.0
+
+    def timed(records: list[Record]) -> Any:
+        nonlocal handle_cpu
+        begun = time.thread_time()
+        try:
+            return handle(records) if handle is not None else None
+        finally:
+            handle_cpu += time.thread_time() - begun
+
     gc.collect()
     gc.freeze()
     try:
@@ -167,7 +180,7 @@ async def _consume(
                 if not started:
                     started = time.perf_counter()
                 if handle is not None:
-                    await loop.run_in_executor(executor, handle, records)
+                    await loop.run_in_executor(executor, timed, records)
                     await consumer.commit(
                         {
                             part: messages[-1].offset + 1
@@ -180,4 +193,9 @@ async def _consume(
     finally:
         gc.unfreeze()
         await consumer.stop()
-    return {"messages": seen, "seconds": round(seconds, 3), "per_s": round(seen / seconds, 1)}
+    return {
+        "messages": seen,
+        "seconds": round(seconds, 3),
+        "per_s": round(seen / seconds, 1),
+        "handle_cpu_s": round(handle_cpu, 3),
+    }

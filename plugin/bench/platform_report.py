@@ -220,6 +220,7 @@ def drain_tables(doc: dict[str, Any]) -> list[str]:
                     "worker /s",
                     "worker/raw",
                     "replans",
+                    "CPU us/event",
                     "read/core/plan/write s",
                 ],
                 [
@@ -229,6 +230,8 @@ def drain_tables(doc: dict[str, Any]) -> list[str]:
                         drain["worker_per_s"],
                         f"{100 * drain['worker_share_of_raw']:.2f}%",
                         drain["replans"],
+                        # Absent in runs saved before it was measured.
+                        drain.get("worker_cpu_us_per_event", "-"),
                         " / ".join(f"{steps[k]:.2f}" for k in ("read", "core", "plan", "write")),
                     ]
                 ],

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Protocol, runtime_checkable
 
 
@@ -151,13 +152,12 @@ def best_of_n(
 
     Candidates in ``request.excluded`` are dropped: a plan is novel by construction.
     """
+    # Sorted as plain tuples (negated score, then position): the same order as a key of
+    # (-score, index), without a key call per candidate.
     ranked = sorted(
-        (
-            (float(score), index, int(cluster))
-            for index, (cluster, score) in enumerate(zip(candidates, scores, strict=True))
-            if cluster not in request.excluded
-        ),
-        key=lambda entry: (-entry[0], entry[1]),
+        (-float(score), index, int(cluster))
+        for index, (cluster, score) in enumerate(zip(candidates, scores, strict=True))
+        if cluster not in request.excluded
     )
     if not ranked:
         raise PlanningError(f"user {request.user_id}: no novel candidate to plan")
@@ -166,7 +166,7 @@ def best_of_n(
         history=request.history,
         cluster_id=ranked[0][2],
         candidates=tuple(cluster for _, _, cluster in ranked),
-        scores=tuple(score for score, _, _ in ranked),
+        scores=tuple(-negated for negated, _, _ in ranked),
         model_version=model_version,
         as_of=request.as_of,
     )
@@ -186,6 +186,19 @@ def select(
     ``bonus`` adds a per-cluster amount to the scores (the fresh-transition boost);
     it re-orders what the novelty model proposed and never adds a cluster it did not propose.
     """
+    excluded = request.excluded
+    if weight >= 1.0 and not bonus:
+        # The default: alignment alone (selection_score returns it), no call per candidate.
+        novel = islice(
+            (
+                (cluster, score)
+                for cluster, score in zip(ranking.order, ranking.alignment_scores, strict=True)
+                if cluster not in excluded
+            ),
+            n,
+        )
+        picked = list(novel)
+        return best_of_n(request, [c for c, _ in picked], [s for _, s in picked], model_version)
     candidates: list[int] = []
     scores: list[float] = []
     for cluster, log_prob, score in zip(

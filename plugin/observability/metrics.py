@@ -7,6 +7,7 @@ counters end in ``_total``, durations are seconds.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
@@ -26,6 +27,35 @@ _SECONDS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 _BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+
+
+class BatchHistogram(Histogram):
+    """A :class:`Histogram` that also takes a batch's samples in one call.
+
+    Why: the worker observed its event-to-state and event-to-plan latencies one event at a
+    time, a locked update and a bucket scan per event: about 8% of a batch in the drain
+    profile. :meth:`observe_many` sorts the batch into the buckets with ``bisect`` and adds
+    each bucket's count once; the exported series equal one ``observe`` per sample.
+    """
+
+    def observe_many(self, amounts: Iterable[float]) -> None:
+        """``observe`` every amount (no exemplars), one update per bucket touched."""
+        self._raise_if_not_observable()
+        bounds = self._upper_bounds
+        counts: dict[int, int] = {}
+        total = 0.0
+        for amount in amounts:
+            if amount != amount:  # NaN: in the sum, in no bucket, as ``observe`` does
+                total += amount
+                continue
+            # The first bound at or above the amount: the bucket ``observe`` picks.
+            index = bisect.bisect_left(bounds, amount)
+            counts[index] = counts.get(index, 0) + 1
+            total += amount
+        if total or counts:
+            self._sum.inc(total)
+        for index, count in counts.items():
+            self._buckets[index].inc(count)
 
 
 def rejection_kind(reason: str) -> str:
@@ -170,13 +200,13 @@ class WorkerMetrics:
             buckets=_SECONDS,
             registry=r,
         )
-        self.event_to_plan_seconds = Histogram(
+        self.event_to_plan_seconds = BatchHistogram(
             "explore_event_to_plan_seconds",
             "From the event's Kafka timestamp to its plan being written",
             buckets=_SECONDS,
             registry=r,
         )
-        self.event_to_state_seconds = Histogram(
+        self.event_to_state_seconds = BatchHistogram(
             "explore_event_to_state_seconds",
             "From the event's Kafka timestamp to its sequence being written",
             buckets=_SECONDS,

@@ -502,10 +502,8 @@ class StreamWorker:
             m.store_seconds.labels(op="write").observe(timings.write)
             for plan in outcome.plans:
                 plan_lat += [done - r.timestamp for r in by_user[plan.user_id] if r.timestamp]
-        for value in state_lat:
-            m.event_to_state_seconds.observe(value)
-        for value in plan_lat:
-            m.event_to_plan_seconds.observe(value)
+        m.event_to_state_seconds.observe_many(state_lat)
+        m.event_to_plan_seconds.observe_many(plan_lat)
         m.state_latency.extend(state_lat)
         m.plan_latency.extend(plan_lat)
         if self.cache is not None:

@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from feast.value_type import ValueType
 from google.protobuf.message import DecodeError
@@ -150,3 +151,14 @@ def test_cluster_ids_past_127_are_left_to_protobuf(clusters: list[int]) -> None:
     with pytest.raises(ValueError):  # two-byte varints: protobuf's C parser is faster
         decode_plain(raw)
     assert decode_value(raw) == clusters
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[3.0, True, 2.7, 499], [np.int64(5), np.int64(300)], [-1, 5], [16_384, 1], [np.float64(7.0)]],
+)
+def test_int64_lists_of_other_number_types_encode_as_protobuf_does(values: list[Any]) -> None:
+    # The table lookup must find exactly what int() then protobuf would write.
+    assert VALUE_ENCODERS[ValueType.INT64_LIST](values) == (
+        encode_value(values, ValueType.INT64_LIST).SerializeToString()
+    )

@@ -50,6 +50,27 @@ def test_select_with_weight_zero_follows_the_novelty_model() -> None:
         Selection(n=4, temperature=1.0, weight=1.5)
 
 
+def test_select_at_weight_one_equals_the_general_mixture_path() -> None:
+    # Weight 1 takes a path without a score call per candidate; a bonus of zero for every
+    # cluster forces the general loop, which must pick and order the same plan.
+    rng = np.random.default_rng(15)
+    for trial in range(200):
+        order = tuple(int(c) for c in rng.permutation(40)[:30])
+        # Ties on purpose: repeated scores must keep the earlier candidate first.
+        aligned = tuple(float(x) for x in rng.integers(-3, 4, size=30) / 2)
+        ranking = HistoryRanking(
+            history=(order[0],),
+            order=order,
+            novelty_log_probs=tuple(float(x) for x in -rng.random(30)),
+            alignment_scores=aligned,
+        )
+        excluded = frozenset(int(c) for c in rng.choice(order, size=trial % 12, replace=False))
+        request = PlanRequest("u", (order[0],), excluded, T0)
+        n = 1 + trial % 20
+        zero = {cluster: 0.0 for cluster in order}
+        assert select(request, ranking, n, "v") == select(request, ranking, n, "v", bonus=zero)
+
+
 def test_version_selection_prefers_the_manifest_only_when_applied() -> None:
     fallback = Selection(16, 1.5, 1.0)
     manifest = {"selection": {"chosen": {"n": 8, "temperature": 3.0, "weight": 0.25}}}
