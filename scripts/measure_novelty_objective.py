@@ -10,6 +10,10 @@ bootstrap intervals and the paired difference window - tokens. Writes JSON.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/measure_novelty_objective.py \\
         --out var/measure/novelty-objective.json
+
+``--steps 1000,3000,8000 --objectives window --curations natural`` measures instead how the
+scores move with the training length (``models.novelty_steps``; each a full run with its own
+learning-rate schedule); entries are then named ``window@1000`` and so on.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ def greedy_positive_hits(model: NoveltyModel, cases: Sequence[NovelMove]) -> np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--curations", default="balanced,natural", help="comma-separated")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated")
+    parser.add_argument(
+        "--steps", default="", help="comma-separated novelty step counts (default: settings)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     settings = load_settings()
@@ -68,38 +76,44 @@ def main() -> None:
         "heldout_moves": len(data.heldout_moves),
         "curations": {},
     }
+    objectives = [o for o in OBJECTIVES if o in args.objectives.split(",")]
+    steps = [int(s) for s in args.steps.split(",") if s] or [settings.models.novelty_steps]
+    runs = [(o, n, o if len(steps) == 1 else f"{o}@{n}") for n in steps for o in objectives]
     for curation in args.curations.split(","):
         rows = curated_novelty_data(fit, k, curation, settings.models.repeat_cap)
         hits: dict[str, dict[str, np.ndarray]] = {}
         entry: dict[str, Any] = {"rows": len(rows)}
-        for objective in OBJECTIVES:
-            models = settings.models.model_copy(update={"novelty_objective": objective})
+        for objective, n_steps, name in runs:
+            models = settings.models.model_copy(
+                update={"novelty_objective": objective, "novelty_steps": n_steps}
+            )
             started = time.perf_counter()
             model, run = train_novelty(rows, config, models)
-            hits[objective] = {
+            hits[name] = {
                 "validation": greedy_positive_hits(model, validation),
                 "heldout": greedy_positive_hits(model, data.heldout_moves),
             }
-            entry[objective] = {
+            entry[name] = {
                 part: {"positive_hit_at_1": mean, "ci": interval}
                 for part, (mean, interval) in (
-                    (part, bootstrap.mean(values)) for part, values in hits[objective].items()
+                    (part, bootstrap.mean(values)) for part, values in hits[name].items()
                 )
             }
-            entry[objective]["seconds"] = round(time.perf_counter() - started, 1)
-            entry[objective]["final_loss"] = round(run.final_loss, 4)
-            print(curation, objective, json.dumps(entry[objective]), flush=True)
-        entry["paired_window_minus_tokens"] = {
-            part: dict(
-                zip(
-                    ("difference", "ci"),
-                    bootstrap.paired_difference(hits["window"][part], hits["tokens"][part]),
-                    strict=True,
+            entry[name]["seconds"] = round(time.perf_counter() - started, 1)
+            entry[name]["final_loss"] = round(run.final_loss, 4)
+            print(curation, name, json.dumps(entry[name]), flush=True)
+        if {"window", "tokens"} <= hits.keys():
+            entry["paired_window_minus_tokens"] = {
+                part: dict(
+                    zip(
+                        ("difference", "ci"),
+                        bootstrap.paired_difference(hits["window"][part], hits["tokens"][part]),
+                        strict=True,
+                    )
                 )
-            )
-            for part in ("validation", "heldout")
-        }
-        print(curation, "paired", json.dumps(entry["paired_window_minus_tokens"]), flush=True)
+                for part in ("validation", "heldout")
+            }
+            print(curation, "paired", json.dumps(entry["paired_window_minus_tokens"]), flush=True)
         report["curations"][curation] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
