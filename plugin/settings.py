@@ -539,6 +539,11 @@ class FeedbackSettings(Section):
     )
     part_rows: int = Field(100_000, ge=1, description="parts this large are never merged")
     aggregates: bool = Field(True, description="keep the feedback_aggregates view online")
+    # The worker remembers the plans it wrote, so a batch reads from the store only the plans
+    # of users it has not planned since it started (plugin.core.feedback.FeedbackCollector).
+    plan_memory: int = Field(
+        100_000, ge=0, description="users whose written plan the worker keeps in memory"
+    )
     label_weight: float = Field(
         1.0, gt=0, le=100, description="weight of a feedback move against a dataset move"
     )

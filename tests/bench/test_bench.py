@@ -21,7 +21,7 @@ from plugin.bench.stack import BenchStack, bench_stack
 from plugin.bench.suite import BenchOptions, run_suite
 from plugin.bench.sweep import sweep, sweep_rows
 from plugin.bench.worker import PATHS, ratios, worker_bench
-from plugin.bench.workload import build_workload, history_changes, interleave
+from plugin.bench.workload import build_workload, interleave, planner_inputs
 from plugin.core.events import WatchEvent
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.settings import Settings, load_settings
@@ -72,7 +72,7 @@ def test_workloads_keep_each_users_order(workspace: Workspace, events: list[Watc
     assert {e.user_id for e in same.priming} == {e.user_id for e in same.events}
     k, window = 2, 20
     # After priming, a sequence-only event never moves the user's history.
-    changed = history_changes(same.priming + same.events, catalog, k, window)
+    changed = [moved for _, moved in planner_inputs(same.priming + same.events, catalog, k, window)]
     assert all(changed[: len(same.priming)]) and not any(changed[len(same.priming) :])
 
 
