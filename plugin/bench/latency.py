@@ -44,6 +44,7 @@ from typing import Any
 
 from plugin.adapters.feast_store import repo_config
 from plugin.adapters.kafka_io import (
+    ConsumedRecord,
     PlanUpdate,
     produce,
     read_topic,
@@ -53,6 +54,7 @@ from plugin.adapters.kafka_io import (
 from plugin.bench.machine import idle_cpu_percent
 from plugin.bench.stack import BenchStack
 from plugin.bench.workload import PlannerInput, build_workload, messages, planner_inputs
+from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.localstack import create_topics
 from plugin.localstack.worker import WorkerProcess
@@ -288,6 +290,22 @@ def _attach_latencies(
         PlanUpdate.model_validate_json(r.value)
         for r in read_topic(settings, settings.kafka.plans_topic, idle_s=1.5, timeout_s=budget)
     ]
+    k, window = settings.sequence.history_length, settings.sequence.novelty_window
+    account(consumed, updates, sent, stack.workspace.catalog, k, window, plan)
+
+
+def account(
+    consumed: Sequence[ConsumedRecord],
+    updates: Sequence[PlanUpdate],
+    sent: Sequence[WatchEvent],
+    catalog: ClusterCatalog,
+    k: int,
+    window: int,
+    plan: list[Phase],
+) -> None:
+    """Add to each phase its events' latencies and the events with no plan, each kind counted
+    apart (module docstring): ``consumed`` is the events topic read back, ``updates`` the plans
+    topic, ``sent`` the events the bench produced."""
     triggers: dict[tuple[int, str], list[tuple[int, float]]] = {}
     repaired: dict[str, list[float]] = {}  # plans the repair loop made, by user: written_at
     for update in updates:
@@ -306,10 +324,7 @@ def _attach_latencies(
     ordered = sorted(consumed, key=lambda r: (r.partition, r.offset))
     by_value = {m: e for e, m in zip(sent, (v for _, v in messages(sent)), strict=True)}
     records = [r for r in ordered if r.value in by_value]
-    k, window = settings.sequence.history_length, settings.sequence.novelty_window
-    inputs = planner_inputs(
-        [by_value[r.value] for r in records], stack.workspace.catalog, k, window
-    )
+    inputs = planner_inputs([by_value[r.value] for r in records], catalog, k, window)
     at_offset: dict[tuple[int, int], PlannerInput] = {}
     last_input: dict[tuple[int, str], PlannerInput] = {}
     for record, (state, _) in zip(records, inputs, strict=True):

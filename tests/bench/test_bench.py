@@ -144,10 +144,27 @@ def test_latency_through_kafka_on_a_tiny_configuration(bench_settings: Settings)
     paced = phases["300/s"]
     assert paced["events"] == 450 and paced["planned_events"] > 0
     assert paced["unplanned_events"] == 0  # every replanning event got its plan
+    assert paced["repaired_events"] == 0 and doc["latency"]["owed_replans"]["deferred"] == 0
     assert 0 < paced["p50_ms"] <= paced["p95_ms"] <= paced["p99_ms"] <= paced["max_ms"]
     assert doc["latency"]["worker_exit_code"] == 0
     assert "event-to-plan latency" in render(doc)
     assert not any("1,000/s" in t["target"] for t in targets(doc))  # no 1,000/s phase here
+
+
+def test_the_fetch_wait_sweep_measures_latency_and_idle_cpu(bench_settings: Settings) -> None:
+    options = BenchOptions(rates=(300.0,), rate_seconds=1.5, fetch_waits=(20,), idle_seconds=1.0)
+    doc: dict[str, Any] = run_suite(bench_settings, ("fetch-wait",), options, echo=print)
+    rows = doc["fetch_wait"]
+    assert [(r["fetch_max_wait_ms"], r["feedback_loop"]) for r in rows] == [(20, False), (20, True)]
+    for row in rows:
+        (paced,) = row["rates"]
+        assert paced["planned_events"] > 0 and paced["unplanned_events"] == 0
+        assert 0 < paced["p50_ms"] <= paced["p99_ms"]
+        idle = row["idle_cpu_percent"]
+        # The idle worker still polls tansu every 20 ms: both use some CPU, a fraction of one.
+        assert 0 < idle["worker"] < 100 and 0 <= idle["tansu"] < 100 and idle["redis"] is not None
+        assert row["batches"] > 0 and row["ms_per_batch_by_step"]["write"] > 0
+    assert "fetch wait: latency and idle CPU" in render(doc)
 
 
 def test_the_targets_are_issue_15s() -> None:
