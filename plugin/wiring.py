@@ -259,6 +259,7 @@ def feedback_collector(
         store if config.aggregates else None,
         fresh,
         FeedbackMonitor(len(catalog), config.monitor_window, metrics.registry),
+        plan_memory=config.plan_memory,
     )
 
 

@@ -8,11 +8,25 @@ The run
    it as fast as it can (events/s through Kafka, from the worker's own summary).
 2. For each offered rate, ``seconds`` worth of further events are produced at that rate, and the
    bench waits until the worker has committed them before the next rate.
-3. Both topics are read back. An event that changed its user's K-cluster history must lead to
+3. When the worker deferred replans (``worker.plan_timeout_s``), the bench waits, bounded by
+   ``owed_wait_s``, for its repair loop to make them (docs/ROBUSTNESS.md); then, with
+   ``idle_seconds``, it samples the CPU use of the idle worker, tansu and redis-server (what a
+   shorter ``worker.fetch_max_wait_ms`` costs when no events come).
+4. Both topics are read back. An event that changed its user's K-cluster history must lead to
    a plan: its latency is the ``written_at`` of the first plan update for that user triggered
    at or after its offset, minus the event's Kafka timestamp (set by the producer when it
    sent the event). ``written_at`` is taken after the Feast writes returned, so the plan was
-   visible to a ranker by then. An event whose plan never came is counted as ``unplanned``.
+   visible to a ranker by then. An event with no such plan is
+
+   * ``repaired`` when a plan the repair loop made for the user (no trigger) was written after
+     it: planned, and its latency counts;
+   * ``no_plan_owed`` when the user's last plan before it was made from the planner input the
+     user ended the run with (K-history and novelty window): they came back, within one
+     batch, to the state their plan was made for, so the core rightly asked for no new plan
+     (``plugin.core.sequence.needs_replan``). Overloaded runs have these: batches are large,
+     and late in the interleaved order few users remain, so one batch holds a user twice
+     (e.g. clusters a, b, a);
+   * ``unplanned`` otherwise: a lost plan, which the targets count as a failure.
 
 All events are MovieLens-100K in the ``interleaved`` order (``plugin.bench.workload``), each
 phase a fresh slice, so users keep moving and most events replan.
@@ -30,14 +44,17 @@ from typing import Any
 
 from plugin.adapters.feast_store import repo_config
 from plugin.adapters.kafka_io import (
+    ConsumedRecord,
     PlanUpdate,
     produce,
     read_topic,
     topic_partitions,
     wait_for_commits,
 )
+from plugin.bench.machine import idle_cpu_percent
 from plugin.bench.stack import BenchStack
-from plugin.bench.workload import build_workload, history_changes, messages
+from plugin.bench.workload import PlannerInput, build_workload, messages, planner_inputs
+from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.localstack import create_topics
 from plugin.localstack.worker import WorkerProcess
@@ -65,6 +82,8 @@ class Phase:
     drain_seconds: float = 0.0
     end_offsets: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    repaired: int = 0
+    no_plan_owed: int = 0
     unplanned: int = 0
     worker: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +97,8 @@ class Phase:
             if self.produce_seconds
             else None,
             "planned_events": len(ordered),
+            "repaired_events": self.repaired,
+            "no_plan_owed_events": self.no_plan_owed,
             "unplanned_events": self.unplanned,
         }
         for q in (0.5, 0.95, 0.99):
@@ -97,16 +118,25 @@ def latency_bench(
     seconds: float = 10.0,
     backlog: int = 20_000,
     batch_within_s: float | None = None,
+    fetch_max_wait_ms: int | None = None,
     feedback: bool = False,
+    idle_seconds: float = 0.0,
+    owed_wait_s: float = 30.0,
     on_phase: Callable[[Phase], None] | None = None,
 ) -> dict[str, Any]:
     """Run the phases above; the per-phase rows, the worker's settings and summary.
 
-    ``batch_within_s`` overrides ``worker.batch_within_s``; ``feedback`` turns the worker's
-    feedback loop on (off by default: it is not part of the event-to-plan path)."""
+    ``batch_within_s`` and ``fetch_max_wait_ms`` override those ``worker`` settings;
+    ``feedback`` turns the worker's feedback loop on (the Faust app's default; off here by
+    default); ``idle_seconds`` (0: skip) is how long the idle CPU use is sampled."""
     settings = _own_topics(stack.arm("latency", feedback=feedback))
+    overrides: dict[str, Any] = {}
     if batch_within_s is not None:
-        worker = settings.worker.model_copy(update={"batch_within_s": batch_within_s})
+        overrides["batch_within_s"] = batch_within_s
+    if fetch_max_wait_ms is not None:
+        overrides["fetch_max_wait_ms"] = fetch_max_wait_ms
+    if overrides:
+        worker = settings.worker.model_copy(update=overrides)
         settings = settings.model_copy(update={"worker": worker})
     plan = [Phase("backlog", None, backlog)] + [
         Phase(f"{rate:g}/s", rate, max(1, round(rate * seconds))) for rate in rates
@@ -151,6 +181,14 @@ def latency_bench(
             if on_phase is not None:
                 on_phase(phase)
         time.sleep(1.2)
+        owed = _wait_for_repairs(child, settings, owed_wait_s)
+        idle: dict[str, Any] | None = None
+        if idle_seconds > 0:
+            pids = {"worker": child.process.pid} if child.process is not None else {}
+            pids.update({name: pid for name, pid in stack.pids.items() if name != "triton"})
+            idle = {"seconds": idle_seconds, **idle_cpu_percent(pids, idle_seconds)}
+        if idle is not None or owed["waited_s"]:
+            time.sleep(1.2)  # a summary written after the waits
         summary = child.stats()
         code = child.stop()
     _attach_latencies(stack, settings, workload.events, plan)
@@ -166,12 +204,51 @@ def latency_bench(
             "online_store": "redis, " + type(_online_store(settings)).__name__,
         },
         "phases": [phase.as_dict() for phase in plan],
-        "worker_summary": {
-            key: summary.get(key)
-            for key in ("events", "batches", "replans", "plans", "plan_cache", "event_to_plan")
-        },
+        "owed_replans": owed,
+        "idle_cpu_percent": idle,
+        "worker_summary": {key: summary.get(key) for key in SUMMARY_KEYS},
         "worker_exit_code": code,
     }
+
+
+# What the bench keeps of the worker's summary: ``seconds_by_step`` shows where a batch's time
+# went, ``replans_deferred`` and ``repairs`` whether the repair loop had work.
+SUMMARY_KEYS = (
+    "events",
+    "batches",
+    "replans",
+    "plans",
+    "plan_cache",
+    "event_to_plan",
+    "seconds_by_step",
+    "busy_seconds",
+    "replans_deferred",
+    "repairs",
+)
+
+
+def _wait_for_repairs(child: WorkerProcess, settings: Settings, bound_s: float) -> dict[str, Any]:
+    """When the worker deferred replans, wait (up to ``bound_s``) until a repair round that
+    began after now found none owed, so that repaired plans are in the plans topic before it
+    is read back; what was deferred, whether the wait ended with none owed, and how long."""
+    stats = child.stats()
+    deferred = int(stats.get("replans_deferred") or 0)
+    out: dict[str, Any] = {"deferred": deferred, "drained": True, "waited_s": 0.0}
+    if deferred == 0:
+        return out
+    began = time.perf_counter()
+    rounds = (stats.get("repairs") or {}).get("rounds", 0)
+    # Two repair intervals: the round in progress may have read the record before now.
+    while time.perf_counter() - began < bound_s and child.alive:
+        time.sleep(settings.worker.repair_interval_s / 2)
+        repairs = child.stats().get("repairs") or {}
+        if repairs.get("rounds", 0) >= rounds + 2 and repairs.get("owed_after_last_round") == 0:
+            break
+    repairs = child.stats().get("repairs") or {}
+    out["drained"] = repairs.get("owed_after_last_round") == 0
+    out["repaired"] = repairs.get("planned")
+    out["waited_s"] = round(time.perf_counter() - began, 1)
+    return out
 
 
 _runs = itertools.count(1)
@@ -214,9 +291,27 @@ def _attach_latencies(
         PlanUpdate.model_validate_json(r.value)
         for r in read_topic(settings, settings.kafka.plans_topic, idle_s=1.5, timeout_s=budget)
     ]
+    k, window = settings.sequence.history_length, settings.sequence.novelty_window
+    account(consumed, updates, sent, stack.workspace.catalog, k, window, plan)
+
+
+def account(
+    consumed: Sequence[ConsumedRecord],
+    updates: Sequence[PlanUpdate],
+    sent: Sequence[WatchEvent],
+    catalog: ClusterCatalog,
+    k: int,
+    window: int,
+    plan: list[Phase],
+) -> None:
+    """Add to each phase its events' latencies and the events with no plan, each kind counted
+    apart (module docstring): ``consumed`` is the events topic read back, ``updates`` the plans
+    topic, ``sent`` the events the bench produced."""
     triggers: dict[tuple[int, str], list[tuple[int, float]]] = {}
+    repaired: dict[str, list[float]] = {}  # plans the repair loop made, by user: written_at
     for update in updates:
         if update.trigger is None or update.trigger.key is None:
+            repaired.setdefault(update.user_id, []).append(update.written_at.timestamp())
             continue
         place = (update.trigger.partition, update.trigger.key)
         triggers.setdefault(place, []).append(
@@ -224,24 +319,43 @@ def _attach_latencies(
         )
     for found in triggers.values():
         found.sort()
+    for times in repaired.values():
+        times.sort()
     # Per partition, offsets are the produce order; a user's events stay in one partition.
     ordered = sorted(consumed, key=lambda r: (r.partition, r.offset))
     by_value = {m: e for e, m in zip(sent, (v for _, v in messages(sent)), strict=True)}
-    in_order = [by_value[r.value] for r in ordered if r.value in by_value]
-    k, window = settings.sequence.history_length, settings.sequence.novelty_window
-    changed = history_changes(in_order, stack.workspace.catalog, k, window)
     records = [r for r in ordered if r.value in by_value]
+    inputs = planner_inputs([by_value[r.value] for r in records], catalog, k, window)
+    at_offset: dict[tuple[int, int], PlannerInput] = {}
+    last_input: dict[tuple[int, str], PlannerInput] = {}
+    for record, (state, _) in zip(records, inputs, strict=True):
+        at_offset[(record.partition, record.offset)] = state
+        last_input[(record.partition, _key(record))] = state
     bounds = [phase.end_offsets for phase in plan]
-    for record, moved in zip(records, changed, strict=True):
+    for record, (_, moved) in zip(records, inputs, strict=True):
         if not moved:
             continue
         phase = plan[_phase_of(record.partition, record.offset, bounds)]
-        found = triggers.get((record.partition, record.key.decode() if record.key else ""), [])
+        place = (record.partition, _key(record))
+        sent_at = record.timestamp_ms / 1000
+        found = triggers.get(place, [])
         at = bisect.bisect_left(found, (record.offset, -math.inf))
-        if at == len(found):
-            phase.unplanned += 1
+        if at < len(found):
+            phase.latencies_ms.append((found[at][1] - sent_at) * 1000)
             continue
-        phase.latencies_ms.append((found[at][1] - record.timestamp_ms / 1000) * 1000)
+        later = repaired.get(place[1], [])
+        after = bisect.bisect_left(later, sent_at)
+        if after < len(later):
+            phase.repaired += 1
+            phase.latencies_ms.append((later[after] - sent_at) * 1000)
+        elif at > 0 and at_offset.get((record.partition, found[at - 1][0])) == last_input[place]:
+            phase.no_plan_owed += 1
+        else:
+            phase.unplanned += 1
+
+
+def _key(record: Any) -> str:
+    return record.key.decode() if record.key else ""
 
 
 def _phase_of(partition: int, offset: int, bounds: Sequence[dict[int, int]]) -> int:

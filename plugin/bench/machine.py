@@ -130,3 +130,31 @@ class LoadMonitor:
             "cpu_busy_percent": round(100 * busy / total, 1) if total else None,
             "busy_processes_at_start": self.busy_at_start,
         }
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of ``pid`` so far, all its threads (None: it is gone)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    # Fields after the command name, which may hold spaces: utime and stime are the 12th and
+    # 13th of them, in clock ticks.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(pids: dict[str, int], seconds: float) -> dict[str, float | None]:
+    """Each named process's CPU use over the next ``seconds``, in percent of one CPU (None: it
+    exited meanwhile), plus their ``total``; the caller keeps them idle meanwhile."""
+    before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    out: dict[str, float | None] = {}
+    for name, pid in pids.items():
+        first, last = before[name], process_cpu_seconds(pid)
+        out[name] = (
+            None if first is None or last is None else round(100 * (last - first) / elapsed, 2)
+        )
+    out["total"] = round(sum(v for v in out.values() if v is not None), 2)
+    return out

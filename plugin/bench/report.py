@@ -85,6 +85,8 @@ def latency_table(doc: dict[str, Any]) -> str:
         "produced_per_s",
         "events",
         "planned_events",
+        "repaired_events",
+        "no_plan_owed_events",
         "unplanned_events",
         "p50_ms",
         "p95_ms",
@@ -97,6 +99,8 @@ def latency_table(doc: dict[str, Any]) -> str:
         "produced/s",
         "events",
         "planned",
+        "repaired",
+        "no plan owed",
         "unplanned",
         "p50 ms",
         "p95 ms",
@@ -113,6 +117,43 @@ def latency_table(doc: dict[str, Any]) -> str:
             "its latencies are queueing, not a target"
         )
     return text
+
+
+def fetch_wait_table(doc: dict[str, Any]) -> str:
+    """The fetch-wait sweep: one line per wait, feedback loop and offered rate."""
+    out = []
+    for row in doc["fetch_wait"]:
+        idle = row.get("idle_cpu_percent") or {}
+        for phase in row["rates"]:
+            out.append(
+                [
+                    row["fetch_max_wait_ms"],
+                    "on" if row["feedback_loop"] else "off",
+                    row["repeat"],
+                    phase["offered_per_s"],
+                    phase["p50_ms"],
+                    phase["p95_ms"],
+                    phase["p99_ms"],
+                    phase["unplanned_events"],
+                    idle.get("total", "-"),
+                    idle.get("worker", "-"),
+                    idle.get("tansu", "-"),
+                ]
+            )
+    headers = [
+        "fetch wait ms",
+        "feedback",
+        "repeat",
+        "offered/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "unplanned",
+        "idle CPU %",
+        "worker %",
+        "tansu %",
+    ]
+    return table(headers, out)
 
 
 def planner_table(doc: dict[str, Any]) -> str:
@@ -222,6 +263,7 @@ def render(doc: dict[str, Any]) -> str:
         ("worker", "worker events/s (StreamWorker.handle on the real servers)", worker_table),
         ("latency", "event-to-plan latency through Kafka", latency_table),
         ("latency_feedback", "the same with the feedback loop on", None),
+        ("fetch_wait", "fetch wait: latency and idle CPU (% of one CPU)", fetch_wait_table),
         ("planner", "planner plans/s", planner_table),
         ("feast", "Feast online store rows/s", feast_table),
         ("sweep", "batch-size sweep (batched path, plan table filled)", sweep_table),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class BenchStack:
     version: int | None
     redis: Any
     startup: dict[str, float]
+    pids: dict[str, int] = field(default_factory=dict)  # redis, tansu, triton
     _next_db: int = 1
 
     def arm(
@@ -97,7 +98,13 @@ def bench_stack(
     with private_stack(settings, "bench", kafka=kafka, triton=triton, version=version) as stack:
         run_dir = settings.var_dir / "bench" / "run"
         yield BenchStack(
-            stack.settings, workspace, run_dir, stack.version, stack.redis, stack.startup
+            stack.settings,
+            workspace,
+            run_dir,
+            stack.version,
+            stack.redis,
+            stack.startup,
+            dict(stack.pids),
         )
 
 

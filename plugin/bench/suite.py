@@ -1,8 +1,8 @@
 """One benchmark run: start the servers once, run the chosen parts, return one JSON document.
 
-``explore bench all`` runs every part; ``explore bench worker|latency|feast|sweep|profile``
-run one. Sizes and times are in :class:`BenchOptions`; the defaults keep ``bench all`` to a
-few minutes on a 2-CPU machine.
+``explore bench all`` runs every part but ``fetch-wait``; ``explore bench
+worker|latency|fetch-wait|feast|sweep|profile`` run one. Sizes and times are in
+:class:`BenchOptions`; the defaults keep ``bench all`` to a few minutes on a 2-CPU machine.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugin.bench.feast import feast_bench
+from plugin.bench.fetch_wait import WAITS_MS, fetch_wait_sweep
 from plugin.bench.latency import latency_bench
 from plugin.bench.machine import LoadMonitor, describe_machine
 from plugin.bench.planner import planner_grid
@@ -27,7 +28,7 @@ from plugin.data.workspace import open_workspace
 from plugin.settings import Settings
 
 Echo = Callable[[str], None]
-PARTS = ("worker", "latency", "planner", "feast", "sweep", "profile")
+PARTS = ("worker", "latency", "fetch-wait", "planner", "feast", "sweep", "profile")
 
 
 @dataclass
@@ -42,7 +43,11 @@ class BenchOptions:
     rate_seconds: float = 10.0
     backlog: int = 20_000
     batch_within_s: float | None = None
+    fetch_max_wait_ms: int | None = None  # overrides worker.fetch_max_wait_ms (latency)
     feedback_rate: float | None = 1000.0  # also one rate with the feedback loop on (None: no)
+    fetch_waits: tuple[int, ...] = WAITS_MS  # the fetch-wait sweep (plugin.bench.fetch_wait)
+    idle_seconds: float = 20.0
+    repeats: int = 1
     feast_sizes: tuple[int, ...] = (1, 10, 100, 500, 2000)
     feast_seconds: float = 1.5
     feast_cluster_nodes: int = 3  # the fast store on a local Redis Cluster too (0: skip)
@@ -82,7 +87,10 @@ def run_suite(
         with (
             LoadMonitor() as monitor,
             bench_stack(
-                settings, workspace, kafka="latency" in parts, triton=needs_triton
+                settings,
+                workspace,
+                kafka=bool({"latency", "fetch-wait"} & set(parts)),
+                triton=needs_triton,
             ) as stack,
         ):
             doc["meta"]["startup"] = stack.startup
@@ -137,6 +145,7 @@ def _latency(
         seconds=o.rate_seconds,
         backlog=o.backlog,
         batch_within_s=o.batch_within_s,
+        fetch_max_wait_ms=o.fetch_max_wait_ms,
         on_phase=show,
     )
     if o.feedback_rate:  # 0 or None: skip
@@ -148,9 +157,35 @@ def _latency(
             seconds=o.rate_seconds,
             backlog=0,
             batch_within_s=o.batch_within_s,
+            fetch_max_wait_ms=o.fetch_max_wait_ms,
             feedback=True,
             on_phase=show,
         )
+
+
+def _fetch_wait(
+    stack: BenchStack, events: list[WatchEvent], o: BenchOptions, doc: dict[str, Any], echo: Echo
+) -> None:
+    def show(row: dict[str, Any]) -> None:
+        rates = ", ".join(
+            f"{r['offered_per_s']:g}/s p50 {r['p50_ms']} p99 {r['p99_ms']} ms" for r in row["rates"]
+        )
+        echo(
+            f"  wait {row['fetch_max_wait_ms']:4} ms, feedback "
+            f"{'on ' if row['feedback_loop'] else 'off'}: {rates}; idle CPU "
+            f"{row['idle_cpu_percent'].get('total')}%"
+        )
+
+    doc["fetch_wait"] = fetch_wait_sweep(
+        stack,
+        events,
+        waits_ms=o.fetch_waits,
+        rates=o.rates,
+        seconds=o.rate_seconds,
+        idle_seconds=o.idle_seconds,
+        repeats=o.repeats,
+        on_row=show,
+    )
 
 
 def _planner(
@@ -214,6 +249,7 @@ def _profile(
 _PARTS: dict[str, Callable[..., None]] = {
     "worker": _worker,
     "latency": _latency,
+    "fetch-wait": _fetch_wait,
     "planner": _planner,
     "feast": _feast,
     "sweep": _sweep,

@@ -96,20 +96,24 @@ def build_workload(
     return Workload(kind, order, priming, timed)
 
 
-def history_changes(
+PlannerInput = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def planner_inputs(
     events: Sequence[WatchEvent], catalog: ClusterCatalog, k: int, window: int
-) -> list[bool]:
-    """For each event (in the given per-user order), whether it changed the user's K-history:
-    the events that should lead to a new plan."""
+) -> list[tuple[PlannerInput, bool]]:
+    """For each event (in the given per-user order): the user's planner input after it (the
+    K-history and the sorted novelty window, what ``UserClusterSequence.plan_is_current``
+    compares), and whether the event changed the K-history, i.e. should lead to a new plan."""
     recent: dict[str, tuple[int, ...]] = {}
-    changed = []
+    out = []
     for event in events:
         cluster = catalog.cluster_of(event.item_id)
         before = recent.get(event.user_id, ())
         after = push_cluster(before, cluster, window) if cluster is not None else before
         recent[event.user_id] = after
-        changed.append(after[:k] != before[:k])
-    return changed
+        out.append(((after[:k], tuple(sorted(after))), after[:k] != before[:k]))
+    return out
 
 
 def records(

@@ -3,6 +3,7 @@
 * ``all``: every part below against one private stack (tansu, redis-server, tritonserver on
   free 127.0.0.1 ports), then a PNG plot; a few minutes on a 2-CPU machine;
 * ``worker``, ``latency``, ``feast``, ``sweep``, ``profile``: one part each;
+* ``fetch-wait``: latency and idle CPU for each ``worker.fetch_max_wait_ms``;
 * ``drain``: the Kafka drain alone (worker against raw consumption, issue 15's target);
 * ``planner``: the planner grid (in-process vs Triton, any batch sizes and concurrencies);
 * ``report``: print and plot a saved run again.
@@ -212,6 +213,9 @@ def bench_latency(
     batch_within: Annotated[
         float | None, typer.Option(help="override worker.batch_within_s")
     ] = None,
+    fetch_max_wait: Annotated[
+        int | None, typer.Option(min=1, help="override worker.fetch_max_wait_ms")
+    ] = None,
     feedback_rate: Annotated[
         float, typer.Option(help="also this rate with the feedback loop on (0: skip)")
     ] = 1000.0,
@@ -226,7 +230,35 @@ def bench_latency(
         rate_seconds=rate_seconds,
         backlog=backlog,
         batch_within_s=batch_within,
+        fetch_max_wait_ms=fetch_max_wait,
         feedback_rate=feedback_rate,
+    )
+
+
+@bench_app.command("fetch-wait")
+def bench_fetch_wait(
+    out: OutOpt = None,
+    waits: Annotated[
+        str | None, typer.Option(help="worker.fetch_max_wait_ms values, comma-separated")
+    ] = None,
+    rates: Annotated[str | None, typer.Option(help="offered events/s, comma-separated")] = None,
+    rate_seconds: Annotated[float, typer.Option(help="seconds at each rate")] = 10.0,
+    idle_seconds: Annotated[
+        float, typer.Option(min=1.0, help="seconds of idle CPU sampling per setting")
+    ] = 20.0,
+    repeats: Annotated[int, typer.Option(min=1, help="times the whole sweep runs")] = 1,
+) -> None:
+    """Event-to-plan latency (feedback loop off and on) and the idle CPU use of the worker,
+    tansu and redis-server for each fetch wait, in one run (var/bench/fetch-wait.json)."""
+    _run(
+        ("fetch-wait",),
+        "fetch-wait",
+        out,
+        fetch_waits=_ints(waits, "--waits"),
+        rates=_floats(rates, "--rates") or (1000.0,),
+        rate_seconds=rate_seconds,
+        idle_seconds=idle_seconds,
+        repeats=repeats,
     )
 
 

@@ -43,7 +43,7 @@ model's pairs.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -395,21 +395,31 @@ class FeedbackTotals:
 
 
 class FeedbackCollector:
-    """Per batch: one plan read, feedback logged before the batch's writes, then aggregates,
+    """Per batch: the stored plans, feedback logged before the batch's writes, then aggregates,
     fresh transitions and monitoring after them; the records go out with the batch.
 
     It is the :class:`~plugin.core.ports.BatchObserver` of the worker's
     :class:`~plugin.core.pipeline.BatchProcessor`, given to it when both are built
     (``plugin.wiring.build_worker``). Order and guarantees (docs/FEEDBACK.md):
 
-    1. :meth:`before_read`: ``read_plans`` for the batch's users (one call), before the batch
-       runs;
-    2. :meth:`before_writes`, with the states the processor's own read returned: the records
-       are computed and appended to the log, before any state or plan of the batch is written;
-    3. :meth:`after_writes`, after the batch's writes: the online aggregates (one read, one
-       write), the fresh transition counts and the monitor. These are best effort: a failure is
-       logged and counted, never fails the batch (the log is the source of truth, and
-       ``refresh`` rebuilds the aggregates from it).
+    1. :meth:`before_read`: nothing is read; it forgets the previous batch's findings;
+    2. :meth:`before_writes`, with the states the processor's own read returned, on the
+       processor's observer thread beside the core and the planner: the users' stored plans
+       (below), then the records, appended to the log before any state or plan of the batch
+       is written;
+    3. :meth:`after_writes`, after the batch's writes: the plans it wrote are remembered, then
+       the online aggregates (one read, one write), the fresh transition counts and the
+       monitor. These are best effort: a failure is logged and counted, never fails the batch
+       (the log is the source of truth, and ``refresh`` rebuilds the aggregates from it).
+
+    The stored plans: a plan this collector saw written (up to ``plan_memory`` users, the
+    least recently seen forgotten first) is used when the user's state confirms it (the
+    state's ``planned_history`` and ``planned_at`` are the plan's: ``confirm_plans`` wrote
+    them from it); every other user's plan is read from the store, in one ``read_plans`` call.
+    So the plan read left the batch's serial path (it was one round trip before the state
+    read, docs/BENCHMARKS.md), and a worker that owns its users reads only those it has not
+    planned since it started, or whose plan another writer (a repair, a worker that held the
+    partition) changed.
 
     A batch that fails after step 2 and is retried logs its records again (the log dedupes
     by key on read). Records are held by key until a batch goes through: then they are
@@ -427,6 +437,7 @@ class FeedbackCollector:
         aggregates: AggregateStore | None = None,
         fresh: MoveSink | None = None,
         observer: RecordObserver | None = None,
+        plan_memory: int = 100_000,
     ) -> None:
         self.plans = plans
         self.catalog = catalog
@@ -443,23 +454,51 @@ class FeedbackCollector:
         self._unsent: dict[tuple[str, str], FeedbackRecord] = {}
         self._uncounted: dict[tuple[str, str], FeedbackRecord] = {}
         # What the batch in progress read and found: set by before_read and before_writes.
-        self._plans: dict[str, ExplorationPlan] = {}
         self._moves: list[NovelMove] | None = None
+        # Plans written by the batches this collector saw, by user, least recently used first.
+        self.plan_memory = plan_memory
+        self._written: OrderedDict[str, ExplorationPlan] = OrderedDict()
+        self.plans_read = 0  # users whose plan was read from the store
+        self.plans_remembered = 0  # users whose plan came from the memory
 
     def before_read(self, events: Sequence[WatchEvent]) -> None:
-        """Step 1: the plans the batch's events may answer (one read)."""
-        users = sorted({event.user_id for event in events})
-        self._plans = self.plans.read_plans(users)
+        """Step 1: forget the previous batch's findings (the plans are read in step 2)."""
         self._moves = None
+
+    def stored_plans(
+        self, users: Iterable[str], states: Mapping[str, UserClusterSequence]
+    ) -> dict[str, ExplorationPlan]:
+        """The users' stored plans: remembered ones their state confirms, the rest read."""
+        plans: dict[str, ExplorationPlan] = {}
+        unknown: list[str] = []
+        for user in sorted(set(users)):
+            plan = self._written.get(user)
+            state = states.get(user)
+            if (
+                plan is not None
+                and state is not None
+                and state.planned_at == plan.as_of
+                and state.planned_history == plan.history
+            ):
+                plans[user] = plan
+                self._written.move_to_end(user)
+            else:
+                unknown.append(user)
+        self.plans_remembered += len(plans)
+        self.plans_read += len(unknown)
+        if unknown:
+            plans.update(self.plans.read_plans(unknown))
+        return plans
 
     def before_writes(
         self, events: Sequence[WatchEvent], states: Mapping[str, UserClusterSequence]
     ) -> None:
-        """Step 2: the batch's records, from its pre-batch ``states``, appended to the log."""
+        """Step 2: the batch's records, from its pre-batch ``states`` and the users' stored
+        plans, appended to the log."""
         found = batch_feedback(
             events,
             states,
-            self._plans,
+            self.stored_plans((event.user_id for event in events), states),
             self.catalog,
             self.sequence,
             self.engagement,
@@ -472,12 +511,19 @@ class FeedbackCollector:
             self._uncounted.setdefault(record.key, record)
         self._moves = found.moves
 
-    def after_writes(self, events: Sequence[WatchEvent]) -> None:
-        """Step 3: aggregates, fresh counts and the monitor, best effort."""
+    def after_writes(
+        self, events: Sequence[WatchEvent], plans: Sequence[ExplorationPlan] = ()
+    ) -> None:
+        """Step 3: remember the written ``plans``; aggregates, fresh counts and the monitor,
+        best effort."""
+        for plan in plans:
+            self._written[plan.user_id] = plan
+            self._written.move_to_end(plan.user_id)
+        while len(self._written) > self.plan_memory:
+            self._written.popitem(last=False)
         moves = self._moves or []
         records = list(self._uncounted.values())
         self._uncounted.clear()
-        self._plans = {}
         self._moves = None
         if records and self.aggregates is not None:
             try:
@@ -520,4 +566,6 @@ class FeedbackCollector:
             "aggregate_errors": t.aggregate_errors,
             "fresh_errors": t.fresh_errors,
             "by_model_version": dict(t.by_version),
+            "plans_read": self.plans_read,
+            "plans_remembered": self.plans_remembered,
         }

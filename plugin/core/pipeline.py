@@ -125,8 +125,8 @@ class BatchProcessor:
         call, and finished before anything is written), the core, one planner call, the plans,
         the sequences that confirm them (with the batch's changes to the record of owed
         replans when ``shards``, each user's ``topic:partition``, is given),
-        ``observer.after_writes``. The observer's time before the reads counts in the
-        ``read`` step; waiting for its ``before_writes`` in the ``plan`` step."""
+        ``observer.after_writes`` (with the plans written). The observer's time before the reads
+        counts in the ``read`` step; waiting for its ``before_writes`` in the ``plan`` step."""
         observer = self.observer
         started = time.perf_counter()
         if observer is not None:
@@ -159,7 +159,7 @@ class BatchProcessor:
         self.store.write_sequences(updated.values(), owed)
         finished = time.perf_counter()
         if observer is not None:
-            observer.after_writes(events)
+            observer.after_writes(events, plans)
         timings = BatchTimings.between(started, after_read, after_core, after_plan, finished)
         return BatchOutcome(
             stats=result.stats,

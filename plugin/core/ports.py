@@ -91,8 +91,8 @@ class BatchObserver(Protocol):
         its first write."""
         ...
 
-    def after_writes(self, events: Sequence[WatchEvent]) -> None:
-        """Once the batch's plans and states are written."""
+    def after_writes(self, events: Sequence[WatchEvent], plans: Sequence[ExplorationPlan]) -> None:
+        """Once the batch's plans and states are written; ``plans``: the plans it wrote."""
         ...
 
 

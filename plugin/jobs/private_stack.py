@@ -21,13 +21,15 @@ from plugin.settings import Settings
 class PrivateStack:
     """The settings pointing at the running servers, the redis-server (None without it), the
     model version Triton serves and its load (None without Triton), and each server's
-    start-up seconds."""
+    start-up seconds and pid (``redis``, ``tansu``, ``triton``: what a bench samples the CPU
+    use of)."""
 
     settings: Settings
     redis: RedisServer | None = None
     version: int | None = None
     load: LoadReport | None = None
     startup: dict[str, float] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -53,6 +55,7 @@ def private_stack(
                 RedisServer(name=f"{name}-redis", log_path=logs / f"{name}-redis.log")
             )
             running.startup["redis_s"] = _seconds(running.redis)
+            _note_pid(running, "redis", running.redis)
             # The private redis-server has no password and no TLS, whatever the settings say.
             update["redis"] = settings.redis.model_copy(
                 update={
@@ -68,17 +71,24 @@ def private_stack(
             )
             broker.create_topics(topic_partitions(settings.kafka))
             running.startup["tansu_s"] = _seconds(broker)
+            _note_pid(running, "tansu", broker)
             update["kafka"] = settings.kafka.model_copy(
                 update={"bootstrap_servers": broker.bootstrap_servers}
             )
         if triton:
             server = stack.enter_context(_triton_server(settings, name))
             running.startup["triton_s"] = _seconds(server)
+            _note_pid(running, "triton", server)
             update.update(_on_triton(settings, server))
         running.settings = settings.model_copy(update=update)
         if triton:
             _serve(running, version)
         yield running
+
+
+def _note_pid(running: PrivateStack, name: str, server: LocalServer) -> None:
+    if server.pid is not None:
+        running.pids[name] = server.pid
 
 
 def _seconds(server: LocalServer) -> float:

@@ -21,7 +21,7 @@ from plugin.bench.stack import BenchStack, bench_stack
 from plugin.bench.suite import BenchOptions, run_suite
 from plugin.bench.sweep import sweep, sweep_rows
 from plugin.bench.worker import PATHS, ratios, worker_bench
-from plugin.bench.workload import build_workload, history_changes, interleave
+from plugin.bench.workload import build_workload, interleave, planner_inputs
 from plugin.core.events import WatchEvent
 from plugin.data.workspace import Workspace, open_workspace
 from plugin.settings import Settings, load_settings
@@ -72,7 +72,7 @@ def test_workloads_keep_each_users_order(workspace: Workspace, events: list[Watc
     assert {e.user_id for e in same.priming} == {e.user_id for e in same.events}
     k, window = 2, 20
     # After priming, a sequence-only event never moves the user's history.
-    changed = history_changes(same.priming + same.events, catalog, k, window)
+    changed = [moved for _, moved in planner_inputs(same.priming + same.events, catalog, k, window)]
     assert all(changed[: len(same.priming)]) and not any(changed[len(same.priming) :])
 
 
@@ -144,10 +144,27 @@ def test_latency_through_kafka_on_a_tiny_configuration(bench_settings: Settings)
     paced = phases["300/s"]
     assert paced["events"] == 450 and paced["planned_events"] > 0
     assert paced["unplanned_events"] == 0  # every replanning event got its plan
+    assert paced["repaired_events"] == 0 and doc["latency"]["owed_replans"]["deferred"] == 0
     assert 0 < paced["p50_ms"] <= paced["p95_ms"] <= paced["p99_ms"] <= paced["max_ms"]
     assert doc["latency"]["worker_exit_code"] == 0
     assert "event-to-plan latency" in render(doc)
     assert not any("1,000/s" in t["target"] for t in targets(doc))  # no 1,000/s phase here
+
+
+def test_the_fetch_wait_sweep_measures_latency_and_idle_cpu(bench_settings: Settings) -> None:
+    options = BenchOptions(rates=(300.0,), rate_seconds=1.5, fetch_waits=(20,), idle_seconds=1.0)
+    doc: dict[str, Any] = run_suite(bench_settings, ("fetch-wait",), options, echo=print)
+    rows = doc["fetch_wait"]
+    assert [(r["fetch_max_wait_ms"], r["feedback_loop"]) for r in rows] == [(20, False), (20, True)]
+    for row in rows:
+        (paced,) = row["rates"]
+        assert paced["planned_events"] > 0 and paced["unplanned_events"] == 0
+        assert 0 < paced["p50_ms"] <= paced["p99_ms"]
+        idle = row["idle_cpu_percent"]
+        # The idle worker still polls tansu every 20 ms: both use some CPU, a fraction of one.
+        assert 0 < idle["worker"] < 100 and 0 <= idle["tansu"] < 100 and idle["redis"] is not None
+        assert row["batches"] > 0 and row["ms_per_batch_by_step"]["write"] > 0
+    assert "fetch wait: latency and idle CPU" in render(doc)
 
 
 def test_the_targets_are_issue_15s() -> None:

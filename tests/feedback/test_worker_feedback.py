@@ -1,10 +1,12 @@
-"""The worker's feedback loop, given to the processor as its observer when both are built: one
-plan read per batch, records logged before the batch's writes and sent with it, nothing twice,
-aggregates and monitoring kept up."""
+"""The worker's feedback loop, given to the processor as its observer when both are built: the
+plans it wrote remembered (read only when unknown or changed by another writer), records logged
+before the batch's writes and sent with it, nothing twice, aggregates and monitoring kept up."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -60,11 +62,13 @@ def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
     worker = make_worker(catalog, best_of_n, store, s, memory_log)
     first = worker.handle(records(w(1, 1), w(2, 2)))
     assert not feedback_of(first, s)  # no plan yet: nothing to answer
+    # Users it never planned: their plans are read, after the state read, before the writes.
+    assert store.calls == ["read_sequences", "read_plans", "write_plans", "write_sequences"]
     plan = store.plans["u1"]
     store.calls.clear()
     second = worker.handle(records(w(3, plan.cluster_id, rating=1), start=2))
-    # One plan read per batch, before the processor's own read and writes.
-    assert store.calls == ["read_plans", "read_sequences", "write_plans", "write_sequences"]
+    # The plan it wrote, confirmed by the state read: no plan read at all.
+    assert store.calls == ["read_sequences", "write_plans", "write_sequences"]
     (answer,) = feedback_of(second, s)
     assert answer.planned_cluster == plan.cluster_id and answer.accepted and not answer.positive
     assert answer.history == list(plan.history) and answer.model_version == plan.model_version
@@ -78,6 +82,41 @@ def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
     assert metric("explore_plan_engaged_rate") == 1.0
     assert metric("explore_plan_coverage") == pytest.approx(0.1)
     assert worker.snapshot()["feedback"]["records"] == 1
+
+
+def test_a_plan_another_writer_changed_is_read_from_the_store(
+    catalog: ClusterCatalog,
+    best_of_n: BestOfNPlanner,
+    store: Any,
+    memory_log: Any,
+    feedback_settings: Settings,
+) -> None:
+    w, s = watch, feedback_settings
+    worker = make_worker(catalog, best_of_n, store, s, memory_log)
+    worker.handle(records(w(1, 1), w(2, 2)))
+    ours = store.plans["u1"]
+    # A repair, or the worker that held the partition meanwhile, planned u1 again: a newer
+    # plan, confirmed by the stored state, that this worker never saw written.
+    other = ours.candidates[1]
+    theirs = replace(
+        ours,
+        cluster_id=other,
+        candidates=(other, ours.cluster_id, *ours.candidates[2:]),
+        as_of=ours.as_of + timedelta(seconds=1),
+    )
+    store.plans["u1"] = theirs
+    state = store.sequences["u1"]
+    store.sequences["u1"] = replace(state, planned_at=theirs.as_of)
+    store.calls.clear()
+    report = worker.handle(records(w(3, theirs.cluster_id), start=2))
+    assert store.calls[:2] == ["read_sequences", "read_plans"]
+    (answer,) = feedback_of(report, s)
+    assert answer.planned_cluster == theirs.cluster_id and answer.accepted
+    # A restarted worker remembers nothing: it reads, and finds the same plans.
+    again = make_worker(catalog, best_of_n, store, s, memory_log)
+    store.calls.clear()
+    again.handle(records(w(4, 1), start=3))
+    assert "read_plans" in store.calls
 
 
 def test_a_replayed_batch_sends_and_logs_nothing_again(

@@ -15,7 +15,7 @@ from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
 from plugin.core.frequency import TransitionCounts, TransitionFrequencyPlanner
 from plugin.core.fresh import FreshBoostPlanner, FreshTransitions, FreshWindow
-from plugin.core.planning import RankingPlanner
+from plugin.core.planning import ExplorationPlan, RankingPlanner
 from plugin.core.sequence import UserClusterSequence
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import Settings, load_settings
@@ -42,7 +42,7 @@ class RecordingObserver:
         if self.fail_before_writes:
             raise ConnectionError("log down")
 
-    def after_writes(self, events: Sequence[WatchEvent]) -> None:
+    def after_writes(self, events: Sequence[WatchEvent], plans: Sequence[ExplorationPlan]) -> None:
         self.store.calls.append("after_writes")
 
 
