@@ -48,7 +48,7 @@ import redis
 from tqdm import tqdm
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.events import WatchEvent
+from plugin.core.events import ORDER_KEY, WatchEvent
 from plugin.core.planning import (
     ExplorationPlan,
     HistoryRanking,
@@ -372,7 +372,7 @@ def seen_histories(
     """Every planning history users reached in ``events`` (applied in time order), once each."""
     recent: dict[str, tuple[int, ...]] = {}
     seen: dict[tuple[int, ...], None] = {}
-    for event in sorted(events, key=lambda e: e.order_key):
+    for event in sorted(events, key=ORDER_KEY):
         cluster = catalog.cluster_of(event.item_id)
         if cluster is None:
             continue

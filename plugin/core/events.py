@@ -6,6 +6,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any
 
 from pydantic import (
@@ -142,7 +143,12 @@ class WatchEvent(BaseModel):
     @property
     def order_key(self) -> tuple[datetime, str]:
         """The total order the core applies events in: event time, then event id."""
-        return (self.event_time, self.event_id)
+        return ORDER_KEY(self)
+
+
+# WatchEvent.order_key as a sort key: read in C, without a property call per event (the hot
+# path sorts every batch by it).
+ORDER_KEY = attrgetter("event_time", "event_id")
 
 
 class EventRejection(BaseModel):

@@ -52,7 +52,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.events import WatchEvent
+from plugin.core.events import ORDER_KEY, WatchEvent
 from plugin.core.moves import NovelMove, PlanOutcome
 from plugin.core.planning import ExplorationPlan
 from plugin.core.sequence import UserClusterSequence, push_cluster, to_micros
@@ -136,7 +136,7 @@ def batch_feedback(
     recent: dict[str, tuple[int, ...]] = {}
     marks: dict[str, tuple[datetime, str] | None] = {}
     open_plans = dict(plans)
-    for event in sorted(events, key=lambda e: e.order_key):
+    for event in sorted(events, key=ORDER_KEY):
         user = event.user_id
         if user not in recent:
             state = states.get(user)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.events import WatchEvent
+from plugin.core.events import ORDER_KEY, WatchEvent
 from plugin.core.sequence import push_cluster
 from plugin.settings import DataSettings
 
@@ -69,7 +69,7 @@ def _walk(
 ) -> Iterator[tuple[WatchEvent, tuple[int, ...], int]]:
     """``(event, recent clusters before it, its cluster)`` for every event of a known cluster."""
     recent: dict[str, tuple[int, ...]] = {}
-    for event in sorted(events, key=lambda e: e.order_key):
+    for event in sorted(events, key=ORDER_KEY):
         cluster = catalog.cluster_of(event.item_id)
         if cluster is None:
             continue

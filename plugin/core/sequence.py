@@ -40,15 +40,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.events import WatchEvent
+from plugin.core.events import ORDER_KEY, WatchEvent
 from plugin.core.planning import ExplorationPlan, PlanRequest
 from plugin.settings import DataSettings, SequenceSettings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ORDER_KEY = attrgetter("event_time", "event_id")
 
 
 @dataclass(frozen=True)
@@ -212,14 +210,13 @@ def apply_batch(
     stats = BatchStats()
     current: dict[str, UserClusterSequence] = {}
     changed: set[str] = set()
-    # The key is WatchEvent.order_key, read in C (no property call per event).
-    for event in sorted(events, key=_ORDER_KEY):
+    for event in sorted(events, key=ORDER_KEY):
         state = current.get(event.user_id) or states.get(event.user_id)
         if state is None:
             state = UserClusterSequence(user_id=event.user_id)
         current[event.user_id] = state
         mark = state.watermark()
-        if mark is not None and _ORDER_KEY(event) <= mark:
+        if mark is not None and ORDER_KEY(event) <= mark:
             stats.stale += 1
             continue
         cluster_id = catalog.cluster_of(event.item_id)
