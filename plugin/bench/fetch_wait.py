@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from plugin.bench.latency import latency_bench
+from plugin.bench.report import PHASE_FIGURES
 from plugin.bench.stack import BenchStack
 from plugin.core.events import WatchEvent
 
@@ -69,24 +70,7 @@ def sweep_row(run: dict[str, Any], wait: int, feedback: bool, repeat: int) -> di
         "fetch_max_wait_ms": wait,
         "feedback_loop": feedback,
         "repeat": repeat,
-        "rates": [
-            {
-                key: phase[key]
-                for key in (
-                    "offered_per_s",
-                    "produced_per_s",
-                    "planned_events",
-                    "repaired_events",
-                    "no_plan_owed_events",
-                    "unplanned_events",
-                    "p50_ms",
-                    "p95_ms",
-                    "p99_ms",
-                    "max_ms",
-                )
-            }
-            for phase in phases
-        ],
+        "rates": [{key: phase[key] for key in PHASE_FIGURES} for phase in phases],
         "idle_cpu_percent": idle,
         "batches": batches,
         "ms_per_batch_by_step": {

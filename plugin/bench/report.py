@@ -9,6 +9,21 @@ from typing import Any
 
 from plugin.tables import table
 
+# A latency phase's figures (plugin.bench.latency.Phase.as_dict), in the table's order.
+PHASE_FIGURES = (
+    "offered_per_s",
+    "produced_per_s",
+    "events",
+    "planned_events",
+    "repaired_events",
+    "no_plan_owed_events",
+    "unplanned_events",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+)
+
 # Issue 15's targets: events/s of one worker through Kafka (interleaved users, replans on,
 # the plan table warm: the platform drain), and p99 event-to-plan per offered rate (the
 # 1,000/s bound holds with the feedback loop on, the Faust app's default).
@@ -79,20 +94,7 @@ def worker_table(doc: dict[str, Any]) -> str:
 
 def latency_table(doc: dict[str, Any]) -> str:
     section = doc["latency"]
-    columns = [
-        "phase",
-        "offered_per_s",
-        "produced_per_s",
-        "events",
-        "planned_events",
-        "repaired_events",
-        "no_plan_owed_events",
-        "unplanned_events",
-        "p50_ms",
-        "p95_ms",
-        "p99_ms",
-        "max_ms",
-    ]
+    columns = ["phase", *PHASE_FIGURES]
     headers = [
         "phase",
         "offered/s",
