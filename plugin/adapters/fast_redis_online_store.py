@@ -56,8 +56,11 @@ from plugin.adapters.feast_value_codec import (
 
 # Sorted-set updates queued after a batch's row writes: key -> (kind, member, revision) triples.
 OwedOps = Mapping[str, Sequence[tuple[str, str, int]]]
-# A row ready to write: its Redis key and its script arguments (FastRedisOnlineStore.write_rows).
-_EncodedRow = tuple[bytes, list[Any]]
+# A row as the write script takes it: the entity value, the serialised event Timestamp, then
+# the serialised value of each feature (FastRedisOnlineStore.write_encoded).
+EncodedRow = tuple[Any, bytes, list[bytes]]
+# A row ready to write: its Redis key and its script arguments (the Timestamp, the values).
+_KeyedRow = tuple[bytes, list[bytes]]
 
 STORE_TYPE: Final = "plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"
 StoreType = Literal["plugin.adapters.fast_redis_online_store.FastRedisOnlineStore"]
@@ -68,12 +71,14 @@ _KEY_CACHE_MAX = 200_000
 # Rows per script call: bounds how long one call holds the Redis server.
 _ROWS_PER_SCRIPT = 1000
 
-# KEYS: entity hashes. ARGV: ts field, TTL (0: none), F, F feature fields, then per key:
-# seconds, nanos, the serialised Timestamp, F serialised values. A row is written when the
-# stored stamp is not positive or is older, the rule of Feast's RedisOnlineStore; reading the
-# stamp after the earlier rows' HSETs makes a later duplicate key compare with them. A stored
-# Timestamp is decoded from its protobuf bytes (field 1 seconds, field 2 nanos, varints);
-# seconds below 2^49 are exact in Lua's doubles, and a ten-byte varint is a negative int64.
+# KEYS: entity hashes. ARGV: ts field, TTL (0: none), F, F feature fields, then per key: the
+# serialised Timestamp, F serialised values. A row is written when the stored stamp is not
+# positive or is older, the rule of Feast's RedisOnlineStore; reading the stamp after the
+# earlier rows' HSETs makes a later duplicate key compare with them. Both Timestamps, the
+# stored one and the row's, are decoded from their protobuf bytes (field 1 seconds, field 2
+# nanos, varints) by the same function, so they compare alike; seconds below 2^49 are exact in
+# Lua's doubles, and a ten-byte varint is a negative int64. (The row's seconds and nanos are
+# not sent beside its Timestamp: two arguments fewer per row to pack, send and parse.)
 _WRITE_SCRIPT = """
 local function varint(s, pos)
   local value, scale, count = 0, 1, 0
@@ -103,17 +108,17 @@ local function stamp(raw)
   return seconds, nanos
 end
 local ts_field, ttl, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local width, first, written = count + 3, count + 4, 0
+local width, first, written = count + 1, count + 4, 0
 for i, key in ipairs(KEYS) do
   local at = first + (i - 1) * width
-  local seconds, nanos = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local seconds, nanos = stamp(ARGV[at])
   local old_s, old_n = stamp(redis.call('HGET', key, ts_field))
   local stored_positive = old_s > 0 or (old_s == 0 and old_n > 0)
   if not stored_positive or seconds > old_s or (seconds == old_s and nanos > old_n) then
-    local args = {ts_field, ARGV[at + 2]}
+    local args = {ts_field, ARGV[at]}
     for f = 1, count do
       args[#args + 1] = ARGV[3 + f]
-      args[#args + 1] = ARGV[at + 2 + f]
+      args[#args + 1] = ARGV[at + f]
     end
     redis.call('HSET', key, unpack(args))
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
@@ -283,7 +288,39 @@ class FastRedisOnlineStore(RedisOnlineStore):
         probe: MarkerProbe | None = None,
     ) -> int:
         """Write rows (entity column, every feature, ``event_timestamp``); returns the number
-        written.
+        written: each value encoded by its feature's type, then :meth:`write_encoded`."""
+        self._check(config, table)
+        entity = table.entity_columns[0].name
+        names = [f.name for f in table.features]
+        encoders = [(f.name, _byte_encoder(f.dtype.to_value_type())) for f in table.features]
+        # Bytes written by hand (plugin.adapters.feast_value_codec), no protobuf object per
+        # value; inlined rather than per-value calls: measured 25-30 % less time.
+        encoded: list[EncodedRow] = [
+            (
+                row[entity],
+                timestamp_bytes(*timestamp_parts(row[TIMESTAMP_FIELD])),
+                [
+                    _NULL if (value := row[name]) is None else encode(value)
+                    for name, encode in encoders
+                ],
+            )
+            for row in rows
+        ]
+        return self.write_encoded(config, table, names, encoded, owed, probe)
+
+    def write_encoded(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        features: Sequence[str],
+        rows: Sequence[EncodedRow],
+        owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
+    ) -> int:
+        """Write rows already serialised (:data:`EncodedRow`: the values of ``features``, which
+        must be the view's features in its order, so no feature is left stale); returns the
+        number written. A row codec (``plugin.adapters.feast_rows``) makes them from domain
+        objects in one call per row.
 
         Rows not newer than what is stored, or than an earlier row for the same entity in
         ``rows``, are skipped, as Feast's Redis store does. On a single Redis (or a Sentinel
@@ -296,27 +333,17 @@ class FastRedisOnlineStore(RedisOnlineStore):
         (single Redis only: :meth:`scripted`).
         """
         self._check(config, table)
+        self._check_features(table, features)
         online = config.online_store
         assert isinstance(online, RedisOnlineStoreConfig)
         client = self._get_client(online)
-        entity = table.entity_columns[0].name
-        encoders = [(f.name, _byte_encoder(f.dtype.to_value_type())) for f in table.features]
-        fields = [self._field(table.name, name) for name, _ in encoders]
+        fields = [self._field(table.name, name) for name in features]
         ts_field = f"_ts:{table.name}".encode()
         key_of = self._entity_keys(config, table)
-        # Bytes written by hand (plugin.adapters.feast_value_codec), no protobuf object per
-        # value; inlined rather than per-value calls: measured 25-30 % less time. Each row is
-        # its key and its script arguments (seconds, nanos, the serialised Timestamp, then
-        # the values), ready to splice into the call.
-        batch: list[_EncodedRow] = []
-        for row in rows:
-            seconds, nanos = timestamp_parts(row[TIMESTAMP_FIELD])
-            args: list[Any] = [seconds, nanos, timestamp_bytes(seconds, nanos)]
-            args += [
-                _NULL if (value := row[name]) is None else encode(value)
-                for name, encode in encoders
-            ]
-            batch.append((key_of(row[entity]), args))
+        # Each row as its key and its script arguments, ready to splice into the call.
+        batch: list[_KeyedRow] = [
+            (key_of(entity), [stamp, *values]) for entity, stamp, values in rows
+        ]
         ttl = online.key_ttl_seconds or 0
         if not self.scripted(online):
             if probe is not None:
@@ -340,7 +367,18 @@ class FastRedisOnlineStore(RedisOnlineStore):
         return sum(int(reply) for reply in replies[:chunks])
 
     @staticmethod
-    def _queue_write(pipe: Any, sha: str, head: list[Any], chunk: list[_EncodedRow]) -> None:
+    def _check_features(table: FeatureView, features: Sequence[str]) -> None:
+        """``features`` must be ``table``'s features in its order: a write that left one out
+        would leave a stale value beside the new ones (once per batch: a few names)."""
+        expected = [f.name for f in table.features]
+        if list(features) != expected:
+            raise ValueError(
+                f"{table.name}: encoded rows must hold every feature in the view's order, "
+                f"{expected}; got {list(features)}"
+            )
+
+    @staticmethod
+    def _queue_write(pipe: Any, sha: str, head: list[Any], chunk: list[_KeyedRow]) -> None:
         args = list(head)
         for _, values in chunk:
             args += values
@@ -389,7 +427,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
         client: Any,
         ts_field: bytes,
         fields: list[bytes],
-        batch: list[_EncodedRow],
+        batch: list[_KeyedRow],
         ttl: int,
         owed: OwedOps | None,
     ) -> int:
@@ -404,7 +442,7 @@ class FastRedisOnlineStore(RedisOnlineStore):
         again: rows already written are then skipped by the timestamp rule and the owed
         updates are idempotent, so a retry changes nothing twice.
         """
-        by_slot: dict[int, list[_EncodedRow]] = {}
+        by_slot: dict[int, list[_KeyedRow]] = {}
         for item in batch:
             by_slot.setdefault(key_slot(item[0]), []).append(item)
         head: list[Any] = [ts_field, ttl, len(fields), *fields]
@@ -463,14 +501,35 @@ class FastRedisOnlineStore(RedisOnlineStore):
         probe: MarkerProbe | None = None,
     ) -> list[dict[str, Any]]:
         """One row per entity value, in order, with the entity column and each feature
-        (None where nothing is stored): one round trip, a script call per chunk of rows (a
-        pipeline of ``HMGET``s on a Redis Cluster). ``probe``'s key is read first in the same
-        pipeline, before any row (single Redis only: :meth:`scripted`)."""
+        (None where nothing is stored): :meth:`read_raw`, each value decoded by its bytes."""
+        entity = table.entity_columns[0].name
+        names = list(features)
+        rows = []
+        raw_rows = self.read_raw(config, table, entity_values, features, probe)
+        for value, raw in zip(entity_values, raw_rows, strict=True):
+            # map and zip run in C: no Python frame per value but decode_value's own.
+            row = dict(zip(names, map(decode_value, raw), strict=True))
+            row[entity] = value
+            rows.append(row)
+        return rows
+
+    def read_raw(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_values: Sequence[Any],
+        features: Sequence[str],
+        probe: MarkerProbe | None = None,
+    ) -> list[list[bytes | None]]:
+        """Per entity value, in order, the stored bytes of each feature (None where nothing
+        is stored), for a row codec to decode (``plugin.adapters.feast_rows``): one round
+        trip, a script call per chunk of rows (a pipeline of ``HMGET``s on a Redis Cluster).
+        ``probe``'s key is read first in the same pipeline, before any row (single Redis only:
+        :meth:`scripted`)."""
         self._check(config, table)
         online = config.online_store
         assert isinstance(online, RedisOnlineStoreConfig)
         client = self._get_client(online)
-        entity = table.entity_columns[0].name
         fields = [self._field(table.name, name) for name in features]
         keys = list(map(self._entity_keys(config, table), entity_values))
         if not self.scripted(online):
@@ -479,29 +538,21 @@ class FastRedisOnlineStore(RedisOnlineStore):
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hmget(key, fields)
-                replies = pipe.execute()
-        else:
+                replies: list[list[bytes | None]] = pipe.execute()
+            return replies
 
-            def queue(pipe: Any, sha: Mapping[str, str]) -> int:
-                if probe is not None:
-                    pipe.get(probe.key)
-                for start in range(0, len(keys), _ROWS_PER_SCRIPT):
-                    chunk = keys[start : start + _ROWS_PER_SCRIPT]
-                    pipe.execute_command("EVALSHA", sha["read"], len(chunk), *chunk, *fields)
-                return len(pipe)
-
-            answers = self._pipelined(client, ("read",), queue)
+        def queue(pipe: Any, sha: Mapping[str, str]) -> int:
             if probe is not None:
-                probe.found = _optional_text(answers.pop(0))
-            replies = [reply for chunk in answers for reply in chunk]
-        names = list(features)
-        rows = []
-        for value, raw in zip(entity_values, replies, strict=True):
-            # map and zip run in C: no Python frame per value but decode_value's own.
-            row = dict(zip(names, map(decode_value, raw), strict=True))
-            row[entity] = value
-            rows.append(row)
-        return rows
+                pipe.get(probe.key)
+            for start in range(0, len(keys), _ROWS_PER_SCRIPT):
+                chunk = keys[start : start + _ROWS_PER_SCRIPT]
+                pipe.execute_command("EVALSHA", sha["read"], len(chunk), *chunk, *fields)
+            return len(pipe)
+
+        answers = self._pipelined(client, ("read",), queue)
+        if probe is not None:
+            probe.found = _optional_text(answers.pop(0))
+        return [reply for chunk in answers for reply in chunk]
 
     @staticmethod
     def scripted(online: RedisOnlineStoreConfig) -> bool:
@@ -578,6 +629,17 @@ class BatchedRedisPath:
     ) -> int:
         return self.online.write_rows(self.store.config, self.view(view), list(rows), owed, probe)
 
+    def write_encoded(
+        self,
+        view: str,
+        features: Sequence[str],
+        rows: Sequence[EncodedRow],
+        owed: OwedOps | None = None,
+        probe: MarkerProbe | None = None,
+    ) -> int:
+        config = self.store.config
+        return self.online.write_encoded(config, self.view(view), features, rows, owed, probe)
+
     @property
     def one_pipeline(self) -> bool:
         """Whether a read or write is one pipeline that a :class:`MarkerProbe` can join."""
@@ -600,3 +662,13 @@ class BatchedRedisPath:
     ) -> list[dict[str, Any]]:
         config = self.store.config
         return self.online.read_rows(config, self.view(view), entity_values, features, probe)
+
+    def read_raw(
+        self,
+        view: str,
+        features: Sequence[str],
+        entity_values: Sequence[Any],
+        probe: MarkerProbe | None = None,
+    ) -> list[list[bytes | None]]:
+        config = self.store.config
+        return self.online.read_raw(config, self.view(view), entity_values, features, probe)

@@ -29,6 +29,16 @@ import yaml
 from feast import FeatureStore, RepoConfig
 
 from plugin.adapters.fast_redis_online_store import BatchedRedisPath, MarkerProbe, OwedOps
+from plugin.adapters.feast_rows import (
+    PLAN_FEATURES,
+    SEQUENCE_FEATURES,
+    STATE_FEATURES,
+    from_micros,
+    plan_rows,
+    sequence_row,
+    state_from,
+    state_of,
+)
 from plugin.adapters.feedback_counters import AggregateCounters
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.feedback import FeedbackAggregate, merge_aggregates
@@ -42,30 +52,6 @@ log = logging.getLogger(__name__)
 SEQUENCE_VIEW = "user_cluster_sequence"
 PLAN_VIEW = "exploration_plan"
 CLUSTER_VIEW = "cluster_items"
-SEQUENCE_FEATURES = (
-    "recent_clusters",
-    "history",
-    "last_event_id",
-    "last_event_time_us",
-    "event_count",
-    "positive_count",
-    "planned_history",
-    "planned_window",
-    "planned_at_us",
-    "revision_us",
-)
-# What a state is read back from: every feature but ``history`` (written for the ranker; the
-# state derives it from ``recent_clusters``), one value fewer to fetch and decode per user.
-STATE_FEATURES = tuple(name for name in SEQUENCE_FEATURES if name != "history")
-PLAN_FEATURES = (
-    "cluster_id",
-    "description",
-    "candidates",
-    "scores",
-    "history",
-    "model_version",
-    "planned_at_us",
-)
 FEEDBACK_VIEW = "feedback_aggregates"
 FEEDBACK_FEATURES = (
     "answered",
@@ -84,10 +70,6 @@ CLUSTER_FEATURES = (
     "parent_description",
     "catalog_version",
 )
-
-
-def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -180,13 +162,17 @@ class FeastStore:
         """Write states, then ``owed``'s changes to the record of owed replans in the same
         round trip (ignored by a store that keeps no record: SQLite, the SDK path), then the
         watched marker (:meth:`watch_marker`; also when there is no state to write)."""
-        rows = self._sequence_rows(states)
+        if self.batched is None:
+            self._write(SEQUENCE_VIEW, self._sequence_rows(states))
+            return
+        # The whole-row codec (plugin.adapters.feast_rows): one call per state.
+        k = self.settings.sequence.history_length
+        rows = [sequence_row(s, k) for s in states if s.last_event_time is not None]
         probe = self._probe()
-        if self.batched is not None and (owed or probe is not None):
-            self.batched.write(SEQUENCE_VIEW, rows, self._owed_ops(owed) if owed else None, probe)
+        if rows or owed or probe is not None:
+            ops = self._owed_ops(owed) if owed else None
+            self.batched.write_encoded(SEQUENCE_VIEW, SEQUENCE_FEATURES, rows, ops, probe)
             self._verify(probe)
-        else:
-            self._write(SEQUENCE_VIEW, rows)
 
     def _sequence_rows(self, states: Iterable[UserClusterSequence]) -> list[dict[str, Any]]:
         k = self.settings.sequence.history_length
@@ -247,33 +233,31 @@ class FeastStore:
     def read_sequences(self, user_ids: Sequence[str]) -> dict[str, UserClusterSequence]:
         """The stored states of ``user_ids`` (absent: never written); the watched marker
         (:meth:`watch_marker`) is read and verified first, in the same round trip."""
-        probe = self._probe()
-        if probe is not None and self.batched is not None:
-            rows = self.batched.read(SEQUENCE_VIEW, STATE_FEATURES, list(user_ids), probe)
+        ids = list(user_ids)
+        states: Iterable[UserClusterSequence | None]
+        if self.batched is not None:
+            probe = self._probe()
+            raw = self.batched.read_raw(SEQUENCE_VIEW, STATE_FEATURES, ids, probe)
             self._verify(probe)  # before any state read on a lost store is used
+            states = map(state_of, ids, raw)
         else:
-            rows = self._read(SEQUENCE_VIEW, STATE_FEATURES, "user_id", list(user_ids))
-        found: dict[str, UserClusterSequence] = {}
-        for row in rows:
-            if row["last_event_time_us"] is None:
-                continue  # Redis answers PRESENT-with-nulls for an unknown user
-            planned_at = row["planned_at_us"]
-            found[row["user_id"]] = UserClusterSequence(
-                user_id=row["user_id"],
-                recent_clusters=tuple(map(int, row["recent_clusters"] or ())),
-                last_event_time=from_micros(row["last_event_time_us"]),
-                last_event_id=row["last_event_id"] or "",
-                event_count=int(row["event_count"] or 0),
-                positive_count=int(row["positive_count"] or 0),
-                planned_history=tuple(map(int, row["planned_history"] or ())),
-                # Absent in states written before it existed: the user is replanned once.
-                planned_window=tuple(map(int, row["planned_window"] or ())),
-                planned_at=from_micros(planned_at)
-                if planned_at is not None and planned_at >= 0
-                else None,
-                revision_us=int(row["revision_us"] or 0),
+            rows = self._read(SEQUENCE_VIEW, STATE_FEATURES, "user_id", ids)
+            states = (
+                state_from(
+                    row["user_id"],
+                    _ints(row["recent_clusters"]),
+                    row["last_event_id"],
+                    row["last_event_time_us"],
+                    row["event_count"],
+                    row["positive_count"],
+                    _ints(row["planned_history"]),
+                    _ints(row["planned_window"]),
+                    row["planned_at_us"],
+                    row["revision_us"],
+                )
+                for row in rows
             )
-        return found
+        return {state.user_id: state for state in states if state is not None}
 
     # -- plans -----------------------------------------------------------------------------
 
@@ -284,6 +268,11 @@ class FeastStore:
         revisions: Mapping[str, int] | None = None,
     ) -> None:
         """Write plans; each is stamped with its user's revision (default: its event time)."""
+        if self.batched is not None:
+            if plans:  # the whole-row codec (plugin.adapters.feast_rows): one call per plan
+                rows = plan_rows(plans, describe, revisions or {})
+                self.batched.write_encoded(PLAN_VIEW, PLAN_FEATURES, rows)
+            return
         self._write(PLAN_VIEW, self._plan_rows(plans, describe, revisions))
 
     def _plan_rows(
@@ -423,3 +412,7 @@ class FeastStore:
             features=[f"{view}:{name}" for name in features], entity_rows={key: keys}
         ).to_dict()
         return [{name: response[name][i] for name in (key, *features)} for i in range(len(keys))]
+
+
+def _ints(values: Iterable[Any] | None) -> tuple[int, ...]:
+    return tuple(map(int, values or ()))

@@ -119,7 +119,8 @@ def _bool(value: Any) -> bytes:
 
 
 def _int64_list(values: Any) -> bytes:
-    items = values if type(values) is list else list(values)
+    # A tuple (the states' and plans' own lists) is walked as it is, like a list.
+    items = values if type(values) is list or type(values) is tuple else list(values)
     if not items:
         return b"\x72\x00"
     # Cluster ids and the like: every varint from the table in one C-level pass. A dict, not
@@ -182,6 +183,13 @@ def timestamp_bytes(seconds: int, nanos: int) -> bytes:
     """A serialised protobuf ``Timestamp`` (zero fields omitted, as protobuf writes them)."""
     out = b"\x08" + varint(seconds) if seconds else b""
     return out + b"\x10" + varint(nanos) if nanos else out
+
+
+def timestamp_bytes_us(micros: int) -> bytes:
+    """:func:`timestamp_bytes` of a time in epoch microseconds (a revision stamp), without a
+    datetime in between."""
+    seconds, micro = divmod(micros, 1_000_000)
+    return timestamp_bytes(seconds, micro * 1000)
 
 
 def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
