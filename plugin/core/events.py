@@ -140,11 +140,53 @@ class WatchEvent(BaseModel):
             return True
         return self.watch_ratio is not None and self.watch_ratio >= positive_watch_ratio
 
+    @classmethod
+    def trusted(
+        cls,
+        event_id: str,
+        user_id: str,
+        item_id: str,
+        event_time: datetime,
+        rating: float | None,
+        watch_ratio: float | None,
+    ) -> WatchEvent:
+        """An event whose fields were already checked as the validators check them (the
+        batch decoder's fast path, ``plugin.core.fast_events``), without ``context``.
+
+        Why not ``model_construct``: it loops over the model's fields with their defaults and
+        aliases, about 5 us per event, a third of the fast path's time in the drain. This sets
+        the same four attributes it sets for this model (no private attributes, no
+        ``model_post_init``, extra fields forbidden: ``tests/core/test_fast_events.py`` holds
+        it to ``model_construct``'s result), about 0.9 us.
+        """
+        event = _new_object(cls)
+        _set_attribute(
+            event,
+            "__dict__",
+            {
+                "event_id": event_id,
+                "user_id": user_id,
+                "item_id": item_id,
+                "event_time": event_time,
+                "rating": rating,
+                "watch_ratio": watch_ratio,
+                "context": None,
+            },
+        )
+        _set_attribute(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+        _set_attribute(event, "__pydantic_extra__", None)
+        _set_attribute(event, "__pydantic_private__", None)
+        return event
+
     @property
     def order_key(self) -> tuple[datetime, str]:
         """The total order the core applies events in: event time, then event id."""
         return ORDER_KEY(self)
 
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__  # the model is frozen: its own __setattr__ refuses
+_EVENT_FIELDS = frozenset(WatchEvent.model_fields)
 
 # WatchEvent.order_key as a sort key: read in C, without a property call per event (the hot
 # path sorts every batch by it).

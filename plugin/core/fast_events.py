@@ -45,8 +45,9 @@ from plugin.core.events import (
 )
 
 
-class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True):
-    """The wire shape of a plain event; anything else fails to decode (then: the slow path)."""
+class _PlainEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The wire shape of a plain event; anything else fails to decode (then: the slow path).
+    Untracked by the garbage collector (``gc=False``): it holds only text and numbers."""
 
     event_id: str | int
     user_id: str | int
@@ -126,15 +127,7 @@ def fast_event(
     if when is None or when < earliest or (now is not None and when > now + max_skew):
         return None
     # Every field checked above as WatchEvent's validators would: no second validation.
-    return WatchEvent.model_construct(
-        event_id=event_id,
-        user_id=user_id,
-        item_id=item_id,
-        event_time=when,
-        rating=rating,
-        watch_ratio=ratio,
-        context=None,
-    )
+    return WatchEvent.trusted(event_id, user_id, item_id, when, rating, ratio)
 
 
 def parse_events(
