@@ -171,9 +171,16 @@ def test_any_event_shaped_payload_gets_the_strict_parsers_answer(
 
 def test_a_trusted_event_is_what_model_construct_makes() -> None:
     when = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    values = {"event_id": "e", "user_id": "u", "item_id": "i", "event_time": when}
-    trusted = WatchEvent.trusted(**values, rating=4.5, watch_ratio=None)
-    constructed = WatchEvent.model_construct(**values, rating=4.5, watch_ratio=None, context=None)
+    trusted = WatchEvent.trusted("e", "u", "i", when, rating=4.5, watch_ratio=None)
+    constructed = WatchEvent.model_construct(
+        event_id="e",
+        user_id="u",
+        item_id="i",
+        event_time=when,
+        rating=4.5,
+        watch_ratio=None,
+        context=None,
+    )
     # What makes the shortcut the same as model_construct for this model.
     assert not WatchEvent.__private_attributes__ and not WatchEvent.__pydantic_post_init__
     for attribute in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__"):
@@ -185,4 +192,4 @@ def test_a_trusted_event_is_what_model_construct_makes() -> None:
         trusted.rating = 1.0  # type: ignore[misc]
     # Its fields set is its own: changing one event's does not change another's.
     trusted.__pydantic_fields_set__.discard("context")
-    assert "context" in WatchEvent.trusted(**values, rating=1.0, watch_ratio=None).model_fields_set
+    assert "context" in WatchEvent.trusted("f", "u", "i", when, 1.0, None).model_fields_set
