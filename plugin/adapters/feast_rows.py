@@ -75,20 +75,25 @@ def sequence_row(state: UserClusterSequence, k: int) -> EncodedRow:
     assert state.last_event_time is not None, "a state without events is not written"
     recent = state.recent_clusters
     planned_at = state.planned_at
+    last_event_us = to_micros(state.last_event_time)
+    revision_us = state.revision_us
+    last_event = _INT64(last_event_us)
     return (
         state.user_id,
-        timestamp_bytes_us(state.revision_us),
+        timestamp_bytes_us(revision_us),
         [
             _INT64_LIST(recent),
             _INT64_LIST(recent[:k]),
             _STRING(state.last_event_id),
-            _INT64(to_micros(state.last_event_time)),
+            last_event,
             _INT64(state.event_count),
             _INT64(state.positive_count),
             _INT64_LIST(state.planned_history),
             _INT64_LIST(state.planned_window),
             _INT64(to_micros(planned_at) if planned_at is not None else -1),
-            _INT64(state.revision_us),
+            # Usually the last event's time (the core moves it on only within a second's
+            # ties): its bytes are then already made.
+            last_event if revision_us == last_event_us else _INT64(revision_us),
         ],
     )
 
@@ -161,17 +166,19 @@ def state_of(user_id: str, raw: Sequence[bytes | None]) -> UserClusterSequence |
     """The state stored for ``user_id`` from its :data:`STATE_FEATURES` bytes, in that
     order; None when it has none (Redis answers an unknown user with nulls)."""
     (recent, last_id, last_time, events, positives, history, window, planned_at, revision) = raw
+    last_event_us = _int(last_time)
     return state_from(
         user_id,
         _ints(recent),
         _text(last_id),
-        _int(last_time),
+        last_event_us,
         _int(events),
         _int(positives),
         _ints(history),
         _ints(window),
         _int(planned_at),
-        _int(revision),
+        # Usually the same bytes as the last event's time (sequence_row): decoded once.
+        last_event_us if revision == last_time else _int(revision),
     )
 
 

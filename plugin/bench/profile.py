@@ -28,7 +28,10 @@ from plugin.streaming.worker import StreamWorker
 # First match wins: (area, substrings of the function's file or name).
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting for the planner thread", ("method 'acquire'", "threading.py")),
-    ("fast Redis store (encode/decode)", ("fast_redis_online_store", "feast_value_codec")),
+    (
+        "fast Redis store (encode/decode)",
+        ("fast_redis_online_store", "feast_value_codec", "feast_rows"),
+    ),
     ("plan table (lookups, best-of-n select)", ("plan_cache", "plugin/core/planning.py")),
     ("Feast SDK (DataFrame/Arrow/proto, registry)", ("/feast/", "/pandas/", "/pyarrow/")),
     ("redis-py and the socket", ("/redis/", "_socket", "hiredis")),
