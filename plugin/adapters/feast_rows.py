@@ -203,13 +203,14 @@ def state_from(
         recent_clusters=recent_clusters,
         last_event_time=from_micros(last_event_us),
         last_event_id=last_event_id or "",
-        event_count=event_count or 0,
-        positive_count=positive_count or 0,
+        # int(): the SDK's read path may answer numpy integers.
+        event_count=int(event_count or 0),
+        positive_count=int(positive_count or 0),
         planned_history=planned_history,
         # Absent in states written before it existed: the user is replanned once.
         planned_window=planned_window,
         planned_at=(
             from_micros(planned_at_us) if planned_at_us is not None and planned_at_us >= 0 else None
         ),
-        revision_us=revision_us or 0,
+        revision_us=int(revision_us or 0),
     )
