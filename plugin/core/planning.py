@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
+from operator import itemgetter
 from typing import Protocol, runtime_checkable
 
 
@@ -142,6 +143,9 @@ class PlanningError(RuntimeError):
     """A planner could not plan a request; the message says which and why."""
 
 
+_SCORE = itemgetter(1)
+
+
 def best_of_n(
     request: PlanRequest,
     candidates: Sequence[int],
@@ -152,21 +156,25 @@ def best_of_n(
 
     Candidates in ``request.excluded`` are dropped: a plan is novel by construction.
     """
-    # Sorted as plain tuples (negated score, then position): the same order as a key of
-    # (-score, index), without a key call per candidate.
-    ranked = sorted(
-        (-float(score), index, int(cluster))
-        for index, (cluster, score) in enumerate(zip(candidates, scores, strict=True))
-        if cluster not in request.excluded
-    )
+    excluded = request.excluded
+    ranked = [
+        (int(cluster), float(score))
+        for cluster, score in zip(candidates, scores, strict=True)
+        if cluster not in excluded
+    ]
     if not ranked:
         raise PlanningError(f"user {request.user_id}: no novel candidate to plan")
+    # Highest score first; a reversed sort is still stable, so ties keep the candidates'
+    # order. One list sorted in place by a C key, then split by zip: no generator frame
+    # per candidate (the plan table's select runs this for every replan).
+    ranked.sort(key=_SCORE, reverse=True)
+    clusters, ordered = zip(*ranked, strict=True)
     return ExplorationPlan(
         user_id=request.user_id,
         history=request.history,
-        cluster_id=ranked[0][2],
-        candidates=tuple(cluster for _, _, cluster in ranked),
-        scores=tuple(-negated for negated, _, _ in ranked),
+        cluster_id=clusters[0],
+        candidates=clusters,
+        scores=ordered,
         model_version=model_version,
         as_of=request.as_of,
     )
