@@ -137,6 +137,14 @@ class _Producer(faust_aiokafka.Producer):
         by_partition: dict[tuple[str, int], list[Outbound]] = defaultdict(list)
         partitions: dict[str, list[int]] = {}
         for message in outbound:
+            # A record batch takes any first message, so the producer's own bound is checked
+            # here, before anything is sent, as a single send would.
+            size = len(message.value) + len(message.key or b"")
+            if size > self.max_request_size:
+                raise ValueError(
+                    f"a message for {message.topic} has {size:,} bytes, more than "
+                    f"producer_max_request_size ({self.max_request_size:,})"
+                )
             if message.topic not in partitions:
                 partitions[message.topic] = sorted(await client.partitions_for(message.topic))
             known = partitions[message.topic]
@@ -146,13 +154,10 @@ class _Producer(faust_aiokafka.Producer):
         for (topic, partition), messages in by_partition.items():
             batch = client.create_batch()
             for message in messages:
-                if batch.append(key=message.key, value=message.value, timestamp=None) is None:
+                # Full: send it and start the next (which takes the message: it is empty).
+                while batch.append(key=message.key, value=message.value, timestamp=None) is None:
                     delivered.append(await client.send_batch(batch, topic, partition=partition))
                     batch = client.create_batch()
-                    if batch.append(key=message.key, value=message.value, timestamp=None) is None:
-                        raise ValueError(
-                            f"a message for {topic} is larger than producer_max_batch_size"
-                        )
             delivered.append(await client.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*delivered)
 
