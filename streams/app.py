@@ -19,9 +19,15 @@ that crashed or was cancelled mid-batch would mark unprocessed events as done). 
 1. run :meth:`StreamWorker.handle` in a dedicated thread, so the event loop keeps serving the
    consumer (heartbeats, fetches) while Feast and the planner work: one Feast read, one
    planner call, plans written, then the sequences that confirm them in one Feast write;
-2. send the dead letters and plan updates and wait until the broker has them;
+2. send the dead letters and plan updates, one record batch per topic partition, and wait until
+   the broker has them;
 3. only then ack every event of the batch. Faust commits acked offsets every
    ``worker.commit_interval_s``.
+
+Steps 2 and 3 of batch N run while batch N+1 is handled (step 1), never further ahead: batch
+N+1's output is sent only once batch N is delivered and acked, so acks and output stay in
+order and at most one handled batch waits for the broker (docs/BENCHMARKS.md, "The Faust
+agent path": the broker's round trip was in series with every batch).
 
 Deferred replans are repaired without waiting for the user: every ``worker.repair_interval_s``
 a timer runs :meth:`StreamWorker.repair` on the same batch thread (so never at once with a
@@ -47,6 +53,8 @@ import logging
 import os
 import ssl
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -56,7 +64,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from plugin.settings import KafkaSettings, Settings
 from plugin.streaming.generation import EXIT_STATE_LOST, StateLost
-from plugin.streaming.worker import BatchReport, Record, StreamWorker
+from plugin.streaming.worker import BatchReport, Outbound, Record, StreamWorker
 from streams.broker_watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,43 @@ class _Producer(faust_aiokafka.Producer):
         if watch is not None:
             watch.clients.append(producer)
         return producer
+
+    async def send_batches(self, outbound: Sequence[Outbound]) -> None:
+        """Send ``outbound`` and return once the broker has every message.
+
+        One record batch per topic partition, each key's partition picked by the producer's
+        own partitioner as a single send would, and one future per record batch. Per-message
+        ``send`` (a future, a sensor call and a metadata check each) cost as much of the
+        event loop as taking the events did (docs/BENCHMARKS.md, "The Faust agent path")."""
+        client = self._ensure_producer()
+        choose = self.partitioner
+        assert choose is not None  # Faust sets the default one when the producer is made
+        by_partition: dict[tuple[str, int], list[Outbound]] = defaultdict(list)
+        partitions: dict[str, list[int]] = {}
+        for message in outbound:
+            # A record batch takes any first message, so the producer's own bound is checked
+            # here, before anything is sent, as a single send would.
+            size = len(message.value) + len(message.key or b"")
+            if size > self.max_request_size:
+                raise ValueError(
+                    f"a message for {message.topic} has {size:,} bytes, more than "
+                    f"producer_max_request_size ({self.max_request_size:,})"
+                )
+            if message.topic not in partitions:
+                partitions[message.topic] = sorted(await client.partitions_for(message.topic))
+            known = partitions[message.topic]
+            partition = choose(message.key, known, known)
+            by_partition[message.topic, partition].append(message)
+        delivered = []
+        for (topic, partition), messages in by_partition.items():
+            batch = client.create_batch()
+            for message in messages:
+                # Full: send it and start the next (which takes the message: it is empty).
+                while batch.append(key=message.key, value=message.value, timestamp=None) is None:
+                    delivered.append(await client.send_batch(batch, topic, partition=partition))
+                    batch = client.create_batch()
+            delivered.append(await client.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*delivered)
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -208,23 +253,25 @@ def build_app(
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def publish(report: BatchReport, records: list[Record]) -> None:
-        async def deliver() -> None:
-            # Straight to the producer, not through ``Topic.send``: the payloads are bytes
-            # already, and Faust's per-message channel path cost about 0.4 ms a message
-            # (docs/BENCHMARKS.md), a third of a batch's time at 1,000 events/s.
-            producer = await app.maybe_start_producer()
-            pending = [
-                await producer.send(message.topic, message.key, message.value, None, None, None)
-                for message in report.outbound
-            ]
-            # Delivered before the batch is acked: a dead letter is never lost to a crash.
-            await asyncio.gather(*pending)
+    async def deliver(outbound: Sequence[Outbound]) -> None:
+        # Straight to the producer, not through ``Topic.send``: the payloads are bytes
+        # already, and Faust's per-message channel path cost about 0.4 ms a message
+        # (docs/BENCHMARKS.md), a third of a batch's time at 1,000 events/s.
+        producer = cast(_Producer, await app.maybe_start_producer())
+        await asyncio.wait_for(producer.send_batches(outbound), timeout=PUBLISH_TIMEOUT_S)
 
+    async def settle(
+        stream: Any, batch: Sequence[Any], records: list[Record], report: BatchReport
+    ) -> None:
+        """Deliver a handled batch's output, then ack its events (steps 2 and 3)."""
         try:
-            await asyncio.wait_for(deliver(), timeout=PUBLISH_TIMEOUT_S)
+            # Delivered before the batch is acked: a dead letter is never lost to a crash.
+            await deliver(report.outbound)
         except Exception as exc:  # the broker is gone, or refused the output
             _exit_unacked(records, exc, "could not deliver a batch's output")
+        for event in batch:
+            await stream.ack(event)
+        observe_lag(records)
 
     def observe_lag(records: list[Record]) -> None:
         last: dict[int, Record] = {}
@@ -242,15 +289,18 @@ def build_app(
 
     @app.agent(events, name="watch-events")
     async def process_watch_events(stream: Any) -> None:
+        # The batch whose output is on its way to the broker while the next one is handled.
+        settling: asyncio.Task[None] | None = None
         try:
             async for batch in stream.noack_take(config.batch_size, within=config.batch_within_s):
                 records = [record_of(event) for event in batch]
                 report = await handle(records)
-                await publish(report, records)
-                for event in batch:
-                    await stream.ack(event)
-                observe_lag(records)
+                if settling is not None:
+                    await settling  # acks stay in order: batch N before batch N+1
+                settling = asyncio.create_task(settle(stream, batch, records, report))
         finally:
+            if settling is not None:  # stopping: a delivered batch is acked, so not replayed
+                await settling
             worker.write_stats(summary)
 
     @app.timer(interval=config.repair_interval_s)
@@ -270,12 +320,7 @@ def build_app(
                 return
             if report.outbound:
                 try:
-                    producer = await app.maybe_start_producer()
-                    pending = [
-                        await producer.send(m.topic, m.key, m.value, None, None, None)
-                        for m in report.outbound
-                    ]
-                    await asyncio.wait_for(asyncio.gather(*pending), timeout=PUBLISH_TIMEOUT_S)
+                    await deliver(report.outbound)
                 except Exception as exc:  # plans are in Feast already; the topic is a copy
                     log.warning("could not send repaired plan updates: %s", exc)
             if not report.more:
