@@ -56,9 +56,11 @@ from plugin.bench.stack import BenchStack
 from plugin.bench.workload import PlannerInput, build_workload, messages, planner_inputs
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
+from plugin.jobs.precompute import precompute_plans
 from plugin.localstack import create_topics
 from plugin.localstack.worker import WorkerProcess
 from plugin.settings import Settings
+from plugin.wiring import ranking_cache, triton_planner
 
 RATES = (250.0, 500.0, 1000.0, 2000.0)
 
@@ -122,13 +124,17 @@ def latency_bench(
     feedback: bool = False,
     idle_seconds: float = 0.0,
     owed_wait_s: float = 30.0,
+    warm_table: bool = False,
     on_phase: Callable[[Phase], None] | None = None,
 ) -> dict[str, Any]:
     """Run the phases above; the per-phase rows, the worker's settings and summary.
 
     ``batch_within_s`` and ``fetch_max_wait_ms`` override those ``worker`` settings;
     ``feedback`` turns the worker's feedback loop on (the Faust app's default; off here by
-    default); ``idle_seconds`` (0: skip) is how long the idle CPU use is sampled."""
+    default); ``idle_seconds`` (0: skip) is how long the idle CPU use is sampled;
+    ``warm_table`` fills the plan table with every history before the worker starts, as a
+    deployment does with ``explore precompute`` (default: empty, so the first batches that
+    meet a history wait for Triton)."""
     settings = _own_topics(stack.arm("latency", feedback=feedback))
     overrides: dict[str, Any] = {}
     if batch_within_s is not None:
@@ -151,6 +157,14 @@ def latency_bench(
         batches.append(messages(workload.events[start : start + phase.events]))
         start += phase.events
 
+    table: dict[str, Any] | None = None
+    if warm_table:
+        remote = triton_planner(settings, stack.workspace.catalog)
+        try:
+            cache = ranking_cache(settings)
+            table = precompute_plans(settings, stack.workspace, remote, "all", cache).as_dict()
+        finally:
+            remote.close()
     log_path = stack.run_dir / "latency" / "worker.log"
     log_path.unlink(missing_ok=True)
     timeout = max(120.0, 4 * total / 1000)
@@ -199,7 +213,9 @@ def latency_bench(
             "fetch_max_wait_ms": settings.worker.fetch_max_wait_ms,
             "partitions": settings.kafka.partitions,
             "seconds_per_rate": seconds,
-            "planner": "triton behind the Redis plan cache (empty at start)",
+            "planner": "triton behind the Redis plan cache ("
+            + ("filled with every history at start)" if warm_table else "empty at start)"),
+            "plan_table": table,
             "feedback_loop": feedback,
             "online_store": "redis, " + type(_online_store(settings)).__name__,
         },

@@ -45,6 +45,7 @@ class BenchOptions:
     batch_within_s: float | None = None
     fetch_max_wait_ms: int | None = None  # overrides worker.fetch_max_wait_ms (latency)
     feedback_rate: float | None = 1000.0  # also one rate with the feedback loop on (None: no)
+    warm_table: bool = False  # latency: the plan table filled with every history first
     fetch_waits: tuple[int, ...] = WAITS_MS  # the fetch-wait sweep (plugin.bench.fetch_wait)
     idle_seconds: float = 20.0
     repeats: int = 1
@@ -146,6 +147,7 @@ def _latency(
         backlog=o.backlog,
         batch_within_s=o.batch_within_s,
         fetch_max_wait_ms=o.fetch_max_wait_ms,
+        warm_table=o.warm_table,
         on_phase=show,
     )
     if o.feedback_rate:  # 0 or None: skip
@@ -159,6 +161,7 @@ def _latency(
             batch_within_s=o.batch_within_s,
             fetch_max_wait_ms=o.fetch_max_wait_ms,
             feedback=True,
+            warm_table=o.warm_table,
             on_phase=show,
         )
 

@@ -219,6 +219,14 @@ def bench_latency(
     feedback_rate: Annotated[
         float, typer.Option(help="also this rate with the feedback loop on (0: skip)")
     ] = 1000.0,
+    warm_table: Annotated[
+        bool,
+        typer.Option(
+            "--warm-table/--cold-table",
+            help="fill the plan table with every history before the worker starts, as "
+            "`explore precompute` does for a deployment (default: empty)",
+        ),
+    ] = False,
 ) -> None:
     """Event-to-plan latency p50/p95/p99 at fixed offered rates through tansu, the Faust
     worker (a child process), Feast on Redis and Triton (var/bench/latency.json)."""
@@ -232,6 +240,7 @@ def bench_latency(
         batch_within_s=batch_within,
         fetch_max_wait_ms=fetch_max_wait,
         feedback_rate=feedback_rate,
+        warm_table=warm_table,
     )
 
 
