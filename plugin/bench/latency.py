@@ -60,7 +60,7 @@ from plugin.jobs.precompute import precompute_plans
 from plugin.localstack import create_topics
 from plugin.localstack.worker import WorkerProcess
 from plugin.settings import Settings
-from plugin.wiring import ranking_cache, triton_planner
+from plugin.wiring import triton_planner
 
 RATES = (250.0, 500.0, 1000.0, 2000.0)
 
@@ -160,9 +160,8 @@ def latency_bench(
     table: dict[str, Any] | None = None
     if warm_table:
         remote = triton_planner(settings, stack.workspace.catalog)
-        try:
-            cache = ranking_cache(settings)
-            table = precompute_plans(settings, stack.workspace, remote, "all", cache).as_dict()
+        try:  # into the settings' own plan cache: the one the worker reads
+            table = precompute_plans(settings, stack.workspace, remote, "all").as_dict()
         finally:
             remote.close()
     log_path = stack.run_dir / "latency" / "worker.log"
