@@ -301,6 +301,7 @@ def build_app(
         finally:
             if settling is not None:  # stopping: a delivered batch is acked, so not replayed
                 await settling
+            worker.settle()  # the last batch's feedback aggregates, before the summary
             worker.write_stats(summary)
 
     @app.timer(interval=config.repair_interval_s)

@@ -22,6 +22,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,15 @@ class FeedbackMonitor:
             }
         for outcome in ("accepted_positive", "accepted_negative", "other"):
             self.records.labels(outcome=outcome)
+        # The window's figures are computed when /metrics is read, not per batch: a pass over
+        # the whole window cost the worker about 3 ms of CPU per batch (docs/BENCHMARKS.md),
+        # and a scrape comes every few seconds. One computation serves every gauge of a scrape.
+        self._stats: WindowStats | None = None
+        self.window_records.set_function(lambda: self.current().records)
+        for name, gauge in self.gauges.items():
+            gauge.set_function(partial(self.figure, name))
 
-    def observe(self, records: Sequence[FeedbackRecord]) -> WindowStats:
+    def observe(self, records: Sequence[FeedbackRecord]) -> None:
         for record in records:
             outcome = (
                 "other"
@@ -156,15 +164,18 @@ class FeedbackMonitor:
             self.records.labels(outcome=outcome).inc()
         with self._lock:
             self._window.extend(records)
-            stats = window_stats(list(self._window), self.n_clusters)
-        self.window_records.set(stats.records)
-        for name in WINDOW_FIGURES:
-            self.gauges[name].set(getattr(stats, name))
-        return stats
+            self._stats = None
+
+    def figure(self, name: str) -> float:
+        """One figure of :meth:`current` (a gauge's value when /metrics is read)."""
+        return float(getattr(self.current(), name))
 
     def current(self) -> WindowStats:
+        """The window's figures, computed once per change of the window."""
         with self._lock:
-            return window_stats(list(self._window), self.n_clusters)
+            if self._stats is None:
+                self._stats = window_stats(list(self._window), self.n_clusters)
+            return self._stats
 
 
 def plot_series(

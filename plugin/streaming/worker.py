@@ -363,6 +363,12 @@ class StreamWorker:
         self._observe(report, by_user, done, reasons)
         return report
 
+    def settle(self) -> None:
+        """Wait for the feedback loop's publication of the last batch (aggregates, fresh
+        counts, monitor), which goes on in the background after :meth:`handle` returns."""
+        if self.feedback is not None:
+            self.feedback.settle()
+
     def _process(self, events: Sequence[WatchEvent], shards: dict[str, str] | None) -> BatchOutcome:
         """The processor's batch between two marker checks: before any state is read, and
         after the writes, before the batch can be acked, so a store that lost its data is

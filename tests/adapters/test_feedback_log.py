@@ -135,15 +135,13 @@ def test_a_crash_while_writing_leaves_no_readable_part(
     log = FeedbackLog(tmp_path)
     kept = spread(days=3)
     log.append(kept)
-    real_write = module.pq.write_table
 
-    def dying_write(table: Any, where: Any, **kwargs: Any) -> None:
-        real_write(table, where, **kwargs)
-        with open(where, "r+b") as handle:  # half the file is on disk when the writer dies
-            handle.truncate(os.path.getsize(where) // 2)
+    def dying_write(where: Path, data: Any) -> None:
+        with open(where, "xb") as handle:  # half the file is on disk when the writer dies
+            handle.write(bytes(data)[: data.size // 2])
         raise OSError("disk gone")
 
-    monkeypatch.setattr(module.pq, "write_table", dying_write)
+    monkeypatch.setattr(module, "_write_durably", dying_write)
     with pytest.raises(OSError, match="disk gone"):
         log.append(spread(days=3, start=100))
     monkeypatch.undo()

@@ -74,6 +74,7 @@ def test_an_answered_plan_becomes_a_record_in_the_log_the_topic_and_the_view(
     assert answer.history == list(plan.history) and answer.model_version == plan.model_version
     assert [m.key for m in second.outbound if m.topic == s.kafka.feedback_topic] == [b"u1"]
     assert memory_log.records == [answer]
+    worker.settle()  # the aggregates and the monitor are published in the background
     row = store.aggregates[f"{','.join(map(str, plan.history))}>{plan.cluster_id}"]
     assert (row.answered, row.engaged, row.engaged_positive) == (1, 1, 0)
     metric = worker.metrics.value
@@ -134,6 +135,7 @@ def test_a_replayed_batch_sends_and_logs_nothing_again(
     again = worker.handle(batch)  # at-least-once: the same records after a crash
     assert not feedback_of(again, s)
     assert len(memory_log.records) == 1
+    worker.settle()
     assert store.aggregates and next(iter(store.aggregates.values())).answered == 1
 
 
@@ -156,6 +158,7 @@ def test_a_batch_that_fails_after_logging_sends_its_records_once_it_goes_through
     report = worker.handle(batch)  # the agent's retry
     assert len(feedback_of(report, s)) == 1
     assert memory_log.records[0] == memory_log.records[-1]  # logged again, same key: deduped
+    worker.settle()
     assert next(iter(store.aggregates.values())).answered == 1
     # The next batch sends only its own answer (to the plan the retry confirmed).
     later = feedback_of(worker.handle(records(w(9, 2), start=3)), s)
