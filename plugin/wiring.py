@@ -214,14 +214,16 @@ def feedback_log_dir(settings: Settings) -> Path:
     return settings.feedback.log_dir or settings.var_dir / "feedback"
 
 
-def feedback_log(settings: Settings, *, merge_in_background: bool = False) -> FeedbackLog:
-    """The Parquet feedback log."""
+def feedback_log(settings: Settings, *, worker: bool = False) -> FeedbackLog:
+    """The Parquet feedback log; the ``worker``'s appends go through its journal, and its
+    parts are written and merged in the background (``plugin.adapters.feedback_log``)."""
     config = settings.feedback
     return FeedbackLog(
         feedback_log_dir(settings),
         config.compact_parts,
         config.part_rows,
-        merge_in_background=merge_in_background,
+        merge_in_background=worker,
+        journal=worker,
     )
 
 
@@ -246,8 +248,8 @@ def feedback_collector(
     fresh: RedisFreshTransitions | None = None,
 ) -> FeedbackCollector:
     """The worker's feedback loop over its own ``store`` (plans read there, and the online
-    aggregates written there unless ``feedback.aggregates`` is off): the Parquet log (merged in
-    the background), the fresh table ``fresh`` and the monitor on ``metrics``' registry.
+    aggregates written there unless ``feedback.aggregates`` is off): the Parquet log (through
+    the worker's journal), the fresh table ``fresh`` and the monitor on ``metrics``' registry.
     Give it to :func:`build_processor` as the observer and to the worker."""
     config = settings.feedback
     return FeedbackCollector(
@@ -255,7 +257,7 @@ def feedback_collector(
         catalog,
         settings.sequence,
         settings.data,
-        feedback_log(settings, merge_in_background=True),
+        feedback_log(settings, worker=True),
         store if config.aggregates else None,
         fresh,
         FeedbackMonitor(len(catalog), config.monitor_window, metrics.registry),

@@ -40,9 +40,27 @@ Logs written before this layout kept one folder per date (``date=YYYY-MM-DD/part
 no ``date`` column). Readers still read those folders, and :meth:`FeedbackLog.compact` moves
 them into the flat layout.
 
-Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the whole log, ``date`` included
-(it skips the hidden files). Its rows are unique except after a crash mid-merge or a retried
-batch (at-least-once); :meth:`FeedbackLog.read` dedupes those too.
+The worker's journal (``journal=True``): a batch must wait until its records are durable before
+it writes anything, and a Parquet part (encoding, a new file, two fsyncs) was the longest step
+of a batch with the feedback loop on. So the worker appends each batch's records as JSON lines
+(the feedback topic's encoding) to a journal of its own, ``.journal-<id>.jsonl``, with one write
+and one ``fdatasync``, and writes the Parquet part in the background (:meth:`FeedbackLog.settle`
+waits for it). The journal is part of the log:
+
+* readers read every journal too (journals first, then parts: a journal whose records moved into
+  a part meanwhile is then read twice, never missed), and dedupe;
+* a writer holds an exclusive ``flock`` on its journal while it lives; once all of a journal's
+  records are in parts and it has grown past ``JOURNAL_ROTATE_BYTES``, the writer deletes it and
+  starts another;
+* a journal nobody holds was left by a writer that died: the next journal writer to start, or
+  :meth:`FeedbackLog.compact`, writes its records as a part and deletes it. Records already in
+  a part come back as duplicates, which readers drop; a torn last line (the writer died in that
+  write, before its batch wrote anything) is skipped.
+
+Glob-friendly: ``pandas.read_parquet("var/feedback")`` reads the log's parts, ``date`` included
+(it skips the hidden files, journals included: a live worker's last batch or two, or a dead
+one's journal until it is recovered). Its rows are unique except after a crash mid-merge or a
+retried batch (at-least-once); :meth:`FeedbackLog.read` dedupes those too.
 """
 
 from __future__ import annotations
@@ -56,8 +74,9 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +121,10 @@ COMPACTION_LOCK = ".compact.lock"
 MERGED_FROM = b"explore.merged_from"
 
 _PART = re.compile(r"^part-(\d+)\.parquet$")
+_JOURNAL = re.compile(r"^\.journal-[0-9a-f]{32}\.jsonl$")
+# A journal whose records are all in parts is replaced once it is this big: small enough to
+# read quickly, large enough that its creation (a new name, a folder fsync) is rare.
+JOURNAL_ROTATE_BYTES = 4 << 20
 _LEGACY_DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _ORDER = [("event_time", "ascending"), ("user_id", "ascending"), ("event_id", "ascending")]
 
@@ -147,6 +170,7 @@ class FeedbackLog:
         part_rows: int = 100_000,
         *,
         merge_in_background: bool = False,
+        journal: bool = False,
     ) -> None:
         self.root = root
         self.compact_parts = compact_parts
@@ -161,6 +185,12 @@ class FeedbackLog:
         self._rows: dict[str, int] = {}
         self._rows_lock = threading.Lock()
         self._root_ready = False
+        # The worker's journal (module docstring): appends go there, parts follow in a thread.
+        self.journal = journal
+        self._journal: _Journal | None = None
+        self._journal_lock = threading.Lock()
+        self._parting: Future[None] | None = None
+        self._part_writer: ThreadPoolExecutor | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -170,10 +200,19 @@ class FeedbackLog:
         Durable on return: the part's bytes and its name are fsynced, so the caller may ack
         the batch. A failed merge of small parts afterwards is logged, never raised: the
         records are in the log already, and the next append or ``compact`` merges again.
+        With ``journal``, durable in the journal on return, and the part is written in the
+        background (:meth:`settle`): none is returned.
         """
         if not records:
             return []
+        if self.journal:
+            self._journal_append(records)
+            return []
         part = self._write_part(to_table(records))
+        self._after_part()
+        return [part]
+
+    def _after_part(self) -> None:
         if not self.merge_in_background:
             self._merge_small_parts()
         elif not self._merge_running() and len(small := self._small_parts()) >= self.compact_parts:
@@ -182,7 +221,62 @@ class FeedbackLog:
                 target=self._merge_small_parts, args=(small,), name="feedback-merge", daemon=True
             )
             self._merging.start()
-        return [part]
+
+    def _journal_append(self, records: Sequence[FeedbackRecord]) -> None:
+        lines = b"".join(record.encode() + b"\n" for record in records)
+        with self._journal_lock:
+            journal = self._journal
+            if journal is None:
+                self._ensure_root()
+                self._recover_journals()
+                journal = self._journal = _Journal.create(self.root)
+            journal.write(lines)
+            journal.pending += len(records)
+        # One part in the writing at a time: they stay in order, and a writer that falls
+        # behind slows the batches down instead of piling records up in memory.
+        if self._parting is not None:
+            self._parting.result()
+        if self._part_writer is None:
+            self._part_writer = ThreadPoolExecutor(1, thread_name_prefix="feedback-part")
+        self._parting = self._part_writer.submit(self._journal_to_part, journal, list(records))
+
+    def _journal_to_part(self, journal: _Journal, records: list[FeedbackRecord]) -> None:
+        try:
+            self._write_part(to_table(records))
+        except (OSError, pa.ArrowException) as exc:
+            # The records are durable in the journal, which now stays until it is recovered.
+            log.warning("feedback log: a part from the journal failed (%s); kept there", exc)
+            return
+        with self._journal_lock:
+            journal.pending -= len(records)
+            if journal.pending == 0 and journal.size >= JOURNAL_ROTATE_BYTES:
+                journal.remove()
+                if self._journal is journal:
+                    self._journal = None
+        self._after_part()
+
+    def settle(self) -> None:
+        """Wait for the journal's part in the writing and for a background merge."""
+        if self._parting is not None:
+            self._parting.result()
+            self._parting = None
+        self.wait_for_merge()
+
+    def _recover_journals(self) -> list[Path]:
+        """Write each journal that no live writer holds as a part, then delete it."""
+        parts: list[Path] = []
+        for path in _journals(self.root):
+            if self._journal is not None and path == self._journal.path:
+                continue
+            with _held_journal(path) as held:
+                if not held:
+                    continue  # its writer is alive
+                records = _journal_records(path)
+                if records:
+                    parts.append(self._write_part(to_table(dedupe(records))))
+                path.unlink(missing_ok=True)
+                log.warning("feedback log: recovered %d records from %s", len(records), path.name)
+        return parts
 
     def _merge_running(self) -> bool:
         return self._merging is not None and self._merging.is_alive()
@@ -349,7 +443,10 @@ class FeedbackLog:
     def compact(self) -> list[Path]:
         """Merge the log's small parts, and every part of the old per-date layout, into one
         (``explore feedback compact``); the new parts (none when nothing needed merging).
-        Waits for a merge another writer is running."""
+        Waits for a merge another writer is running. Journals of dead writers are written as
+        parts first."""
+        self._ensure_root()
+        self._recover_journals()
         with self._compaction_lock(wait=True):
             self._drop_superseded()
             small = self._small_parts()
@@ -375,7 +472,9 @@ class FeedbackLog:
             filters.append(("date", "<=", until))
         records: list[FeedbackRecord] = []
         for attempt in range(5):
-            records, complete = [], True
+            # Journals before parts: a journal whose records move into a part meanwhile is
+            # read twice (deduped below), never missed.
+            records, complete = _journal_records_in(self.root, since, until), True
             for part in self.parts():
                 day = _legacy_date(part)
                 if day is not None:
@@ -447,6 +546,94 @@ def _part_number(part: Path) -> int:
 def _next_number(directory: Path) -> int:
     numbers = [int(m.group(1)) for name in os.listdir(directory) if (m := _PART.match(name))]
     return max(numbers, default=-1) + 1
+
+
+@dataclass
+class _Journal:
+    """One writer's journal file, held (``flock``) while the writer lives."""
+
+    path: Path
+    descriptor: int
+    size: int = 0
+    pending: int = 0  # records written here and not yet in a part
+
+    @classmethod
+    def create(cls, root: Path) -> _Journal:
+        path = root / f".journal-{uuid.uuid4().hex}.jsonl"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _fsync_directory(root)  # its name survives a crash, so its records can be found
+        return cls(path, descriptor)
+
+    def write(self, lines: bytes) -> None:
+        """Append ``lines``; on disk on return (fdatasync: the data and the file's size)."""
+        view = memoryview(lines)
+        while view:
+            view = view[os.write(self.descriptor, view) :]
+        os.fdatasync(self.descriptor)
+        self.size += len(lines)
+
+    def remove(self) -> None:
+        # Deleted while still held, so no writer recovers it meanwhile. A crash that loses the
+        # deletion brings it back: its records are in parts, and come back as duplicates.
+        self.path.unlink(missing_ok=True)
+        os.close(self.descriptor)
+
+
+def _journals(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [root / name for name in sorted(os.listdir(root)) if _JOURNAL.match(name)]
+
+
+@contextlib.contextmanager
+def _held_journal(path: Path) -> Iterator[bool]:
+    """Hold a journal's lock; yields False when its writer is alive (or it is gone)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)
+
+
+def _journal_records(path: Path) -> list[FeedbackRecord]:
+    """A journal's records; a line that does not parse (the last, torn by a crash) skipped."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:  # deleted meanwhile: its records are in parts
+        return []
+    records: list[FeedbackRecord] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(FeedbackRecord.model_validate_json(line))
+        except ValueError:
+            log.warning("feedback log: %s line %d is not a record; skipped", path.name, number)
+    return records
+
+
+def _journal_records_in(root: Path, since: date | None, until: date | None) -> list[FeedbackRecord]:
+    """Every journal's records with an engagement date in ``[since, until]``."""
+    return [
+        record
+        for path in _journals(root)
+        for record in _journal_records(path)
+        if (since is None or _utc_date(record) >= since)
+        and (until is None or _utc_date(record) <= until)
+    ]
+
+
+def _utc_date(record: FeedbackRecord) -> date:
+    """The engagement's UTC date, as the parts' ``date`` column holds it."""
+    return record.event_time.astimezone(UTC).date()
 
 
 def _write_durably(path: Path, data: pa.Buffer) -> None:

@@ -358,7 +358,13 @@ class PlanReader(Protocol):
 class FeedbackSink(Protocol):
     """Where records go durably (the Parquet log)."""
 
-    def append(self, records: Sequence[FeedbackRecord]) -> object: ...
+    def append(self, records: Sequence[FeedbackRecord]) -> object:
+        """Durable on return."""
+        ...
+
+    def settle(self) -> None:
+        """Finish what the appends left to the background (the log's parts)."""
+        ...
 
 
 class AggregateStore(Protocol):
@@ -544,14 +550,20 @@ class FeedbackCollector:
         # and the monitor), while the batch's plans waited to be sent. They are best effort,
         # so nothing the batch guarantees waits for them. At most one batch's publication is
         # in flight, so they stay in batch order and cannot pile up.
-        self.settle()
+        self._published()
         if self._publisher is None:
             self._publisher = ThreadPoolExecutor(1, thread_name_prefix="feedback-publish")
         self._publishing = self._publisher.submit(self._publish, records, moves)
 
     def settle(self) -> None:
-        """Wait until the last batch's aggregates, fresh counts and monitor are published (a
-        driver calls it before it stops, and a reader of the aggregates after a batch)."""
+        """Wait until the last batch's aggregates, fresh counts and monitor are published, and
+        the log's background work is done (a driver calls it before it stops, and a reader of
+        the aggregates after a batch)."""
+        self._published()
+        self.sink.settle()
+
+    def _published(self) -> None:
+        """Wait for the last batch's publication."""
         if self._publishing is not None:
             self._publishing.result()
             self._publishing = None

@@ -349,3 +349,77 @@ def test_a_crash_between_merge_and_delete_duplicates_and_the_next_merge_repairs_
     frame = pd.read_parquet(tmp_path)
     assert sorted(frame["user_id"]) == sorted(r.user_id for r in records)
     assert log.read() == records
+
+
+# -- the worker's journal ------------------------------------------------------------------
+
+
+def journals(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob(".journal-*.jsonl"))
+
+
+def test_a_journal_append_is_readable_at_once_and_becomes_a_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's mode: durable in its journal on return, the part written behind it."""
+    log = FeedbackLog(tmp_path, journal=True)
+    release = threading.Event()
+    write_part = log._write_part
+
+    def slow_write_part(table: Any, *args: Any, **kwargs: Any) -> Path:
+        release.wait(10)
+        return write_part(table, *args, **kwargs)
+
+    monkeypatch.setattr(log, "_write_part", slow_write_part)
+    batch = spread(days=3)
+    assert log.append(batch) == []
+    # No part yet: the records are read from the journal, one line each, fsynced.
+    assert log.parts() == [] and len(journals(tmp_path)) == 1
+    assert log.read() == sorted(batch, key=lambda r: (r.event_time, r.user_id, r.event_id))
+    assert len(log.read(since=date(1998, 1, 2), until=date(1998, 1, 2))) == 2
+    release.set()
+    log.settle()
+    assert names(log) == ["part-0.parquet"]
+    assert len(log.read()) == len(batch)  # the journal's copy deduped against the part's
+
+
+def test_a_journal_all_in_parts_is_replaced_once_it_is_big(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(module, "JOURNAL_ROTATE_BYTES", 1)
+    log = FeedbackLog(tmp_path, journal=True)
+    for b in range(3):
+        log.append(spread(days=1, start=10 * b))
+        log.settle()
+        assert journals(tmp_path) == []  # every record is in a part: the journal went
+    assert len(log.parts()) == 3 and len(log.read()) == 6
+
+
+def test_a_dead_writers_journal_is_recovered_and_a_live_ones_is_left(tmp_path: Path) -> None:
+    """A worker killed after its journal write: the records are read from the journal at
+    once, and the next writer (or compact) turns them into a part; a torn last line, from a
+    write that never returned, is skipped. A live writer's journal is not touched."""
+    live = FeedbackLog(tmp_path, journal=True)
+    live.append(spread(days=1, start=100))  # holds its journal while it lives
+    dead = spread(days=2)
+    lines = b"".join(r.encode() + b"\n" for r in dead) + b'{"user_id": "u9", "ev'
+    (tmp_path / f".journal-{'a' * 32}.jsonl").write_bytes(lines)
+    assert len(FeedbackLog(tmp_path).read()) == len(dead) + 2
+    successor = FeedbackLog(tmp_path, journal=True)
+    successor.append(spread(days=1, start=200))
+    successor.settle()
+    live.settle()
+    left = journals(tmp_path)
+    assert f".journal-{'a' * 32}.jsonl" not in left and len(left) == 2
+    assert len(FeedbackLog(tmp_path).read()) == len(dead) + 4
+    # The recovered records are in a part of their own: readable without any journal.
+    in_parts = pd.read_parquet(tmp_path)
+    assert set(in_parts["user_id"]) >= {r.user_id for r in dead}
+
+
+def test_compact_recovers_a_dead_writers_journal(tmp_path: Path) -> None:
+    dead = spread(days=2)
+    path = tmp_path / f".journal-{'b' * 32}.jsonl"
+    path.write_bytes(b"".join(r.encode() + b"\n" for r in dead))
+    FeedbackLog(tmp_path).compact()
+    assert not path.exists() and len(pd.read_parquet(tmp_path)) == len(dead)

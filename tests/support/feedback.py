@@ -47,6 +47,9 @@ class MemoryLog:
     def append(self, records: Sequence[FeedbackRecord]) -> None:
         self.appended.append(list(records))
 
+    def settle(self) -> None:
+        """Nothing is left to the background: every append is kept at once."""
+
     @property
     def records(self) -> list[FeedbackRecord]:
         return [r for batch in self.appended for r in batch]
