@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -423,3 +424,22 @@ def test_compact_recovers_a_dead_writers_journal(tmp_path: Path) -> None:
     path.write_bytes(b"".join(r.encode() + b"\n" for r in dead))
     FeedbackLog(tmp_path).compact()
     assert not path.exists() and len(pd.read_parquet(tmp_path)) == len(dead)
+
+
+def test_the_journal_becomes_one_part_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends within ``PART_INTERVAL_S`` of the last part share the next one; settle writes
+    it at once."""
+    monkeypatch.setattr(module, "PART_INTERVAL_S", 60.0)
+    log = FeedbackLog(tmp_path, journal=True)
+    log.append(spread(days=1))
+    deadline = time.monotonic() + 10
+    while not log.parts() and time.monotonic() < deadline:  # the first part goes at once
+        time.sleep(0.01)
+    for b in range(1, 4):
+        log.append(spread(days=1, start=10 * b))
+    assert names(log) == ["part-0.parquet"] and len(log.read()) == 8  # three from the journal
+    log.settle()
+    assert names(log) == ["part-0.parquet", "part-1.parquet"]
+    assert len(pq.read_table(log.root / "part-1.parquet")) == 6 and len(log.read()) == 8
