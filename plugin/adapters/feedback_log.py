@@ -73,7 +73,6 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,6 +84,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from plugin.core.coalesce import Coalescer
 from plugin.core.feedback import FeedbackRecord, dedupe
 
 log = logging.getLogger(__name__)
@@ -194,10 +194,9 @@ class FeedbackLog:
         self.journal = journal
         self._journal: _Journal | None = None
         self._journal_lock = threading.Lock()
-        self._queued: list[tuple[_Journal, list[FeedbackRecord]]] = []  # not in a part yet
-        self._part_writer: threading.Thread | None = None  # runs while anything is queued
-        self._last_part = 0.0  # time.monotonic() of the writer's last part
-        self._hurry = threading.Event()  # settle: write what is queued now
+        self._part_writer: Coalescer[tuple[_Journal, list[FeedbackRecord]]] = Coalescer(
+            self._part_from_journal, PART_INTERVAL_S, "feedback-part"
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -239,25 +238,8 @@ class FeedbackLog:
                 journal = self._journal = _Journal.create(self.root)
             journal.write(lines)
             journal.pending += len(records)
-            self._queued.append((journal, list(records)))
-            if self._part_writer is None:
-                self._part_writer = threading.Thread(
-                    target=self._write_queued, name="feedback-part", daemon=True
-                )
-                self._part_writer.start()
-
-    def _write_queued(self) -> None:
-        """The part writer: what the journals hold beyond the parts, as one part at most every
-        ``PART_INTERVAL_S``; it ends once nothing is queued."""
-        while True:
-            self._hurry.wait(max(0.0, self._last_part + PART_INTERVAL_S - time.monotonic()))
-            with self._journal_lock:
-                taken, self._queued = self._queued, []
-                if not taken:
-                    self._part_writer = None
-                    return
-            self._part_from_journal(taken)
-            self._last_part = time.monotonic()
+        # The journal's records become one part at most once per PART_INTERVAL_S.
+        self._part_writer.add((journal, list(records)))
 
     def _part_from_journal(self, taken: list[tuple[_Journal, list[FeedbackRecord]]]) -> None:
         try:
@@ -279,11 +261,7 @@ class FeedbackLog:
     def settle(self) -> None:
         """Write what the journal holds beyond the parts now, and wait for a background
         merge (a worker calls it before it stops)."""
-        writer = self._part_writer
-        if writer is not None:
-            self._hurry.set()
-            writer.join()
-            self._hurry.clear()
+        self._part_writer.settle()
         self.wait_for_merge()
 
     def _recover_journals(self) -> list[Path]:

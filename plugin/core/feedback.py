@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -53,6 +52,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict
 
 from plugin.core.catalog import ClusterCatalog
+from plugin.core.coalesce import Coalescer
 from plugin.core.events import ORDER_KEY, WatchEvent
 from plugin.core.moves import NovelMove, PlanOutcome
 from plugin.core.planning import ExplorationPlan
@@ -60,6 +60,9 @@ from plugin.core.sequence import UserClusterSequence, push_cluster, to_micros
 from plugin.settings import DataSettings, SequenceSettings
 
 log = logging.getLogger(__name__)
+
+# How often the worker publishes its batches' online aggregates, fresh counts and monitor.
+PUBLISH_INTERVAL_S = 1.0
 
 
 class FeedbackRecord(BaseModel):
@@ -415,11 +418,12 @@ class FeedbackCollector:
        (below), then the records, appended to the log before any state or plan of the batch
        is written;
     3. :meth:`after_writes`, after the batch's writes: the plans it wrote are remembered and
-       the records counted; then, on a thread of the collector's own while the next batch
-       goes on, the online aggregates (one read, one write), the fresh transition counts and
-       the monitor. These are best effort: a failure is logged and counted, never fails the
-       batch (the log is the source of truth, and ``refresh`` rebuilds the aggregates from
-       it). One batch's publication at most is in flight; :meth:`settle` waits for it.
+       the records counted; then, on a thread of the collector's own while the batches go on,
+       the online aggregates (one read, one write), the fresh transition counts and the
+       monitor, for all the batches of the last ``PUBLISH_INTERVAL_S`` at once. These are best
+       effort: a failure is logged and counted, never fails the batch (the log is the source
+       of truth, and ``refresh`` rebuilds the aggregates from it). :meth:`settle` publishes
+       what is left now.
 
     The stored plans: a plan this collector saw written (up to ``plan_memory`` users, the
     least recently seen forgotten first) is used when the user's state confirms it (the
@@ -469,9 +473,11 @@ class FeedbackCollector:
         self._written: OrderedDict[str, ExplorationPlan] = OrderedDict()
         self.plans_read = 0  # users whose plan was read from the store
         self.plans_remembered = 0  # users whose plan came from the memory
-        # The last batch's publication (aggregates, fresh counts, monitor): after_writes.
-        self._publisher: ThreadPoolExecutor | None = None
-        self._publishing: Future[None] | None = None
+        # The batches' aggregates, fresh counts and monitor, published together at most once
+        # per PUBLISH_INTERVAL_S (after_writes).
+        self._publisher: Coalescer[tuple[list[FeedbackRecord], list[NovelMove]]] = Coalescer(
+            self._publish, PUBLISH_INTERVAL_S, "feedback-publish"
+        )
 
     def before_read(self, events: Sequence[WatchEvent]) -> None:
         """Step 1: forget the previous batch's findings (the plans are read in step 2)."""
@@ -547,28 +553,21 @@ class FeedbackCollector:
         if not records and not moves:
             return
         # Off the batch's path: these three took about 9 ms a batch (two Redis round trips
-        # and the monitor), while the batch's plans waited to be sent. They are best effort,
-        # so nothing the batch guarantees waits for them. At most one batch's publication is
-        # in flight, so they stay in batch order and cannot pile up.
-        self._published()
-        if self._publisher is None:
-            self._publisher = ThreadPoolExecutor(1, thread_name_prefix="feedback-publish")
-        self._publishing = self._publisher.submit(self._publish, records, moves)
+        # and the monitor) while the batch's plans waited to be sent. They are best effort, so
+        # nothing the batch guarantees waits for them; published together once a second, they
+        # cost two round trips a second instead of two a batch.
+        self._publisher.add((records, moves))
 
     def settle(self) -> None:
-        """Wait until the last batch's aggregates, fresh counts and monitor are published, and
-        the log's background work is done (a driver calls it before it stops, and a reader of
-        the aggregates after a batch)."""
-        self._published()
+        """Publish what the batches left (aggregates, fresh counts, monitor) now, and finish
+        the log's background work (a driver calls it before it stops, and a reader of the
+        aggregates after a batch)."""
+        self._publisher.settle()
         self.sink.settle()
 
-    def _published(self) -> None:
-        """Wait for the last batch's publication."""
-        if self._publishing is not None:
-            self._publishing.result()
-            self._publishing = None
-
-    def _publish(self, records: list[FeedbackRecord], moves: list[NovelMove]) -> None:
+    def _publish(self, batches: list[tuple[list[FeedbackRecord], list[NovelMove]]]) -> None:
+        records = [record for batch, _ in batches for record in batch]
+        moves = [move for _, batch in batches for move in batch]
         if records and self.aggregates is not None:
             try:
                 delta = aggregate(records)
