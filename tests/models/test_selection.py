@@ -166,7 +166,7 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     novelty, alignment = models()
     # Skewed transitions, so that the window term re-orders candidates.
     transitions = WindowTransitions.from_counts(
-        rng.poisson(0.5, (CLUSTERS, CLUSTERS)) * rng.integers(0, 12, (CLUSTERS, 1))
+        (rng.poisson(0.5, (CLUSTERS, CLUSTERS)) * rng.integers(0, 12, (CLUSTERS, 1))).tolist()
     )
     planner = BestOfNPlanner(
         novelty,
