@@ -287,6 +287,11 @@ class SearchResult:
                 return c.as_dict()
         return None
 
+    def best(self, window_weight: float) -> dict[str, Any] | None:
+        """The best scored point at this window weight, if any was scored."""
+        points = [c for c in self.scored if c.window_weight == window_weight]
+        return min(points, key=Candidate.key).as_dict() if points else None
+
     def as_dict(self, selection: SelectionSettings, settings: Settings) -> dict[str, Any]:
         best_by_n = {
             n: max(
@@ -309,6 +314,8 @@ class SearchResult:
                     settings.planner.candidates, settings.planner.temperature, 1.0, 0.0
                 ),
                 "best_by_n": best_by_n,
+                # The best point the search could reach without the window term.
+                "best_without_window": self.best(window_weight=0.0),
                 "top": [c.as_dict() for c in sorted(self.scored, key=Candidate.key)[:10]],
             },
             "grid": {

@@ -241,6 +241,9 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
     assert set(selection["validation"]["best_by_n"]) == {1, 4}
+    plain = selection["validation"]["best_without_window"]
+    assert plain["window_weight"] == 0.0
+    assert plain["positive_hit_at_1"] <= chosen["positive_hit_at_1"]
     assert fitted.gate.n == chosen["n"]  # refit and gated at the chosen values
     window_weight = chosen["window_weight"]
     assert chosen_selection(fitted.manifest) == Selection(
