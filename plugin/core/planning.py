@@ -128,10 +128,6 @@ class WindowTransitions:
         """From ``(window most recent first, target)`` novel moves: ``window[0] -> target``."""
         return cls.from_counts(transition_counts(moves, n_clusters))
 
-    @property
-    def n_clusters(self) -> int:
-        return len(self.pmi_by_target)
-
     def scores(self, window: Collection[int], clusters: Iterable[int]) -> list[float]:
         """Each cluster's mean PMI over the window's known clusters (0 for an empty window
         or an unknown cluster)."""
