@@ -204,6 +204,12 @@ class SelectionSettings(Section):
         min_length=1,
         description="alignment weights searched (1: alignment alone, 0: novelty alone)",
     )
+    window_weights: list[float] = Field(
+        [0.0, 0.25, 0.5, 1.0, 2.0],
+        min_length=1,
+        description="weights of the window term searched (the mean transition PMI from the "
+        "user's recent clusters to the candidate; 0: none)",
+    )
     # A flag, not a list of names: settings_environment passes a list of strings to child
     # processes as Python text, which they cannot parse.
     natural_curation: bool = Field(
@@ -247,6 +253,13 @@ class SelectionSettings(Section):
     def _weights_in_unit(cls, value: list[float]) -> list[float]:
         if any(not 0 <= w <= 1 for w in value):
             raise ValueError("every weight must be in [0, 1]")
+        return sorted(set(value))
+
+    @field_validator("window_weights")
+    @classmethod
+    def _non_negative_window_weights(cls, value: list[float]) -> list[float]:
+        if any(not (0 <= w < float("inf")) for w in value):
+            raise ValueError("every window weight must be finite and >= 0")
         return sorted(set(value))
 
     @field_validator("prior_strengths")

@@ -278,7 +278,15 @@ class CachedPlanner:
                 f"the best of {chosen.n} avoiding {len(request.excluded)} clusters: add "
                 f"{chosen.n} to selection.candidates (or raise planner.candidates)"
             )
-        return select(request, ranking, chosen.n, version, weight=chosen.weight)
+        return select(
+            request,
+            ranking,
+            chosen.n,
+            version,
+            weight=chosen.weight,
+            window_weight=chosen.window_weight,
+            transitions=chosen.transitions,
+        )
 
     def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
         found = self._lookup([request.history for request in requests])

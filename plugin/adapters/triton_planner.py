@@ -41,6 +41,7 @@ from plugin.core.planning import (
     Selection,
     best_of_n,
     selection_score,
+    window_scored,
 )
 from plugin.serving.contract import (
     ALIGNMENT_SCORE,
@@ -343,9 +344,9 @@ class TritonPlanner:
                 raise TritonPlannerError(f"served planner version {version}: {exc}") from None
         return self._labels[version]
 
-    def _weight(self, label: str) -> float:
-        chosen = self._selections.get(label)
-        return chosen.weight if chosen is not None else 1.0
+    def _chosen(self, label: str) -> Selection:
+        # A label never resolved plans with alignment alone, as before the search.
+        return self._selections.get(label) or Selection()
 
     async def _plan(self, requests: Sequence[PlanRequest], n: int | None) -> list[ExplorationPlan]:
         if not requests:
@@ -359,11 +360,14 @@ class TritonPlanner:
         )
         plans = []
         for request, (label, sampled) in zip(requests, rows, strict=True):
-            weight = self._weight(label)
+            chosen = self._chosen(label)
             scores = [
-                selection_score(a, lp, weight)
+                selection_score(a, lp, chosen.weight)
                 for a, lp in zip(sampled.alignment_scores, sampled.novelty_log_probs, strict=True)
             ]
+            scores = window_scored(
+                request, sampled.candidates, scores, chosen.window_weight, chosen.transitions
+            )
             plans.append(best_of_n(request, sampled.candidates, scores, label))
         return plans
 

@@ -347,6 +347,8 @@ def run_evaluation(
             settings.planner.seed,
             "evaluation",
             weight=chosen.weight,
+            window_weight=chosen.window_weight,
+            transitions=chosen.transitions,
         )
         models: dict[str, Any] = {"trained": "afresh", **_model_facts(fitted.manifest)}
     else:
@@ -401,6 +403,7 @@ def run_evaluation(
             "n": n,
             "temperature": planner.temperature,
             "weight": planner.weight,
+            "window_weight": planner.window_weight,
             "models": models,
             "baselines": {
                 "sasrec": {

@@ -126,7 +126,10 @@ def summary_row(run: Run, report: dict[str, Any], seconds: float) -> dict[str, A
         "split": run.split,
         "cases": data["cases"],
         "clusters": data["clusters"],
-        "chosen": {key: chosen.get(key) for key in ("n", "temperature", "weight", "label_rule")}
+        "chosen": {
+            key: chosen.get(key)
+            for key in ("n", "temperature", "weight", "window_weight", "label_rule")
+        }
         | {"prior_strength": chosen.get("prior_strength")},
         "targets": targets(report),
         "seconds": round(seconds, 1),

@@ -392,7 +392,7 @@ def gate_step(
     ``feedback.gate_max_hit_drop`` below the serving version's, and plan coverage must stay at
     least ``feedback.gate_min_coverage``."""
     planner, config = settings.planner, settings.feedback
-    # Both sides plan with the serving version's chosen n, T and weight: the refreshed
+    # Both sides plan with the serving version's chosen n, T and weights: the refreshed
     # version inherits them (write_step), so that is how it would serve.
     chosen = version_selection(
         current.manifest, planner_selection(settings), settings.selection.apply
@@ -404,7 +404,15 @@ def gate_step(
         (report.after, candidate.novelty, candidate.alignment, "refresh-candidate"),
     ):
         plans = BestOfNPlanner(
-            novelty, alignment, n, chosen.temperature, planner.seed, label, weight=chosen.weight
+            novelty,
+            alignment,
+            n,
+            chosen.temperature,
+            planner.seed,
+            label,
+            weight=chosen.weight,
+            window_weight=chosen.window_weight,
+            transitions=chosen.transitions,
         )
         side["heldout"] = plan_quality(plans, workspace, heldout, n)
         side["plans"] = plan_spread(plans, len(workspace.catalog), k)
@@ -448,8 +456,17 @@ def write_step(
 ) -> int:
     """Write the candidate as the next version, passed or not (a failed one is never
     published); its manifest records what it was refreshed from."""
-    # The selection too: a refresh keeps the serving version's n, temperature and weight.
-    inherited = ("dataset", "data_hash", "catalog_version", "text_init", "selection", "catalog")
+    # The selection too: a refresh keeps the serving version's n, temperature and weights,
+    # and the window term's counts its window weight was chosen with.
+    inherited = (
+        "dataset",
+        "data_hash",
+        "catalog_version",
+        "text_init",
+        "selection",
+        "catalog",
+        "window_transitions",
+    )
     config = settings.feedback
     manifest = {
         **{key: current.manifest.get(key) for key in inherited},

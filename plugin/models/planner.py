@@ -13,7 +13,14 @@ import torch
 from torch import Tensor
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.planning import ExplorationPlan, HistoryRanking, PlanRequest, Selection, select
+from plugin.core.planning import (
+    ExplorationPlan,
+    HistoryRanking,
+    PlanRequest,
+    Selection,
+    WindowTransitions,
+    select,
+)
 from plugin.models.alignment import AlignmentModel
 from plugin.models.novelty import ClusterNovelty, history_seed, perturbed_order
 from plugin.models.repository import ModelRepository, check_catalog, version_selection
@@ -82,7 +89,8 @@ class BestOfNPlanner:
     """The paper's planner, in-process: one novelty pass and one alignment pass per batch.
 
     The best of the n candidates is the one with the highest
-    :func:`~plugin.core.planning.selection_score` at ``weight`` (1: alignment alone)."""
+    :func:`~plugin.core.planning.selection_score` at ``weight`` (1: alignment alone), plus
+    ``window_weight`` times its window score from ``transitions`` (0: none)."""
 
     def __init__(
         self,
@@ -93,6 +101,8 @@ class BestOfNPlanner:
         seed: int,
         model_version: str,
         weight: float = 1.0,
+        window_weight: float = 0.0,
+        transitions: WindowTransitions | None = None,
     ) -> None:
         self.novelty = novelty.eval()
         self.alignment = alignment.eval()
@@ -100,6 +110,8 @@ class BestOfNPlanner:
         self.temperature = temperature
         self.seed = seed
         self.weight = weight
+        self.window_weight = window_weight
+        self.transitions = transitions
         self._version = model_version
 
     @property
@@ -107,8 +119,10 @@ class BestOfNPlanner:
         return self._version
 
     def selection(self, model_version: str) -> Selection:
-        """The n, temperature and weight this planner plans with (one version only)."""
-        return Selection(self.n, self.temperature, self.weight)
+        """The n, temperature and weights this planner plans with (one version only)."""
+        return Selection(
+            self.n, self.temperature, self.weight, self.window_weight, self.transitions
+        )
 
     def rank(self, histories: Sequence[tuple[int, ...]]) -> list[HistoryRanking]:
         """Rankings for distinct histories (duplicates are ranked once)."""
@@ -131,7 +145,15 @@ class BestOfNPlanner:
         rankings = self.rank([r.history for r in requests])
         size = self.n if n is None else n
         return [
-            select(r, g, size, self.model_version, weight=self.weight)
+            select(
+                r,
+                g,
+                size,
+                self.model_version,
+                weight=self.weight,
+                window_weight=self.window_weight,
+                transitions=self.transitions,
+            )
             for r, g in zip(requests, rankings, strict=True)
         ]
 
@@ -161,6 +183,8 @@ def best_of_n_planner(
         seed=settings.planner.seed,
         model_version=trained.label,
         weight=chosen.weight,
+        window_weight=chosen.window_weight,
+        transitions=chosen.transitions,
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from plugin.core.catalog import ClusterCatalog
-from plugin.core.planning import Selection
+from plugin.core.planning import Selection, WindowTransitions
 from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.llm import BaseModelRef, check_base_unchanged, load_llm_novelty
@@ -60,14 +60,50 @@ def version_label(version: int, catalog_version: str) -> str:
 
 
 def chosen_selection(manifest: dict[str, Any]) -> Selection | None:
-    """The n, temperature and weight ``explore train`` chose for a version (None: trained
-    without the validation search)."""
+    """The n, temperature, weight and window weight ``explore train`` chose for a version,
+    with its window transitions (None: trained without the validation search). A version
+    from before the window term has window weight 0."""
     chosen = (manifest.get("selection") or {}).get("chosen")
     if not chosen:
         return None
+    window_weight = float(chosen.get("window_weight", 0.0))
     return Selection(
-        n=int(chosen["n"]), temperature=float(chosen["temperature"]), weight=float(chosen["weight"])
+        n=int(chosen["n"]),
+        temperature=float(chosen["temperature"]),
+        weight=float(chosen["weight"]),
+        window_weight=window_weight,
+        transitions=manifest_transitions(manifest) if window_weight > 0 else None,
     )
+
+
+def transitions_record(counts: list[list[int]], moves: int) -> dict[str, Any]:
+    """A version's window transition counts for its manifest, sparse: ``[from, to, count]``."""
+    return {
+        "rule": "mean over the window of PMI(from -> to) of the training part's novel moves",
+        "moves": moves,
+        "n_clusters": len(counts),
+        "counts": [
+            [source, to, count]
+            for source, row in enumerate(counts)
+            for to, count in enumerate(row)
+            if count
+        ],
+    }
+
+
+def manifest_transitions(manifest: dict[str, Any]) -> WindowTransitions:
+    """The window transitions a manifest records (a ``ValueError`` naming the field if not)."""
+    record = manifest.get("window_transitions")
+    if not record:
+        raise ValueError(
+            "manifest: selection.chosen.window_weight > 0 but no window_transitions; "
+            "retrain the version with `explore train`"
+        )
+    size = int(record["n_clusters"])
+    counts = [[0] * size for _ in range(size)]
+    for source, to, count in record["counts"]:
+        counts[int(source)][int(to)] = int(count)
+    return WindowTransitions.from_counts(counts)
 
 
 def version_selection(manifest: dict[str, Any], fallback: Selection, apply: bool) -> Selection:
@@ -287,7 +323,7 @@ class ModelRepository:
             "history_length": int(novelty_config["history_length"]),
             # What N=0 and TEMPERATURE=0 mean for this version: its chosen values (the old
             # planner defaults for a version trained without the search).
-            "selection": vars(chosen_selection(manifest) or Selection()),
+            "selection": (chosen_selection(manifest) or Selection()).scalars(),
         }
         path = self.root / PLANNER / str(version) / MANIFEST
         path.write_text(json.dumps(planner_manifest, indent=2))

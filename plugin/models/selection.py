@@ -10,10 +10,12 @@ here, never by hand on one dataset:
 2. The novelty model is fit once per curation on the fitting part (the paper's balanced
    pairs, and every move at its frequency), and the alignment model once per label rule (the
    hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
-3. Every (label rule, temperature, n, weight) is scored on the validation moves by best-of-n's
-   positive hit@1 (the share of moves whose plan is their target and was engaged with
-   positively), averaged over ``seeds`` sampling seeds. The best wins; ties go to the smaller
-   n, then the larger weight, then the lower temperature, then the weaker prior.
+3. Every (label rule, temperature, n, weight, window weight) is scored on the validation
+   moves by best-of-n's positive hit@1 (the share of moves whose plan is their target and was
+   engaged with positively), averaged over ``seeds`` sampling seeds. The window term's
+   transitions come from the fitting part. The best wins; ties go to the smaller n, then the
+   smaller window weight, then the larger weight, then the lower temperature, then the
+   weaker prior.
 4. Both models are refit on the whole training period with the winning label rule, and the
    version records the chosen values, the validation scores and what the search cost.
 
@@ -34,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from plugin.core.moves import NovelMove
+from plugin.core.planning import WindowTransitions, transition_counts
 from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import NoveltyData, feedback_labels, natural_novelty_data, novelty_data
@@ -46,7 +49,7 @@ from plugin.models.fit import (
 )
 from plugin.models.novelty import NoveltyModel, history_seed, perturbed_order
 from plugin.models.planner import histories_tensor
-from plugin.models.repository import ModelRepository
+from plugin.models.repository import ModelRepository, transitions_record
 from plugin.models.training import (
     alignment_config,
     novelty_config,
@@ -67,13 +70,15 @@ class Candidate:
     positive_hit_at_1: float
     hit_at_1: float
     curation: str = "balanced"
+    window_weight: float = 0.0
 
     def key(self) -> tuple[float | str, ...]:
-        """Best first: score, then the cheaper and more conservative settings (the paper's
-        balanced curation before the natural one)."""
+        """Best first: score, then the cheaper and more conservative settings (no window
+        term before one, the paper's balanced curation before the natural one)."""
         return (
             -round(self.positive_hit_at_1, 9),
             self.n,
+            self.window_weight,
             -self.weight,
             self.temperature,
             self.prior_strength,
@@ -88,6 +93,7 @@ class Candidate:
             "temperature": self.temperature,
             "n": self.n,
             "weight": self.weight,
+            "window_weight": self.window_weight,
             "positive_hit_at_1": round(self.positive_hit_at_1, 5),
             "hit_at_1": round(self.hit_at_1, 5),
         }
@@ -102,6 +108,12 @@ def curated_novelty_data(
     if curation == "natural":
         return natural_novelty_data(moves, k)
     return novelty_data(moves, k, cap=cap)
+
+
+def window_transitions(moves: Sequence[NovelMove], n_clusters: int) -> list[list[int]]:
+    """The window term's counts (:class:`~plugin.core.planning.WindowTransitions`) from
+    ``moves``: every novel move, positive or not, from its user's most recent cluster."""
+    return transition_counts(((m.recent, m.target) for m in moves), n_clusters)
 
 
 def label_rule(prior_strength: float) -> str:
@@ -138,20 +150,38 @@ class ValidationCases:
     allowed: np.ndarray  # [cases, C] False inside the user's novelty window
     targets: np.ndarray  # [cases]
     positive: np.ndarray  # [cases] bool
+    # [cases, C] each cluster's window score for the case's window (zeros without transitions)
+    window_scores: np.ndarray
 
     @classmethod
-    def of(cls, moves: Sequence[NovelMove], n_clusters: int) -> ValidationCases:
+    def of(
+        cls,
+        moves: Sequence[NovelMove],
+        n_clusters: int,
+        transitions: WindowTransitions | None = None,
+    ) -> ValidationCases:
         histories = list(dict.fromkeys(m.history for m in moves))
         row = {h: i for i, h in enumerate(histories)}
         allowed = np.ones((len(moves), n_clusters), dtype=bool)
+        windows = np.zeros((len(moves), n_clusters))
+        # [from, to]: the same numbers WindowTransitions.scores averages, vectorised.
+        pmi = (
+            np.array(transitions.pmi_by_target).T
+            if transitions is not None
+            else np.zeros((n_clusters, n_clusters))
+        )
         for i, move in enumerate(moves):
-            allowed[i, [c for c in move.recent if 0 <= c < n_clusters]] = False
+            known = [c for c in move.recent if 0 <= c < n_clusters]
+            allowed[i, known] = False
+            if known:
+                windows[i] = pmi[known].sum(axis=0) * (1.0 / len(known))
         return cls(
             history_rows=np.array([row[m.history] for m in moves], dtype=np.int64),
             histories=histories,
             allowed=allowed,
             targets=np.array([m.target for m in moves], dtype=np.int64),
             positive=np.array([m.positive for m in moves], dtype=bool),
+            window_scores=windows,
         )
 
 
@@ -176,15 +206,19 @@ def score_grid(
     seeds: Sequence[int],
     ns: Sequence[int],
     weights: Sequence[float],
-) -> dict[tuple[int, float], tuple[float, float]]:
-    """(n, weight) -> (positive hit@1, hit@1) of best-of-n on the cases, mean over seeds.
+    window_weights: Sequence[float] = (0.0,),
+) -> dict[tuple[int, float, float], tuple[float, float]]:
+    """(n, weight, window weight) -> (positive hit@1, hit@1) of best-of-n on the cases, mean
+    over seeds.
 
     ``log_probs`` and ``alignment_scores`` are [histories, C] over every cluster; a case's n
     candidates are the first n clusters of its history's sampling order outside its window,
-    and its plan is the best of them by the mixed score (the first on ties), as in
-    :func:`plugin.core.planning.select`."""
+    and its plan is the best of them by the mixed score plus the window weight times the
+    case's window score (the first on ties), as in :func:`plugin.core.planning.select`."""
     n_max = max(ns)
-    totals: dict[tuple[int, float], list[float]] = {(n, w): [0.0, 0.0] for n in ns for w in weights}
+    totals: dict[tuple[int, float, float], list[float]] = {
+        (n, w, v): [0.0, 0.0] for n in ns for w in weights for v in window_weights
+    }
     for seed in seeds:
         order = perturbed_order(
             torch.from_numpy(log_probs),
@@ -199,14 +233,19 @@ def score_grid(
         rows = cases.history_rows[:, None]
         cand_lp = log_probs[rows, candidates]
         cand_score = alignment_scores[rows, candidates]
+        cand_window = np.take_along_axis(cases.window_scores, candidates, axis=1)
         for weight in weights:
-            mixed = np.where(present, _mixed(cand_score, cand_lp, weight), -np.inf)
-            for n in ns:
-                best = np.argmax(mixed[:, :n], axis=1)
-                planned = candidates[np.arange(len(best)), best]
-                hit = planned == cases.targets
-                totals[(n, weight)][0] += float(np.mean(hit & cases.positive))
-                totals[(n, weight)][1] += float(np.mean(hit))
+            base = _mixed(cand_score, cand_lp, weight)
+            for window_weight in window_weights:
+                scored = base + window_weight * cand_window if window_weight else base
+                mixed = np.where(present, scored, -np.inf)
+                for n in ns:
+                    best = np.argmax(mixed[:, :n], axis=1)
+                    planned = candidates[np.arange(len(best)), best]
+                    hit = planned == cases.targets
+                    total = totals[(n, weight, window_weight)]
+                    total[0] += float(np.mean(hit & cases.positive))
+                    total[1] += float(np.mean(hit))
     return {key: (v[0] / len(seeds), v[1] / len(seeds)) for key, v in totals.items()}
 
 
@@ -243,10 +282,15 @@ class SearchResult:
     def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
         """The scored point with these values and the paper's balanced curation, if any."""
         for c in self.scored:
-            point = (c.n, c.temperature, c.weight, c.prior_strength, c.curation)
-            if point == (n, temperature, weight, prior, "balanced"):
+            point = (c.n, c.temperature, c.weight, c.prior_strength, c.curation, c.window_weight)
+            if point == (n, temperature, weight, prior, "balanced", 0.0):
                 return c.as_dict()
         return None
+
+    def best(self, window_weight: float) -> dict[str, Any] | None:
+        """The best scored point at this window weight, if any was scored."""
+        points = [c for c in self.scored if c.window_weight == window_weight]
+        return min(points, key=Candidate.key).as_dict() if points else None
 
     def as_dict(self, selection: SelectionSettings, settings: Settings) -> dict[str, Any]:
         best_by_n = {
@@ -270,12 +314,15 @@ class SearchResult:
                     settings.planner.candidates, settings.planner.temperature, 1.0, 0.0
                 ),
                 "best_by_n": best_by_n,
+                # The best point the search could reach without the window term.
+                "best_without_window": self.best(window_weight=0.0),
                 "top": [c.as_dict() for c in sorted(self.scored, key=Candidate.key)[:10]],
             },
             "grid": {
                 "candidates": selection.candidates,
                 "temperatures": selection.temperatures,
                 "weights": selection.weights,
+                "window_weights": selection.window_weights,
                 "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
                 "points": len(self.scored),
@@ -299,7 +346,8 @@ def search(
     k = settings.sequence.history_length
     n_clusters = len(workspace.catalog)
     fit, validation = validation_split(train_moves, selection.validation_fraction)
-    cases = ValidationCases.of(validation, n_clusters)
+    transitions = WindowTransitions.from_counts(window_transitions(fit, n_clusters))
+    cases = ValidationCases.of(validation, n_clusters, transitions)
     seeds = [settings.planner.seed + i for i in range(selection.seeds)]
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
     steps = len(selection.prior_strengths) + len(selection.novelty_curations)
@@ -367,11 +415,18 @@ def search(
         for name, curation_log_probs in log_probs.items():
             for temperature in selection.temperatures:
                 grid = score_grid(
-                    cases, curation_log_probs, scores, temperature, seeds, ns, selection.weights
+                    cases,
+                    curation_log_probs,
+                    scores,
+                    temperature,
+                    seeds,
+                    ns,
+                    selection.weights,
+                    selection.window_weights,
                 )
                 scored += [
-                    Candidate(prior, temperature, n, weight, positive, hit, name)
-                    for (n, weight), (positive, hit) in grid.items()
+                    Candidate(prior, temperature, n, weight, positive, hit, name, window)
+                    for (n, weight, window), (positive, hit) in grid.items()
                 ]
     bar.close()
     if not scored:
@@ -425,6 +480,10 @@ def fit_selected(workspace: Workspace, settings: Settings, progress: bool = Fals
     manifest = {
         **fitted.manifest,
         "selection": result.as_dict(settings.selection, settings),
+        # The window term's counts, from the whole training period like the refit models.
+        "window_transitions": transitions_record(
+            window_transitions(data.train_moves, len(workspace.catalog)), len(data.train_moves)
+        ),
         "catalog": {
             "leaf_clusters": len(workspace.catalog),
             "parent_clusters": len(workspace.catalog.parents),

@@ -23,7 +23,7 @@ from plugin.adapters.plan_cache import (
 )
 from plugin.core.catalog import ClusterCatalog
 from plugin.core.events import WatchEvent
-from plugin.core.planning import HistoryRanking, PlanRequest, RankingPlanner
+from plugin.core.planning import HistoryRanking, PlanRequest, RankingPlanner, WindowTransitions
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
 from plugin.settings import CacheSettings
@@ -184,3 +184,22 @@ def test_a_cache_too_short_for_the_chosen_n_refuses_instead_of_planning_worse(
     with pytest.raises(ValueError, match=r"selection\.candidates"):
         CachedPlanner(planner_factory(), cache, n=4).plan(batch)
     client.flushdb()
+
+
+@pytest.mark.integration
+def test_cached_plans_apply_the_window_term_exactly_as_the_planner(
+    cache: RankingCache, planner_factory: Callable[..., BestOfNPlanner]
+) -> None:
+    """The window term is per user, applied at selection: the cached ranking is the same,
+    and the plan selected from it equals the planner's (which the term changes here)."""
+    # Users who left cluster c went to c + 5: the window term pulls plans there.
+    counts = [[20 if to == (source + 5) % 10 else 0 for to in range(10)] for source in range(10)]
+    window = {"window_weight": 2.0, "transitions": WindowTransitions.from_counts(counts)}
+    planner = planner_factory(**window)
+    cached = CachedPlanner(planner_factory(**window), cache, n=4)
+    batch = requests()
+    plans = planner.plan(batch)
+    assert cached.plan(batch) == plans
+    assert cached.plan(batch) == plans and cached.stats.hits == len(batch)
+    assert plans != planner_factory().plan(batch)
+    assert all(p.cluster_id not in r.excluded for p, r in zip(plans, batch, strict=True))

@@ -1,14 +1,25 @@
-"""Best-of-n: the highest score wins, ties keep the candidates' order, excluded never plan."""
+"""Best-of-n: the highest score wins, ties keep the candidates' order, excluded never plan;
+the window term re-orders a user's candidates by where users went from their window."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin.core.planning import PlanningError, PlanRequest, best_of_n
+from plugin.core.planning import (
+    HistoryRanking,
+    PlanningError,
+    PlanRequest,
+    Selection,
+    WindowTransitions,
+    best_of_n,
+    select,
+    transition_counts,
+)
 
 AS_OF = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -52,3 +63,63 @@ def test_the_order_is_score_then_position(
     assert plan.candidates == tuple(cluster for _, _, cluster in expected)
     assert plan.scores == tuple(-negated for negated, _, _ in expected)
     assert plan.cluster_id == plan.candidates[0]
+
+
+def test_window_transitions_are_smoothed_pmi_of_moves_from_the_most_recent_cluster() -> None:
+    # Three clusters; novel moves (window most recent first, target).
+    moves = [((0, 2), 1)] * 6 + [((1,), 2)] * 2 + [((2, 0), 0)] * 1
+    counts = transition_counts(moves, 3)
+    assert counts == [[0, 6, 0], [0, 0, 2], [1, 0, 0]]
+    transitions = WindowTransitions.from_moves(moves, 3)
+    marginal = [(1 + 1) / 12, (6 + 1) / 12, (2 + 1) / 12]  # add-one over 9 moves, 3 clusters
+    # Row 0 (6 moves) smoothed towards the marginal with one pseudo-move per cluster.
+    p_0_to_1 = (6 + 3 * marginal[1]) / (6 + 3)
+    assert transitions.scores({0}, [1]) == [pytest.approx(math.log(p_0_to_1 / marginal[1]))]
+    # The mean over the window's clusters; unknown clusters in the window are ignored.
+    both = transitions.scores({0, 1, 99}, [2])[0]
+    assert both == pytest.approx(
+        (transitions.scores({0}, [2])[0] + transitions.scores({1}, [2])[0]) / 2
+    )
+    assert transitions.scores(set(), [0, 1]) == [0.0, 0.0]
+    assert transitions.scores({0}, [7]) == [0.0]  # an unknown candidate: no evidence
+
+
+def test_a_cluster_never_left_in_training_scores_zero() -> None:
+    transitions = WindowTransitions.from_counts([[0, 5, 0], [0, 0, 0], [3, 0, 0]])
+    assert transitions.scores({1}, [0, 1, 2]) == [pytest.approx(0.0)] * 3
+
+
+def test_the_window_term_reorders_the_same_candidates_and_weight_zero_changes_nothing() -> None:
+    ranking = HistoryRanking(
+        history=(1, 2),
+        order=(5, 3, 4, 6, 0),
+        novelty_log_probs=(-1.0, -1.2, -1.5, -2.0, -2.5),
+        alignment_scores=(0.3, 0.2, 0.1, 0.0, 5.0),
+    )
+    # Users who were in cluster 2 mostly went to 4.
+    counts = [[0] * 7 for _ in range(7)]
+    counts[2][4] = 30
+    counts[1][3] = 30
+    transitions = WindowTransitions.from_counts(counts)
+    user = request({1, 2, 3})  # the window: 3 is a candidate of the ranking, never planned
+    plain = select(user, ranking, 3, "v", weight=1.0)
+    assert plain.candidates == (5, 4, 6)
+    same = select(user, ranking, 3, "v", weight=1.0, window_weight=0.0, transitions=transitions)
+    assert same == plain
+    windowed = select(user, ranking, 3, "v", weight=1.0, window_weight=1.0, transitions=transitions)
+    assert windowed.cluster_id == 4
+    assert set(windowed.candidates) == set(plain.candidates)  # 0 (6th novel) never enters
+    terms = transitions.scores(user.excluded, [5, 4, 6])
+    assert windowed.scores == tuple(
+        sorted((a + t for a, t in zip((0.3, 0.1, 0.0), terms, strict=True)), reverse=True)
+    )
+
+
+def test_a_selection_with_a_window_weight_needs_its_transitions() -> None:
+    with pytest.raises(ValueError, match="window_weight > 0 needs"):
+        Selection(window_weight=0.5)
+    with pytest.raises(ValueError, match="window_weight must be finite and >= 0"):
+        Selection(window_weight=-1.0)
+    transitions = WindowTransitions.from_counts([[0, 1], [1, 0]])
+    chosen = Selection(16, 1.0, 0.25, 0.5, transitions)
+    assert chosen.scalars() == {"n": 16, "temperature": 1.0, "weight": 0.25, "window_weight": 0.5}

@@ -12,14 +12,21 @@ import pytest
 import torch
 
 from plugin.core.moves import NovelMove
-from plugin.core.planning import HistoryRanking, PlanRequest, Selection, select, selection_score
+from plugin.core.planning import (
+    HistoryRanking,
+    PlanRequest,
+    Selection,
+    WindowTransitions,
+    select,
+    selection_score,
+)
 from plugin.data.synthetic import SyntheticSpec, write_synthetic
 from plugin.data.workspace import open_workspace
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.data import feedback_labels, natural_novelty_data, novelty_data
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner, histories_tensor, single_threaded
-from plugin.models.repository import chosen_selection, version_selection
+from plugin.models.repository import chosen_selection, manifest_transitions, version_selection
 from plugin.models.selection import ValidationCases, fit_selected, score_grid, validation_split
 from plugin.settings import load_settings
 
@@ -137,10 +144,17 @@ def models() -> tuple[NoveltyModel, AlignmentModel]:
 
 
 @pytest.mark.parametrize(
-    ("n", "temperature", "weight"), [(1, 1.0, 1.0), (3, 0.75, 0.5), (5, 2.0, 0.0)]
+    ("n", "temperature", "weight", "window_weight"),
+    [
+        (1, 1.0, 1.0, 0.0),
+        (3, 0.75, 0.5, 0.0),
+        (5, 2.0, 0.0, 0.0),
+        (5, 1.0, 0.5, 1.0),
+        (4, 1.5, 1.0, 2.0),
+    ],
 )
 def test_grid_scorer_agrees_with_the_planner_it_stands_for(
-    n: int, temperature: float, weight: float
+    n: int, temperature: float, weight: float, window_weight: float
 ) -> None:
     rng = np.random.default_rng(5)
     cases = []
@@ -150,8 +164,20 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
         target = int(rng.choice([c for c in range(CLUSTERS) if c not in window]))
         cases.append(NovelMove(f"u{i}", (a, b), target, bool(i % 3), window, T0))
     novelty, alignment = models()
+    # Skewed transitions, so that the window term re-orders candidates.
+    transitions = WindowTransitions.from_counts(
+        (rng.poisson(0.5, (CLUSTERS, CLUSTERS)) * rng.integers(0, 12, (CLUSTERS, 1))).tolist()
+    )
     planner = BestOfNPlanner(
-        novelty, alignment, n, temperature, seed=7, model_version="v", weight=weight
+        novelty,
+        alignment,
+        n,
+        temperature,
+        seed=7,
+        model_version="v",
+        weight=weight,
+        window_weight=window_weight,
+        transitions=transitions,
     )
     requests = [PlanRequest(m.user_id, m.history, frozenset(m.recent), T0) for m in cases]
     plans = planner.plan(requests)
@@ -159,15 +185,20 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
         [p.cluster_id == m.target and m.positive for p, m in zip(plans, cases, strict=True)]
     )
     expected_hit = np.mean([p.cluster_id == m.target for p, m in zip(plans, cases, strict=True)])
+    if window_weight:  # the window term changes plans here, so the grid must follow it
+        plain = BestOfNPlanner(novelty, alignment, n, temperature, 7, "v", weight=weight)
+        assert [p.cluster_id for p in plans] != [p.cluster_id for p in plain.plan(requests)]
 
-    grid_cases = ValidationCases.of(cases, CLUSTERS)
+    grid_cases = ValidationCases.of(cases, CLUSTERS, transitions)
     with torch.inference_mode():
         histories = histories_tensor(grid_cases.histories, 2)
         log_probs = novelty.cluster_log_probs(histories).numpy()
         every = torch.arange(CLUSTERS).expand(len(histories), CLUSTERS)
         scores = alignment(histories, every).numpy()
-    grid = score_grid(grid_cases, log_probs, scores, temperature, [7], [n], [weight])
-    positive, hit = grid[(n, weight)]
+    grid = score_grid(
+        grid_cases, log_probs, scores, temperature, [7], [n], [weight], [window_weight]
+    )
+    positive, hit = grid[(n, weight, window_weight)]
     assert hit == pytest.approx(expected_hit)
     assert positive == pytest.approx(expected)
     assert hit > 0  # the check compares something
@@ -193,6 +224,7 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
             "candidates": [1, 4, 64],  # 64 exceeds the 8 clusters: not scored
             "temperatures": [1.0, 2.0],
             "weights": [0.0, 1.0],
+            "window_weights": [0.0, 1.0],
             "prior_strengths": [0.0, 8.0],
             "seeds": 1,
         },
@@ -203,16 +235,27 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         fitted = fit_selected(workspace, settings)
     selection = fitted.manifest["selection"]
     chosen = selection["chosen"]
-    # curations x priors x temperatures x n x weights
-    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2
+    # curations x priors x temperatures x n x weights x window weights
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * 2
     top = selection["validation"]["top"]
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
     assert set(selection["validation"]["best_by_n"]) == {1, 4}
+    plain = selection["validation"]["best_without_window"]
+    assert plain["window_weight"] == 0.0
+    assert plain["positive_hit_at_1"] <= chosen["positive_hit_at_1"]
     assert fitted.gate.n == chosen["n"]  # refit and gated at the chosen values
+    window_weight = chosen["window_weight"]
     assert chosen_selection(fitted.manifest) == Selection(
-        chosen["n"], chosen["temperature"], chosen["weight"]
+        chosen["n"],
+        chosen["temperature"],
+        chosen["weight"],
+        window_weight,
+        manifest_transitions(fitted.manifest) if window_weight else None,
     )
+    # The window term's counts are the whole training period's, one per novel move.
+    record = fitted.manifest["window_transitions"]
+    assert sum(count for _, _, count in record["counts"]) == record["moves"] > 0
     # A spent budget skips the label rules after the first.
     hurried = settings.model_copy(
         update={"selection": settings.selection.model_copy(update={"budget_s": 1e-6})}

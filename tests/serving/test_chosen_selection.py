@@ -1,5 +1,6 @@
-"""The version's chosen n, temperature and weight on the serving path, without a server:
-the contract's N=0 / TEMPERATURE=0, the planner manifest, and the Triton client's weight."""
+"""The version's chosen n, temperature and weights on the serving path, without a server:
+the contract's N=0 / TEMPERATURE=0, the planner manifest, and the Triton client's weight and
+window term."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ import pytest
 
 from plugin.adapters.plan_cache import CachedPlanner
 from plugin.adapters.triton_planner import TritonPlanner
-from plugin.core.planning import HistoryRanking, Selection, select
-from plugin.models.repository import MANIFEST, PLANNER, ModelRepository
+from plugin.core.planning import HistoryRanking, Selection, WindowTransitions, select
+from plugin.models.repository import (
+    MANIFEST,
+    PLANNER,
+    ModelRepository,
+    chosen_selection,
+    transitions_record,
+)
 from plugin.serving.batch import sample_rows
 from plugin.serving.contract import (
     RequestError,
@@ -48,6 +55,28 @@ def test_publishing_writes_the_chosen_selection_into_the_planner_manifest(tmp_pa
     repository.prepare_serving(version)
     manifest = (tmp_path / PLANNER / str(version) / MANIFEST).read_text()
     assert '"weight": 0.25' in manifest and '"temperature": 3.0' in manifest
+    assert '"window_weight": 0.0' in manifest  # a version from before the window term
+
+
+def test_a_versions_window_term_round_trips_through_its_manifest(tmp_path: Path) -> None:
+    counts = [[(3 * source + to) % 5 for to in range(CLUSTERS)] for source in range(CLUSTERS)]
+    chosen = {"n": 8, "temperature": 1.0, "weight": 0.5, "window_weight": 2.0}
+    manifest = {
+        "catalog_version": "c0ffee",
+        "gate": {"passed": True},
+        "selection": {"chosen": chosen},
+        "window_transitions": transitions_record(counts, sum(map(sum, counts))),
+    }
+    novelty, alignment = models(1)
+    repository = ModelRepository(tmp_path)
+    version = repository.write(novelty, alignment, manifest)
+    selection = chosen_selection(repository.manifest(version))
+    assert selection == Selection(8, 1.0, 0.5, 2.0, WindowTransitions.from_counts(counts))
+    repository.prepare_serving(version)
+    assert '"window_weight": 2.0' in (tmp_path / PLANNER / str(version) / MANIFEST).read_text()
+    del manifest["window_transitions"]
+    with pytest.raises(ValueError, match="no window_transitions"):
+        chosen_selection(manifest)
 
 
 class ScriptedTriton(TritonPlanner):
@@ -81,18 +110,39 @@ class ScriptedTriton(TritonPlanner):
         return [(label, s) for s in sample_rows(rows, novelty, alignment, 2)]
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.5, 0.0])
+# Users who left cluster c went mostly to c + 1 (a strong window term).
+STEP = WindowTransitions.from_counts(
+    [
+        [40 if to == (source + 1) % CLUSTERS else 1 for to in range(CLUSTERS)]
+        for source in range(CLUSTERS)
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("weight", "window_weight"), [(1.0, 0.0), (0.5, 0.0), (0.0, 0.0), (0.5, 4.0)]
+)
 def test_triton_client_plans_like_the_in_process_planner_at_the_chosen_weight(
-    weight: float,
+    weight: float, window_weight: float
 ) -> None:
-    chosen = Selection(n=6, temperature=2.0, weight=weight)
+    transitions = STEP if window_weight else None
+    chosen = Selection(6, 2.0, weight, window_weight, transitions)
     client = ScriptedTriton(chosen)
-    batch = [request(f"u{i}", (i % CLUSTERS, (i + 5) % CLUSTERS)) for i in range(12)]
+    batch = [
+        request(
+            f"u{i}", (i % CLUSTERS, (i + 5) % CLUSTERS), {i % CLUSTERS, (i + 5) % CLUSTERS, i + 20}
+        )
+        for i in range(12)
+    ]
     plans = asyncio.run(client._plan(batch, None))
     assert client.sent == [(0, None)]  # N=0, TEMPERATURE=0: left to the served version
     local = in_process(1, 3)
     local.n, local.temperature, local.weight = chosen.n, chosen.temperature, chosen.weight
+    local.window_weight, local.transitions = window_weight, transitions
     expected = local.plan(batch)
+    if window_weight:  # the term changes plans here, so the agreement is about it
+        local.window_weight = 0.0
+        assert [p.cluster_id for p in expected] != [p.cluster_id for p in local.plan(batch)]
     assert [p.cluster_id for p in plans] == [p.cluster_id for p in expected]
     assert [p.candidates for p in plans] == [p.candidates for p in expected]
     assert client.selection("v3") == chosen

@@ -10,7 +10,7 @@ import torch
 
 from plugin.core.catalog import ClusterCatalog, InterestCluster, ParentCluster
 from plugin.core.events import WatchEvent
-from plugin.core.planning import ExplorationPlan
+from plugin.core.planning import ExplorationPlan, WindowTransitions
 from plugin.core.ports import OwedChanges
 from plugin.core.sequence import UserClusterSequence
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
@@ -68,7 +68,13 @@ class MemoryStore:
         pass
 
 
-def make_planner(n: int = 4, seed: int = 7, version: str = "t") -> BestOfNPlanner:
+def make_planner(
+    n: int = 4,
+    seed: int = 7,
+    version: str = "t",
+    window_weight: float = 0.0,
+    transitions: WindowTransitions | None = None,
+) -> BestOfNPlanner:
     torch.manual_seed(0)
     novelty = NoveltyModel(
         NoveltyConfig(
@@ -77,7 +83,14 @@ def make_planner(n: int = 4, seed: int = 7, version: str = "t") -> BestOfNPlanne
     )
     alignment = AlignmentModel(AlignmentConfig(n_clusters=CLUSTERS))
     return BestOfNPlanner(
-        novelty, alignment, n=n, temperature=1.5, seed=seed, model_version=version
+        novelty,
+        alignment,
+        n=n,
+        temperature=1.5,
+        seed=seed,
+        model_version=version,
+        window_weight=window_weight,
+        transitions=transitions,
     )
 
 
