@@ -229,7 +229,7 @@ class FeedbackLog:
             self._merging.start()
 
     def _journal_append(self, records: Sequence[FeedbackRecord]) -> None:
-        lines = b"".join(record.encode() + b"\n" for record in records)
+        lines = b"".join(record.encoded + b"\n" for record in records)
         with self._journal_lock:
             journal = self._journal
             if journal is None:

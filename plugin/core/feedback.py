@@ -47,6 +47,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -107,7 +108,10 @@ class FeedbackRecord(BaseModel):
         """The plan's success: its cluster was engaged, and positively."""
         return self.accepted and self.positive
 
-    def encode(self) -> bytes:
+    @cached_property
+    def encoded(self) -> bytes:
+        """The record as JSON, made once: the log's journal and the feedback topic both carry
+        it (a frozen model, so it never goes stale)."""
         return self.model_dump_json().encode()
 
 

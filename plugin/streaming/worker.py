@@ -349,7 +349,7 @@ class StreamWorker:
         if self.feedback is not None:
             for answer in self.feedback.take():
                 outbound.append(
-                    Outbound(kafka.feedback_topic, answer.user_id.encode(), answer.encode())
+                    Outbound(kafka.feedback_topic, answer.user_id.encode(), answer.encoded)
                 )
         report = BatchReport(
             records=len(records),

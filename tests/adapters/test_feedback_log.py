@@ -403,7 +403,7 @@ def test_a_dead_writers_journal_is_recovered_and_a_live_ones_is_left(tmp_path: P
     live = FeedbackLog(tmp_path, journal=True)
     live.append(spread(days=1, start=100))  # holds its journal while it lives
     dead = spread(days=2)
-    lines = b"".join(r.encode() + b"\n" for r in dead) + b'{"user_id": "u9", "ev'
+    lines = b"".join(r.encoded + b"\n" for r in dead) + b'{"user_id": "u9", "ev'
     (tmp_path / f".journal-{'a' * 32}.jsonl").write_bytes(lines)
     assert len(FeedbackLog(tmp_path).read()) == len(dead) + 2
     successor = FeedbackLog(tmp_path, journal=True)
@@ -421,7 +421,7 @@ def test_a_dead_writers_journal_is_recovered_and_a_live_ones_is_left(tmp_path: P
 def test_compact_recovers_a_dead_writers_journal(tmp_path: Path) -> None:
     dead = spread(days=2)
     path = tmp_path / f".journal-{'b' * 32}.jsonl"
-    path.write_bytes(b"".join(r.encode() + b"\n" for r in dead))
+    path.write_bytes(b"".join(r.encoded + b"\n" for r in dead))
     FeedbackLog(tmp_path).compact()
     assert not path.exists() and len(pd.read_parquet(tmp_path)) == len(dead)
 
