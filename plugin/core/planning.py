@@ -298,24 +298,8 @@ def select(
     The window term re-orders the same candidates too: a plan stays novel by construction.
     """
     excluded = request.excluded
-    if window_weight > 0.0 and transitions is not None:
-        picked = []
-        for cluster, log_prob, score in zip(
-            ranking.order, ranking.novelty_log_probs, ranking.alignment_scores, strict=True
-        ):
-            if cluster in excluded:
-                continue
-            picked.append((cluster, selection_score(score, log_prob, weight)))
-            if len(picked) == n:
-                break
-        clusters = [c for c, _ in picked]
-        windowed = window_scored(
-            request, clusters, [s for _, s in picked], window_weight, transitions
-        )
-        if bonus:
-            windowed = [m + bonus.get(c, 0.0) for c, m in zip(clusters, windowed, strict=True)]
-        return best_of_n(request, clusters, windowed, model_version)
-    if weight >= 1.0 and not bonus:
+    windowed = window_weight > 0.0 and transitions is not None
+    if weight >= 1.0 and not bonus and not windowed:
         # The default: alignment alone (selection_score returns it), no call per candidate.
         novel = islice(
             (
@@ -332,11 +316,13 @@ def select(
     for cluster, log_prob, score in zip(
         ranking.order, ranking.novelty_log_probs, ranking.alignment_scores, strict=True
     ):
-        if cluster in request.excluded:
+        if cluster in excluded:
             continue
         candidates.append(cluster)
-        mixed = selection_score(score, log_prob, weight)
-        scores.append(mixed + (bonus.get(cluster, 0.0) if bonus else 0.0))
+        scores.append(selection_score(score, log_prob, weight))
         if len(candidates) == n:
             break
+    scores = window_scored(request, candidates, scores, window_weight, transitions)
+    if bonus:
+        scores = [s + bonus.get(c, 0.0) for c, s in zip(candidates, scores, strict=True)]
     return best_of_n(request, candidates, scores, model_version)
