@@ -56,7 +56,6 @@ from plugin.core.planning import (
     RankingPlanner,
     SelectingPlanner,
     Selection,
-    select,
 )
 from plugin.core.sequence import push_cluster
 from plugin.settings import CacheSettings
@@ -278,15 +277,7 @@ class CachedPlanner:
                 f"the best of {chosen.n} avoiding {len(request.excluded)} clusters: add "
                 f"{chosen.n} to selection.candidates (or raise planner.candidates)"
             )
-        return select(
-            request,
-            ranking,
-            chosen.n,
-            version,
-            weight=chosen.weight,
-            window_weight=chosen.window_weight,
-            transitions=chosen.transitions,
-        )
+        return chosen.plan(request, ranking, version)
 
     def plan(self, requests: Sequence[PlanRequest]) -> list[ExplorationPlan]:
         found = self._lookup([request.history for request in requests])

@@ -37,7 +37,8 @@ from plugin.core.planning import (
     HistoryRanking,
     PlanRequest,
     RankingPlanner,
-    select,
+    SelectingPlanner,
+    Selection,
 )
 from plugin.core.sequence import to_micros
 
@@ -129,17 +130,18 @@ def boosted_plan(
     request: PlanRequest,
     ranking: HistoryRanking,
     fresh: Mapping[int, float],
-    n: int,
-    weight: float,
+    fresh_weight: float,
     model_version: str,
+    selection: Selection,
 ) -> ExplorationPlan:
-    """Best of the user's n candidates by ``alignment + weight * log(1 + fresh count)``.
+    """Best of the user's n candidates by the version's selection score (its weight and
+    window term, :meth:`Selection.plan`) plus ``fresh_weight * log(1 + fresh count)``.
 
     The candidates are the ranking's (the novelty model's sample), so freshness re-orders
     what the novelty model proposed and never adds clusters it did not propose.
     """
-    bonus = {cluster: weight * math.log1p(count) for cluster, count in fresh.items()}
-    return select(request, ranking, n, model_version, bonus)
+    bonus = {cluster: fresh_weight * math.log1p(count) for cluster, count in fresh.items()}
+    return selection.plan(request, ranking, model_version, bonus)
 
 
 def ranked_by_count(fresh: Mapping[int, float], excluded: frozenset[int]) -> list[int]:
@@ -180,7 +182,16 @@ class FreshBoostPlanner:
             log.warning("fresh transitions unavailable, planning without them: %s", exc)
             fresh = [{} for _ in requests]
         version = self.model_version
+        # The version's own selection (n, weight, window term), as the plan cache selects:
+        # the boost only adds its bonus. A planner that does not know one selects by
+        # alignment alone among this planner's n.
+        inner = self.planner
+        chosen = (
+            inner.selection(inner.model_version)
+            if isinstance(inner, SelectingPlanner)
+            else Selection(n=self.n)
+        )
         return [
-            boosted_plan(request, ranking, counts, self.n, self.weight, version)
+            boosted_plan(request, ranking, counts, self.weight, version, chosen)
             for request, ranking, counts in zip(requests, rankings, fresh, strict=True)
         ]

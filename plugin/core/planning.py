@@ -181,6 +181,27 @@ class Selection:
         if self.window_weight > 0 and self.transitions is None:
             raise ValueError("window_weight > 0 needs the version's window transitions")
 
+    def plan(
+        self,
+        request: PlanRequest,
+        ranking: HistoryRanking,
+        model_version: str,
+        bonus: Mapping[int, float] | None = None,
+    ) -> ExplorationPlan:
+        """The plan :func:`select` makes from ``ranking`` with this selection: every path
+        that selects (planner, plan cache, fresh boost) goes through here, so none can
+        drop a term."""
+        return select(
+            request,
+            ranking,
+            self.n,
+            model_version,
+            bonus,
+            self.weight,
+            self.window_weight,
+            self.transitions,
+        )
+
     def scalars(self) -> dict[str, float]:
         """The chosen values alone (what a manifest records), without the transitions."""
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from plugin.core.frequency import frequency_planner
@@ -51,6 +52,9 @@ def evaluate_fresh(
     )
     # One bucket of about 31 years, no decay: every training move counts, forever.
     static_window = FreshWindow(10**9, 1, float("inf"))
+    # The boost re-orders by the version's own selection score at the compared n, so the
+    # boosted rows differ from best_of_n's only by the fresh counts.
+    chosen = replace(planner.selection(planner.model_version), n=n)
     rankings: list[HistoryRanking] = []
     for start in range(0, len(cases), 1024):
         rankings += planner.rank([m.history for m in cases[start : start + 1024]])
@@ -72,7 +76,7 @@ def evaluate_fresh(
         for move, request, ranking in zip(cases, requests, rankings, strict=True):
             counts = table.lookup(move.history, move.at or request.as_of)
             for weight in weights:
-                plan = boosted_plan(request, ranking, counts, n, weight, "fresh")
+                plan = boosted_plan(request, ranking, counts, weight, "fresh", chosen)
                 boosted[weight][0].append(plan.cluster_id)
                 boosted[weight][1].append(list(plan.candidates))
             order = ranked_by_count(counts, request.excluded)

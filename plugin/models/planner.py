@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -19,7 +20,6 @@ from plugin.core.planning import (
     PlanRequest,
     Selection,
     WindowTransitions,
-    select,
 )
 from plugin.models.alignment import AlignmentModel
 from plugin.models.novelty import ClusterNovelty, history_seed, perturbed_order
@@ -143,18 +143,11 @@ class BestOfNPlanner:
 
     def plan(self, requests: Sequence[PlanRequest], n: int | None = None) -> list[ExplorationPlan]:
         rankings = self.rank([r.history for r in requests])
-        size = self.n if n is None else n
+        chosen = self.selection(self.model_version)
+        if n is not None:
+            chosen = replace(chosen, n=n)
         return [
-            select(
-                r,
-                g,
-                size,
-                self.model_version,
-                weight=self.weight,
-                window_weight=self.window_weight,
-                transitions=self.transitions,
-            )
-            for r, g in zip(requests, rankings, strict=True)
+            chosen.plan(r, g, self.model_version) for r, g in zip(requests, rankings, strict=True)
         ]
 
 

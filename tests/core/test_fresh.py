@@ -16,10 +16,10 @@ from plugin.core.fresh import (
     ranked_by_count,
 )
 from plugin.core.moves import NovelMove
-from plugin.core.planning import PlanRequest
+from plugin.core.planning import PlanRequest, Selection, WindowTransitions
 from plugin.localstack import RedisServer
 from plugin.models.planner import BestOfNPlanner
-from tests.support.streaming import T0
+from tests.support.streaming import CLUSTERS, T0, make_planner
 
 DAY = 86_400
 
@@ -53,10 +53,12 @@ def test_the_boost_reorders_only_the_proposed_candidates(best_of_n: BestOfNPlann
     (ranking,) = best_of_n.rank([(2, 1)])
     plain = best_of_n.plan([request])[0]
     loser = plain.candidates[-1]
-    boosted = boosted_plan(request, ranking, {loser: 1e6, 0: 1e9}, 4, 1.0, "x")
+    boosted = boosted_plan(request, ranking, {loser: 1e6, 0: 1e9}, 1.0, "x", Selection(n=4))
     assert set(boosted.candidates) == set(plain.candidates)
     assert boosted.cluster_id == (0 if 0 in plain.candidates else loser)
-    assert boosted_plan(request, ranking, {}, 4, 1.0, "x").cluster_id == plain.cluster_id
+    assert (
+        boosted_plan(request, ranking, {}, 1.0, "x", Selection(n=4)).cluster_id == plain.cluster_id
+    )
 
 
 @pytest.mark.integration
@@ -80,6 +82,24 @@ def test_the_redis_table_counts_like_the_memory_one(
     request = PlanRequest("u", (2, 1), frozenset({2, 1}), at)
     (plan,) = planner.plan([request])
     (ranking,) = best_of_n.rank([(2, 1)])
-    expected = boosted_plan(request, ranking, memory.lookup((2, 1), at), 4, 1.0, "x")
+    expected = boosted_plan(
+        request, ranking, memory.lookup((2, 1), at), 1.0, "x", best_of_n.selection("t")
+    )
     assert plan.cluster_id == expected.cluster_id
     assert plan.model_version == "t+fresh"
+
+
+def test_the_boost_keeps_the_versions_window_term() -> None:
+    # Moves out of cluster 2 always go to the plain plan's last candidate, so a heavy window
+    # term makes it the plan; the boost with no fresh counts must plan the same.
+    request = PlanRequest("u", (2, 1), frozenset({2, 1}), T0)
+    plain = make_planner().plan([request])[0]
+    favoured = plain.candidates[-1]
+    transitions = WindowTransitions.from_moves([((2,), favoured)] * 50, CLUSTERS)
+    windowed = make_planner(window_weight=5.0, transitions=transitions)
+    expected = windowed.plan([request])[0]
+    assert expected.cluster_id == favoured != plain.cluster_id
+    empty = FreshTransitions(FreshWindow(bucket_s=DAY, buckets=3, half_life_buckets=1.0), k=2)
+    (boosted,) = FreshBoostPlanner(windowed, empty, n=4, weight=1.0).plan([request])
+    assert boosted.cluster_id == expected.cluster_id
+    assert boosted.candidates == expected.candidates
