@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from plugin.adapters.kafka_io import quiet_kafka
 from plugin.core.catalog import ClusterCatalog
@@ -25,6 +26,11 @@ from tests.support.streaming import make_planner, ten_clusters, watch
 # pytest's module-based filters cannot catch; import it once here, quietly.
 with quiet_kafka():
     import kafka  # noqa: F401
+
+# The tests' own small training loops on one torch thread, as the product's trainers run
+# (plugin.models.planner.single_threaded): the suite shares 2 CPUs with its servers, and two
+# threads waiting at each op's barrier made a 60-step loop take 39-67 s instead of about 2 s.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -103,7 +103,6 @@ def fit_models(
     k = settings.sequence.history_length
     objective = objective or models.objective
     text_init = models.text_init if text_init is None else text_init
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     vectors = cluster_text_vectors(workspace, settings) if text_init else None
     text_seconds = time.perf_counter() - started

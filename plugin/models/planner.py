@@ -72,7 +72,7 @@ def rankings_from(
 
 @contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run small inference batches on one torch thread.
+    """Run small torch work (inference batches, the id models' training) on one thread.
 
     Measured on two shared cores: the novelty pass over 64 histories took about 20 ms on one
     thread and up to 490 ms on two whenever the other core was busy (thread contention).
