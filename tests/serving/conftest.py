@@ -27,16 +27,17 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def triton(
-    triton_server_factory: Callable[..., TritonServer], served_root: Path
+    triton_servers: Callable[..., TritonServer], served_root: Path
 ) -> Iterator[tuple[TritonServer, TritonSettings]]:
     """A real tritonserver over ``served_root`` with version 1 loaded, and settings for it."""
-    server = triton_server_factory(served_root, name="triton-serving")
+    server = triton_servers(served_root, name="triton-serving")
     settings = client_settings(server)
     with ModelControl(settings, ModelRepository(served_root)) as control:
         control.activate(1)
     yield server, settings
+    server.stop()
 
 
 @pytest.fixture

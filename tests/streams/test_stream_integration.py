@@ -68,11 +68,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
 
 
 @pytest.fixture(scope="module")
-def triton(
-    bench: Workbench, triton_server_factory: Callable[..., TritonServer]
-) -> Iterator[Settings]:
+def triton(bench: Workbench, triton_servers: Callable[..., TritonServer]) -> Iterator[Settings]:
     """A tritonserver serving the published version; the bench's settings pointed at it."""
-    server = triton_server_factory(bench.settings.models.repository, name="triton-streaming")
+    server = triton_servers(bench.settings.models.repository, name="triton-streaming")
     triton_settings = bench.settings.triton.model_copy(
         update={
             "http_port": server.http_port,
@@ -83,6 +81,7 @@ def triton(
     with ModelControl(triton_settings, ModelRepository(bench.settings.models.repository)) as ctl:
         ctl.load()
     yield bench.settings.model_copy(update={"triton": triton_settings})
+    server.stop()
 
 
 @pytest.fixture(scope="module")
