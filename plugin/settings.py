@@ -553,6 +553,13 @@ class FeedbackSettings(Section):
         64, ge=2, le=100_000, description="small parts in the log that trigger a merge"
     )
     part_rows: int = Field(100_000, ge=1, description="parts this large are never merged")
+    # When the worker's journal is fdatasynced (docs/FEEDBACK.md, "the worker's journal"). A
+    # batch's records are in the journal, safe from a worker crash, before it writes anything,
+    # either way; "interval" leaves the power-loss sync to the part writer, like the stack's
+    # Redis (appendfsync everysec), and the feedback topic holds an acked batch's records.
+    journal_sync: Literal["batch", "interval"] = Field(
+        "interval", description="fdatasync the worker's journal per batch, or once a second"
+    )
     aggregates: bool = Field(True, description="keep the feedback_aggregates view online")
     # The worker remembers the plans it wrote, so a batch reads from the store only the plans
     # of users it has not planned since it started (plugin.core.feedback.FeedbackCollector).

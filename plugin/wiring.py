@@ -224,6 +224,7 @@ def feedback_log(settings: Settings, *, worker: bool = False) -> FeedbackLog:
         config.part_rows,
         merge_in_background=worker,
         journal=worker,
+        sync_each_append=config.journal_sync == "batch",
     )
 
 

@@ -44,9 +44,10 @@ The worker's journal (``journal=True``): a batch must wait until its records are
 it writes anything, and a Parquet part (encoding, a new file, two fsyncs) was the longest step
 of a batch with the feedback loop on. So the worker appends each batch's records as JSON lines
 (the feedback topic's encoding) to a journal of its own, ``.journal-<id>.jsonl``, with one write
-and one ``fdatasync``, and writes its records as Parquet parts in the background, at most one
-part per ``PART_INTERVAL_S`` (:meth:`FeedbackLog.settle` writes the rest now). The journal is
-part of the log:
+(safe from the worker's death on return; ``fdatasync`` too with ``sync_each_append``, else the
+part writer syncs the journal before its part), and writes its records as Parquet parts in the
+background, at most one part per ``PART_INTERVAL_S`` (:meth:`FeedbackLog.settle` writes the
+rest now). The journal is part of the log:
 
 * readers read every journal too (journals first, then parts: a journal whose records moved into
   a part meanwhile is then read twice, never missed), and dedupe;
@@ -176,6 +177,7 @@ class FeedbackLog:
         *,
         merge_in_background: bool = False,
         journal: bool = False,
+        sync_each_append: bool = True,
     ) -> None:
         self.root = root
         self.compact_parts = compact_parts
@@ -192,6 +194,11 @@ class FeedbackLog:
         self._root_ready = False
         # The worker's journal (module docstring): appends go there, parts follow in a thread.
         self.journal = journal
+        # With the journal: fdatasync it in each append (``feedback.journal_sync = "batch"``),
+        # or only before its records' part is written, at most PART_INTERVAL_S later. Either
+        # way a worker crash loses nothing (the bytes are in the kernel's page cache once the
+        # write returns); the sync only guards against losing the machine.
+        self.sync_each_append = sync_each_append
         self._journal: _Journal | None = None
         self._journal_lock = threading.Lock()
         self._part_writer: Coalescer[tuple[_Journal, list[FeedbackRecord]]] = Coalescer(
@@ -236,13 +243,17 @@ class FeedbackLog:
                 self._ensure_root()
                 self._recover_journals()
                 journal = self._journal = _Journal.create(self.root)
-            journal.write(lines)
+            journal.write(lines, sync=self.sync_each_append)
             journal.pending += len(records)
         # The journal's records become one part at most once per PART_INTERVAL_S.
         self._part_writer.add((journal, list(records)))
 
     def _part_from_journal(self, taken: list[tuple[_Journal, list[FeedbackRecord]]]) -> None:
+        journals = {id(journal): journal for journal, _ in taken}.values()
         try:
+            # The journals first: if the part fails, its records stay there, on disk.
+            for journal in journals:
+                journal.sync()
             self._write_part(to_table([record for _, batch in taken for record in batch]))
         except (OSError, pa.ArrowException) as exc:
             # The records are durable in the journal, which now stays until it is recovered.
@@ -251,7 +262,7 @@ class FeedbackLog:
         with self._journal_lock:
             for journal, batch in taken:
                 journal.pending -= len(batch)
-            for journal in {id(journal): journal for journal, _ in taken}.values():
+            for journal in journals:
                 if journal.pending == 0 and journal.size >= JOURNAL_ROTATE_BYTES:
                     journal.remove()
                     if self._journal is journal:
@@ -567,13 +578,20 @@ class _Journal:
         _fsync_directory(root)  # its name survives a crash, so its records can be found
         return cls(path, descriptor)
 
-    def write(self, lines: bytes) -> None:
-        """Append ``lines``; on disk on return (fdatasync: the data and the file's size)."""
+    def write(self, lines: bytes, sync: bool) -> None:
+        """Append ``lines``: in the page cache on return (safe from this process dying), and
+        with ``sync`` on disk too (fdatasync: the data and the file's size)."""
         view = memoryview(lines)
         while view:
             view = view[os.write(self.descriptor, view) :]
-        os.fdatasync(self.descriptor)
+        if sync:
+            os.fdatasync(self.descriptor)
         self.size += len(lines)
+
+    def sync(self) -> None:
+        """Everything written so far on disk. Only the part writer calls it, and only it
+        closes the journal (:meth:`remove`), so the descriptor is open here."""
+        os.fdatasync(self.descriptor)
 
     def remove(self) -> None:
         # Deleted while still held, so no writer recovers it meanwhile. A crash that loses the

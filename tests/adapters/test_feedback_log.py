@@ -110,6 +110,46 @@ def test_a_taken_part_number_moves_the_writer_on(
     assert len(log.read()) == 2
 
 
+@pytest.mark.parametrize("each_append", [True, False])
+def test_the_journal_is_synced_per_append_or_before_its_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, each_append: bool
+) -> None:
+    """``feedback.journal_sync``: "batch" fdatasyncs the journal in append; "interval" leaves
+    it to the part writer, which syncs the journal before it writes the journal's part."""
+    monkeypatch.setattr(module, "PART_INTERVAL_S", 60.0)
+    events: list[str] = []
+    real_fdatasync, write_part = os.fdatasync, FeedbackLog._write_part
+
+    def recording_fdatasync(descriptor: int) -> None:
+        events.append("journal synced")
+        real_fdatasync(descriptor)
+
+    def recording_write_part(self: FeedbackLog, *args: Any, **kwargs: Any) -> Path:
+        events.append("part written")
+        return write_part(self, *args, **kwargs)
+
+    monkeypatch.setattr(module.os, "fdatasync", recording_fdatasync)
+    monkeypatch.setattr(FeedbackLog, "_write_part", recording_write_part)
+    log = FeedbackLog(tmp_path, journal=True, sync_each_append=each_append)
+    log.append(spread(days=1))
+    deadline = time.monotonic() + 10
+    while not log.parts() and time.monotonic() < deadline:  # the first part goes at once
+        time.sleep(0.01)
+    events.append("first part seen")
+    log.append(spread(days=1, start=10))
+    appended = list(events)
+    log.settle()
+    if each_append:
+        assert appended == [
+            "journal synced", "journal synced", "part written", "first part seen", "journal synced",
+        ]  # fmt: skip
+    else:
+        # Nothing synced in append: the part writer syncs before each part.
+        assert appended == ["journal synced", "part written", "first part seen"]
+        assert events[len(appended) :] == ["journal synced", "part written"]
+    assert len(log.read()) == 4
+
+
 def test_append_returns_only_once_the_bytes_and_the_name_are_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
