@@ -207,8 +207,19 @@ class SelectionSettings(Section):
     window_weights: list[float] = Field(
         [0.0, 0.25, 0.5, 1.0, 2.0],
         min_length=1,
-        description="weights of the window term searched (the mean transition PMI from the "
-        "user's recent clusters to the candidate; 0: none)",
+        description="weights of the window term searched (the learned window model's mean "
+        "score from the user's recent clusters to the candidate; 0: none)",
+    )
+    window_l2s: list[float] = Field(
+        [1e-5, 1e-4, 1e-3],
+        min_length=1,
+        description="L2 strengths of the window model tried; the lowest validation log-loss wins",
+    )
+    window_max_steps: int = Field(
+        2000,
+        ge=1,
+        description="most full-batch steps of the window model; early stopping on the "
+        "validation log-loss chooses how many it takes",
     )
     # A flag, not a list of names: settings_environment passes a list of strings to child
     # processes as Python text, which they cannot parse.
@@ -260,6 +271,13 @@ class SelectionSettings(Section):
     def _non_negative_window_weights(cls, value: list[float]) -> list[float]:
         if any(not (0 <= w < float("inf")) for w in value):
             raise ValueError("every window weight must be finite and >= 0")
+        return sorted(set(value))
+
+    @field_validator("window_l2s")
+    @classmethod
+    def _non_negative_l2s(cls, value: list[float]) -> list[float]:
+        if any(not (0 <= v < float("inf")) for v in value):
+            raise ValueError("every window L2 must be finite and >= 0")
         return sorted(set(value))
 
     @field_validator("prior_strengths")

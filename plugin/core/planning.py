@@ -93,65 +93,39 @@ class WindowTransitions:
     term").
 
     The plan table is keyed by the K=2 history; the window (the W recent clusters every
-    request carries as ``excluded``) is the only per-user context at selection. From the
-    training part's novel moves, ``from -> to`` counts the moves to ``to`` made from ``from``
-    (the user's most recent cluster). A candidate's window score is the mean over the
-    window's clusters w of the pointwise mutual information ``log p(c | w) - log p(c)``:
-    how much more often users go to c from the clusters this user has been in than from
-    anywhere. Rows are smoothed towards p(c) with one pseudo-move per cluster (a cluster
-    never left in training scores 0: no evidence, no effect), and p(c) is add-one smoothed.
+    request carries as ``excluded``) is the only per-user context at selection. A learned
+    ``[from][to]`` matrix (:mod:`plugin.models.window`: a bag-of-window softmax over the novel
+    clusters, fit on the training part's novel moves) gives each cluster of the window a
+    score for every target; a candidate's window score is the mean of its column over the
+    window's clusters. Selection compares candidates of one user, so only differences
+    between targets matter; a cluster outside the matrix adds nothing.
     """
 
-    pmi_by_target: tuple[tuple[float, ...], ...]  # [to][from]
+    scores_by_target: tuple[tuple[float, ...], ...]  # [to][from]
 
     @classmethod
-    def from_counts(cls, counts: Sequence[Sequence[float]]) -> WindowTransitions:
-        """From a square ``counts[from][to]`` matrix of novel moves."""
-        size = len(counts)
-        if any(len(row) != size for row in counts):
-            raise ValueError("window transition counts must be a square matrix")
-        moves = sum(sum(row) for row in counts)
-        arrivals = [sum(row[to] for row in counts) for to in range(size)]
-        marginal = [(a + 1.0) / (moves + size) for a in arrivals]
-        pmi = [[0.0] * size for _ in range(size)]
-        for source, row in enumerate(counts):
-            left = sum(row)
-            for to in range(size):
-                p = (row[to] + size * marginal[to]) / (left + size)
-                pmi[to][source] = math.log(p / marginal[to])
-        return cls(tuple(tuple(column) for column in pmi))
-
-    @classmethod
-    def from_moves(
-        cls, moves: Iterable[tuple[Sequence[int], int]], n_clusters: int
-    ) -> WindowTransitions:
-        """From ``(window most recent first, target)`` novel moves: ``window[0] -> target``."""
-        return cls.from_counts(transition_counts(moves, n_clusters))
+    def from_matrix(cls, matrix: Sequence[Sequence[float]]) -> WindowTransitions:
+        """From a square ``matrix[from][to]`` (what the window model learns)."""
+        size = len(matrix)
+        if any(len(row) != size for row in matrix):
+            raise ValueError("the window transition matrix must be square")
+        if not all(math.isfinite(value) for row in matrix for value in row):
+            raise ValueError("the window transition matrix must be finite")
+        return cls(tuple(tuple(float(row[to]) for row in matrix) for to in range(size)))
 
     def scores(self, window: Collection[int], clusters: Iterable[int]) -> list[float]:
-        """Each cluster's mean PMI over the window's known clusters (0 for an empty window
+        """Each cluster's mean score over the window's known clusters (0 for an empty window
         or an unknown cluster)."""
-        size = len(self.pmi_by_target)
+        size = len(self.scores_by_target)
         known = [w for w in window if 0 <= w < size]
         if not known:
             return [0.0 for _ in clusters]
         share = 1.0 / len(known)
-        columns = self.pmi_by_target
+        columns = self.scores_by_target
         # One C-level gather per candidate (select runs per replan: measured 3x faster than
         # a generator over the window).
         gather = itemgetter(*known) if len(known) > 1 else (lambda column: (column[known[0]],))
         return [sum(gather(columns[c])) * share if 0 <= c < size else 0.0 for c in clusters]
-
-
-def transition_counts(
-    moves: Iterable[tuple[Sequence[int], int]], n_clusters: int
-) -> list[list[int]]:
-    """``counts[from][to]``: novel moves to ``to`` from the most recent window cluster."""
-    counts = [[0] * n_clusters for _ in range(n_clusters)]
-    for window, target in moves:
-        if window and 0 <= window[0] < n_clusters and 0 <= target < n_clusters:
-            counts[window[0]][target] += 1
-    return counts
 
 
 @dataclass(frozen=True)

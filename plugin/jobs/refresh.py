@@ -457,7 +457,7 @@ def write_step(
     """Write the candidate as the next version, passed or not (a failed one is never
     published); its manifest records what it was refreshed from."""
     # The selection too: a refresh keeps the serving version's n, temperature and weights,
-    # and the window term's counts its window weight was chosen with.
+    # and the window model its window weight was chosen with.
     inherited = (
         "dataset",
         "data_hash",

@@ -31,6 +31,7 @@ from plugin.errors import UserError
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.llm import BaseModelRef, check_base_unchanged, load_llm_novelty
 from plugin.models.novelty import ClusterNovelty, NoveltyConfig, NoveltyModel
+from plugin.models.window import WindowFit
 
 NOVELTY = "novelty"
 # The Triton model that serves a version whose novelty model is a language model. Its weights
@@ -76,34 +77,42 @@ def chosen_selection(manifest: dict[str, Any]) -> Selection | None:
     )
 
 
-def transitions_record(counts: list[list[int]], moves: int) -> dict[str, Any]:
-    """A version's window transition counts for its manifest, sparse: ``[from, to, count]``."""
+def transitions_record(fitted: WindowFit, moves: int) -> dict[str, Any]:
+    """A version's window model for its manifest: the ``[from][to]`` matrix it serves, with
+    the L2 and step count it was fit with."""
+    matrix = fitted.transitions.scores_by_target
+    size = len(matrix)
     return {
-        "rule": "mean over the window of PMI(from -> to) of the training part's novel moves",
+        "rule": "learned bag-of-window softmax over the novel clusters (plugin.models.window); "
+        "a candidate's score is the mean of matrix[w][candidate] over the window",
         "moves": moves,
-        "n_clusters": len(counts),
-        "counts": [
-            [source, to, count]
-            for source, row in enumerate(counts)
-            for to, count in enumerate(row)
-            if count
-        ],
+        "n_clusters": size,
+        "l2": fitted.l2,
+        "steps": fitted.steps,
+        "matrix": [[round(matrix[to][source], 6) for to in range(size)] for source in range(size)],
     }
 
 
 def manifest_transitions(manifest: dict[str, Any]) -> WindowTransitions:
-    """The window transitions a manifest records (a ``ValueError`` naming the field if not)."""
+    """The window model a manifest records (a ``ValueError`` naming the field if not)."""
     record = manifest.get("window_transitions")
     if not record:
         raise ValueError(
             "manifest: selection.chosen.window_weight > 0 but no window_transitions; "
             "retrain the version with `explore train`"
         )
-    size = int(record["n_clusters"])
-    counts = [[0] * size for _ in range(size)]
-    for source, to, count in record["counts"]:
-        counts[int(source)][int(to)] = int(count)
-    return WindowTransitions.from_counts(counts)
+    if "matrix" not in record:
+        raise ValueError(
+            "manifest: window_transitions has no matrix (a version of the counted window "
+            "term, replaced by the learned one); retrain the version with `explore train`"
+        )
+    matrix = record["matrix"]
+    if len(matrix) != int(record["n_clusters"]):
+        raise ValueError("manifest: window_transitions.matrix does not match its n_clusters")
+    try:
+        return WindowTransitions.from_matrix(matrix)
+    except ValueError as error:
+        raise ValueError(f"manifest: window_transitions.matrix: {error}") from error
 
 
 def version_selection(manifest: dict[str, Any], fallback: Selection, apply: bool) -> Selection:

@@ -10,14 +10,16 @@ here, never by hand on one dataset:
 2. The novelty model is fit once per curation on the fitting part (the paper's balanced
    pairs, and every move at its frequency), and the alignment model once per label rule (the
    hard ``min_count`` cut, and the Beta prior at each ``prior_strengths`` value).
-3. Every (label rule, temperature, n, weight, window weight) is scored on the validation
-   moves by best-of-n's positive hit@1 (the share of moves whose plan is their target and was
-   engaged with positively), averaged over ``seeds`` sampling seeds. The window term's
-   transitions come from the fitting part. The best wins; ties go to the smaller n, then the
-   smaller window weight, then the larger weight, then the lower temperature, then the
-   weaker prior.
-4. Both models are refit on the whole training period with the winning label rule, and the
-   version records the chosen values, the validation scores and what the search cost.
+3. Every (label rule, temperature, n, weight, window weight, window L2) is scored on the
+   validation moves by best-of-n's positive hit@1 (the share of moves whose plan is their
+   target and was engaged with positively), averaged over ``seeds`` sampling seeds. The window
+   term's models (:mod:`plugin.models.window`) are fit on the fitting part, one per L2 of
+   ``window_l2s``, each stopped early at its lowest log-loss on the validation moves. The best
+   wins; ties go to the smaller n, then the smaller window weight, then the stronger window
+   L2, then the larger weight, then the lower temperature, then the weaker prior.
+4. Both models are refit on the whole training period with the winning label rule (and the
+   window model with its chosen steps and L2), and the version records the chosen values, the
+   validation scores and what the search cost.
 
 The search fits the cheapest first (the paper's curation, then every label rule, then the
 other curation) and starts no further fit once ``budget_s`` is spent (what was skipped is
@@ -27,7 +29,7 @@ recorded); scoring the grid is one vectorised pass per label rule, curation and 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from plugin.core.moves import NovelMove
-from plugin.core.planning import WindowTransitions, transition_counts
+from plugin.core.planning import WindowTransitions
 from plugin.data.workspace import Workspace
 from plugin.models.alignment import AlignmentModel
 from plugin.models.data import NoveltyData, feedback_labels, natural_novelty_data, novelty_data
@@ -56,6 +58,7 @@ from plugin.models.training import (
     train_alignment,
     train_novelty,
 )
+from plugin.models.window import WindowFit, early_stopped_window_models, fit_window_model
 from plugin.settings import SelectionSettings, Settings
 
 
@@ -71,14 +74,17 @@ class Candidate:
     hit_at_1: float
     curation: str = "balanced"
     window_weight: float = 0.0
+    window_l2: float | None = None  # the window model's L2 (None at window weight 0)
 
     def key(self) -> tuple[float | str, ...]:
         """Best first: score, then the cheaper and more conservative settings (no window
-        term before one, the paper's balanced curation before the natural one)."""
+        term before one, a stronger window L2 before a weaker one, the paper's balanced
+        curation before the natural one)."""
         return (
             -round(self.positive_hit_at_1, 9),
             self.n,
             self.window_weight,
+            -(self.window_l2 or 0.0),
             -self.weight,
             self.temperature,
             self.prior_strength,
@@ -94,6 +100,7 @@ class Candidate:
             "n": self.n,
             "weight": self.weight,
             "window_weight": self.window_weight,
+            "window_l2": self.window_l2,
             "positive_hit_at_1": round(self.positive_hit_at_1, 5),
             "hit_at_1": round(self.hit_at_1, 5),
         }
@@ -108,12 +115,6 @@ def curated_novelty_data(
     if curation == "natural":
         return natural_novelty_data(moves, k)
     return novelty_data(moves, k, cap=cap)
-
-
-def window_transitions(moves: Sequence[NovelMove], n_clusters: int) -> list[list[int]]:
-    """The window term's counts (:class:`~plugin.core.planning.WindowTransitions`) from
-    ``moves``: every novel move, positive or not, from its user's most recent cluster."""
-    return transition_counts(((m.recent, m.target) for m in moves), n_clusters)
 
 
 def label_rule(prior_strength: float) -> str:
@@ -150,38 +151,39 @@ class ValidationCases:
     allowed: np.ndarray  # [cases, C] False inside the user's novelty window
     targets: np.ndarray  # [cases]
     positive: np.ndarray  # [cases] bool
-    # [cases, C] each cluster's window score for the case's window (zeros without transitions)
-    window_scores: np.ndarray
+    # Per window model (by its L2): [cases, C] each cluster's window score for the case's
+    # window, the numbers WindowTransitions.scores gives.
+    window_scores: dict[float, np.ndarray]
 
     @classmethod
     def of(
         cls,
         moves: Sequence[NovelMove],
         n_clusters: int,
-        transitions: WindowTransitions | None = None,
+        windows: Mapping[float, WindowTransitions] | None = None,
     ) -> ValidationCases:
         histories = list(dict.fromkeys(m.history for m in moves))
         row = {h: i for i, h in enumerate(histories)}
         allowed = np.ones((len(moves), n_clusters), dtype=bool)
-        windows = np.zeros((len(moves), n_clusters))
-        # [from, to]: the same numbers WindowTransitions.scores averages, vectorised.
-        pmi = (
-            np.array(transitions.pmi_by_target).T
-            if transitions is not None
-            else np.zeros((n_clusters, n_clusters))
-        )
+        # A [cases, C] bag of each case's window (1/|window| on its known clusters), so every
+        # model's scores are one product with its [from, to] matrix.
+        bag = np.zeros((len(moves), n_clusters))
         for i, move in enumerate(moves):
-            known = [c for c in move.recent if 0 <= c < n_clusters]
+            known = list(dict.fromkeys(c for c in move.recent if 0 <= c < n_clusters))
             allowed[i, known] = False
             if known:
-                windows[i] = pmi[known].sum(axis=0) * (1.0 / len(known))
+                bag[i, known] = 1.0 / len(known)
+        window_scores = {
+            l2: bag @ np.array(transitions.scores_by_target).T
+            for l2, transitions in (windows or {}).items()
+        }
         return cls(
             history_rows=np.array([row[m.history] for m in moves], dtype=np.int64),
             histories=histories,
             allowed=allowed,
             targets=np.array([m.target for m in moves], dtype=np.int64),
             positive=np.array([m.positive for m in moves], dtype=bool),
-            window_scores=windows,
+            window_scores=window_scores,
         )
 
 
@@ -198,6 +200,10 @@ def _mixed(scores: np.ndarray, log_probs: np.ndarray, weight: float) -> np.ndarr
     return weight * _log_sigmoid(scores) + (1.0 - weight) * log_probs
 
 
+# (n, alignment weight, window weight, window L2 or None)
+GridPoint = tuple[int, float, float, float | None]
+
+
 def score_grid(
     cases: ValidationCases,
     log_probs: np.ndarray,
@@ -207,17 +213,24 @@ def score_grid(
     ns: Sequence[int],
     weights: Sequence[float],
     window_weights: Sequence[float] = (0.0,),
-) -> dict[tuple[int, float, float], tuple[float, float]]:
-    """(n, weight, window weight) -> (positive hit@1, hit@1) of best-of-n on the cases, mean
-    over seeds.
+) -> dict[GridPoint, tuple[float, float]]:
+    """(n, weight, window weight, window L2) -> (positive hit@1, hit@1) of best-of-n on the
+    cases, mean over seeds.
 
     ``log_probs`` and ``alignment_scores`` are [histories, C] over every cluster; a case's n
     candidates are the first n clusters of its history's sampling order outside its window,
     and its plan is the best of them by the mixed score plus the window weight times the
-    case's window score (the first on ties), as in :func:`plugin.core.planning.select`."""
+    case's window score under the window model of that L2 (the first on ties), as in
+    :func:`plugin.core.planning.select`. Window weight 0 has no model (L2 None); a positive
+    one is scored with every window model the cases carry."""
     n_max = max(ns)
-    totals: dict[tuple[int, float, float], list[float]] = {
-        (n, w, v): [0.0, 0.0] for n in ns for w in weights for v in window_weights
+    windows: list[tuple[float, float | None]] = [
+        (v, l2) for v in window_weights if v > 0 for l2 in cases.window_scores
+    ]
+    if 0.0 in window_weights or not windows:
+        windows.insert(0, (0.0, None))
+    totals: dict[GridPoint, list[float]] = {
+        (n, w, v, l2): [0.0, 0.0] for n in ns for w in weights for v, l2 in windows
     }
     for seed in seeds:
         order = perturbed_order(
@@ -233,17 +246,20 @@ def score_grid(
         rows = cases.history_rows[:, None]
         cand_lp = log_probs[rows, candidates]
         cand_score = alignment_scores[rows, candidates]
-        cand_window = np.take_along_axis(cases.window_scores, candidates, axis=1)
+        cand_window = {
+            l2: np.take_along_axis(scores, candidates, axis=1)
+            for l2, scores in cases.window_scores.items()
+        }
         for weight in weights:
             base = _mixed(cand_score, cand_lp, weight)
-            for window_weight in window_weights:
-                scored = base + window_weight * cand_window if window_weight else base
+            for window_weight, l2 in windows:
+                scored = base if l2 is None else base + window_weight * cand_window[l2]
                 mixed = np.where(present, scored, -np.inf)
                 for n in ns:
                     best = np.argmax(mixed[:, :n], axis=1)
                     planned = candidates[np.arange(len(best)), best]
                     hit = planned == cases.targets
-                    total = totals[(n, weight, window_weight)]
+                    total = totals[(n, weight, window_weight, l2)]
                     total[0] += float(np.mean(hit & cases.positive))
                     total[1] += float(np.mean(hit))
     return {key: (v[0] / len(seeds), v[1] / len(seeds)) for key, v in totals.items()}
@@ -278,6 +294,11 @@ class SearchResult:
     seconds: float
     skipped_priors: list[float]
     skipped_curations: list[str]
+    windows: list[WindowFit]  # the window models the grid chose from, one per L2
+
+    def window_model(self) -> WindowFit | None:
+        """The chosen point's window model (None at window weight 0)."""
+        return next((w for w in self.windows if w.l2 == self.chosen.window_l2), None)
 
     def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
         """The scored point with these values and the paper's balanced curation, if any."""
@@ -316,6 +337,9 @@ class SearchResult:
                 "best_by_n": best_by_n,
                 # The best point the search could reach without the window term.
                 "best_without_window": self.best(window_weight=0.0),
+                # The window models fit on the fitting part: each L2's early-stopped step
+                # count and validation log-loss.
+                "window_models": [window.as_dict() for window in self.windows],
                 "top": [c.as_dict() for c in sorted(self.scored, key=Candidate.key)[:10]],
             },
             "grid": {
@@ -323,6 +347,8 @@ class SearchResult:
                 "temperatures": selection.temperatures,
                 "weights": selection.weights,
                 "window_weights": selection.window_weights,
+                "window_l2s": selection.window_l2s,
+                "window_max_steps": selection.window_max_steps,
                 "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
                 "points": len(self.scored),
@@ -346,8 +372,18 @@ def search(
     k = settings.sequence.history_length
     n_clusters = len(workspace.catalog)
     fit, validation = validation_split(train_moves, selection.validation_fraction)
-    transitions = WindowTransitions.from_counts(window_transitions(fit, n_clusters))
-    cases = ValidationCases.of(validation, n_clusters, transitions)
+    # One window model per L2, each stopped early on the validation log-loss; the grid
+    # below chooses between them (and none) by positive hit@1.
+    windows = (
+        early_stopped_window_models(
+            fit, validation, n_clusters, selection.window_l2s, selection.window_max_steps
+        )
+        if any(selection.window_weights)
+        else []
+    )
+    cases = ValidationCases.of(
+        validation, n_clusters, {window.l2: window.transitions for window in windows}
+    )
     seeds = [settings.planner.seed + i for i in range(selection.seeds)]
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
     steps = len(selection.prior_strengths) + len(selection.novelty_curations)
@@ -425,8 +461,8 @@ def search(
                     selection.window_weights,
                 )
                 scored += [
-                    Candidate(prior, temperature, n, weight, positive, hit, name, window)
-                    for (n, weight, window), (positive, hit) in grid.items()
+                    Candidate(prior, temperature, n, weight, positive, hit, name, window, l2)
+                    for (n, weight, window, l2), (positive, hit) in grid.items()
                 ]
     bar.close()
     if not scored:
@@ -440,6 +476,7 @@ def search(
         seconds=time.perf_counter() - started,
         skipped_priors=skipped,
         skipped_curations=skipped_curations,
+        windows=windows,
     )
 
 
@@ -477,12 +514,19 @@ def fit_selected(workspace: Workspace, settings: Settings, progress: bool = Fals
         ),
     )
     fitted = fit_models(workspace, chosen_settings(settings, chosen), data=refit, progress=progress)
+    window = result.window_model()
     manifest = {
         **fitted.manifest,
         "selection": result.as_dict(settings.selection, settings),
-        # The window term's counts, from the whole training period like the refit models.
-        "window_transitions": transitions_record(
-            window_transitions(data.train_moves, len(workspace.catalog)), len(data.train_moves)
+        # The chosen window model, refit on the whole training period like the other models
+        # with the L2 and step count the validation split chose (none at window weight 0).
+        "window_transitions": (
+            transitions_record(
+                fit_window_model(data.train_moves, len(workspace.catalog), window.l2, window.steps),
+                len(data.train_moves),
+            )
+            if window is not None and chosen.window_weight > 0
+            else None
         ),
         "catalog": {
             "leaf_clusters": len(workspace.catalog),

@@ -192,9 +192,9 @@ def test_cached_plans_apply_the_window_term_exactly_as_the_planner(
 ) -> None:
     """The window term is per user, applied at selection: the cached ranking is the same,
     and the plan selected from it equals the planner's (which the term changes here)."""
-    # Users who left cluster c went to c + 5: the window term pulls plans there.
-    counts = [[20 if to == (source + 5) % 10 else 0 for to in range(10)] for source in range(10)]
-    window = {"window_weight": 2.0, "transitions": WindowTransitions.from_counts(counts)}
+    # A window model where users who were in cluster c go to c + 5: the term pulls plans there.
+    matrix = [[3.0 if to == (source + 5) % 10 else 0.0 for to in range(10)] for source in range(10)]
+    window = {"window_weight": 2.0, "transitions": WindowTransitions.from_matrix(matrix)}
     planner = planner_factory(**window)
     cached = CachedPlanner(planner_factory(**window), cache, n=4)
     batch = requests()

@@ -95,7 +95,12 @@ def test_the_boost_keeps_the_versions_window_term() -> None:
     request = PlanRequest("u", (2, 1), frozenset({2, 1}), T0)
     plain = make_planner().plan([request])[0]
     favoured = plain.candidates[-1]
-    transitions = WindowTransitions.from_moves([((2,), favoured)] * 50, CLUSTERS)
+    transitions = WindowTransitions.from_matrix(
+        [
+            [3.0 if (s, t) == (2, favoured) else 0.0 for t in range(CLUSTERS)]
+            for s in range(CLUSTERS)
+        ]
+    )
     windowed = make_planner(window_weight=5.0, transitions=transitions)
     expected = windowed.plan([request])[0]
     assert expected.cluster_id == favoured != plain.cluster_id

@@ -18,7 +18,6 @@ from plugin.core.planning import (
     WindowTransitions,
     best_of_n,
     select,
-    transition_counts,
 )
 
 AS_OF = datetime(2026, 12, 6, tzinfo=UTC)
@@ -65,28 +64,23 @@ def test_the_order_is_score_then_position(
     assert plan.cluster_id == plan.candidates[0]
 
 
-def test_window_transitions_are_smoothed_pmi_of_moves_from_the_most_recent_cluster() -> None:
-    # Three clusters; novel moves (window most recent first, target).
-    moves = [((0, 2), 1)] * 6 + [((1,), 2)] * 2 + [((2, 0), 0)] * 1
-    counts = transition_counts(moves, 3)
-    assert counts == [[0, 6, 0], [0, 0, 2], [1, 0, 0]]
-    transitions = WindowTransitions.from_moves(moves, 3)
-    marginal = [(1 + 1) / 12, (6 + 1) / 12, (2 + 1) / 12]  # add-one over 9 moves, 3 clusters
-    # Row 0 (6 moves) smoothed towards the marginal with one pseudo-move per cluster.
-    p_0_to_1 = (6 + 3 * marginal[1]) / (6 + 3)
-    assert transitions.scores({0}, [1]) == [pytest.approx(math.log(p_0_to_1 / marginal[1]))]
-    # The mean over the window's clusters; unknown clusters in the window are ignored.
-    both = transitions.scores({0, 1, 99}, [2])[0]
-    assert both == pytest.approx(
-        (transitions.scores({0}, [2])[0] + transitions.scores({1}, [2])[0]) / 2
+def test_a_candidates_window_score_is_its_mean_over_the_windows_clusters() -> None:
+    # matrix[from][to]: what being in `from` says about going to `to`.
+    transitions = WindowTransitions.from_matrix(
+        [[0.0, 2.0, -1.0], [0.5, 0.0, 3.0], [1.0, -2.0, 0.0]]
     )
+    assert transitions.scores({0}, [1, 2]) == [2.0, -1.0]
+    # The mean over the window's clusters; unknown clusters in the window are ignored.
+    assert transitions.scores({0, 1, 99}, [2]) == [pytest.approx((-1.0 + 3.0) / 2)]
     assert transitions.scores(set(), [0, 1]) == [0.0, 0.0]
     assert transitions.scores({0}, [7]) == [0.0]  # an unknown candidate: no evidence
 
 
-def test_a_cluster_never_left_in_training_scores_zero() -> None:
-    transitions = WindowTransitions.from_counts([[0, 5, 0], [0, 0, 0], [3, 0, 0]])
-    assert transitions.scores({1}, [0, 1, 2]) == [pytest.approx(0.0)] * 3
+def test_a_window_matrix_must_be_square_and_finite() -> None:
+    with pytest.raises(ValueError, match="must be square"):
+        WindowTransitions.from_matrix([[0.0, 1.0], [1.0]])
+    with pytest.raises(ValueError, match="must be finite"):
+        WindowTransitions.from_matrix([[0.0, math.inf], [1.0, 0.0]])
 
 
 def test_the_window_term_reorders_the_same_candidates_and_weight_zero_changes_nothing() -> None:
@@ -97,10 +91,10 @@ def test_the_window_term_reorders_the_same_candidates_and_weight_zero_changes_no
         alignment_scores=(0.3, 0.2, 0.1, 0.0, 5.0),
     )
     # Users who were in cluster 2 mostly went to 4.
-    counts = [[0] * 7 for _ in range(7)]
-    counts[2][4] = 30
-    counts[1][3] = 30
-    transitions = WindowTransitions.from_counts(counts)
+    matrix = [[0.0] * 7 for _ in range(7)]
+    matrix[2][4] = 3.0
+    matrix[1][3] = 3.0
+    transitions = WindowTransitions.from_matrix(matrix)
     user = request({1, 2, 3})  # the window: 3 is a candidate of the ranking, never planned
     plain = select(user, ranking, 3, "v", weight=1.0)
     assert plain.candidates == (5, 4, 6)
@@ -120,6 +114,6 @@ def test_a_selection_with_a_window_weight_needs_its_transitions() -> None:
         Selection(window_weight=0.5)
     with pytest.raises(ValueError, match="window_weight must be finite and >= 0"):
         Selection(window_weight=-1.0)
-    transitions = WindowTransitions.from_counts([[0, 1], [1, 0]])
+    transitions = WindowTransitions.from_matrix([[0.0, 1.0], [1.0, 0.0]])
     chosen = Selection(16, 1.0, 0.25, 0.5, transitions)
     assert chosen.scalars() == {"n": 16, "temperature": 1.0, "weight": 0.25, "window_weight": 0.5}

@@ -24,10 +24,12 @@ from plugin.data.synthetic import SyntheticSpec, write_synthetic
 from plugin.data.workspace import open_workspace
 from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.data import feedback_labels, natural_novelty_data, novelty_data
+from plugin.models.fit import training_data
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
 from plugin.models.planner import BestOfNPlanner, histories_tensor, single_threaded
 from plugin.models.repository import chosen_selection, manifest_transitions, version_selection
 from plugin.models.selection import ValidationCases, fit_selected, score_grid, validation_split
+from plugin.models.window import fit_window_model
 from plugin.settings import load_settings
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -164,9 +166,9 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
         target = int(rng.choice([c for c in range(CLUSTERS) if c not in window]))
         cases.append(NovelMove(f"u{i}", (a, b), target, bool(i % 3), window, T0))
     novelty, alignment = models()
-    # Skewed transitions, so that the window term re-orders candidates.
-    transitions = WindowTransitions.from_counts(
-        (rng.poisson(0.5, (CLUSTERS, CLUSTERS)) * rng.integers(0, 12, (CLUSTERS, 1))).tolist()
+    # A skewed window model, so that the window term re-orders candidates.
+    transitions = WindowTransitions.from_matrix(
+        (rng.normal(0.0, 1.0, (CLUSTERS, CLUSTERS)) * rng.integers(0, 3, (CLUSTERS, 1))).tolist()
     )
     planner = BestOfNPlanner(
         novelty,
@@ -189,7 +191,9 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
         plain = BestOfNPlanner(novelty, alignment, n, temperature, 7, "v", weight=weight)
         assert [p.cluster_id for p in plans] != [p.cluster_id for p in plain.plan(requests)]
 
-    grid_cases = ValidationCases.of(cases, CLUSTERS, transitions)
+    # Two window models in the cases: the grid scores each under its own L2.
+    other = WindowTransitions.from_matrix(np.zeros((CLUSTERS, CLUSTERS)).tolist())
+    grid_cases = ValidationCases.of(cases, CLUSTERS, {1e-4: transitions, 1e-3: other})
     with torch.inference_mode():
         histories = histories_tensor(grid_cases.histories, 2)
         log_probs = novelty.cluster_log_probs(histories).numpy()
@@ -198,10 +202,17 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     grid = score_grid(
         grid_cases, log_probs, scores, temperature, [7], [n], [weight], [window_weight]
     )
-    positive, hit = grid[(n, weight, window_weight)]
+    positive, hit = grid[(n, weight, window_weight, 1e-4 if window_weight else None)]
     assert hit == pytest.approx(expected_hit)
     assert positive == pytest.approx(expected)
     assert hit > 0  # the check compares something
+    if window_weight:  # the all-zero model plans as no window term at all
+        assert (
+            grid[(n, weight, window_weight, 1e-3)]
+            == score_grid(grid_cases, log_probs, scores, temperature, [7], [n], [weight], [0.0])[
+                (n, weight, 0.0, None)
+            ]
+        )
 
 
 def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path: Path) -> None:
@@ -225,6 +236,7 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
             "temperatures": [1.0, 2.0],
             "weights": [0.0, 1.0],
             "window_weights": [0.0, 1.0],
+            "window_l2s": [1e-4, 1e-3],
             "prior_strengths": [0.0, 8.0],
             "seeds": 1,
         },
@@ -235,8 +247,9 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         fitted = fit_selected(workspace, settings)
     selection = fitted.manifest["selection"]
     chosen = selection["chosen"]
-    # curations x priors x temperatures x n x weights x window weights
-    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * 2
+    # curations x priors x temperatures x n x weights x (no window term, or weight 1 at
+    # each of the two window L2s)
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * 3
     top = selection["validation"]["top"]
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
@@ -253,9 +266,28 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         window_weight,
         manifest_transitions(fitted.manifest) if window_weight else None,
     )
-    # The window term's counts are the whole training period's, one per novel move.
+    # One window model per L2, each stopped early on the validation log-loss.
+    window_models = selection["validation"]["window_models"]
+    assert [m["l2"] for m in window_models] == [1e-4, 1e-3]
+    assert all(1 <= m["steps"] <= settings.selection.window_max_steps for m in window_models)
+    # The version serves the chosen L2's model refit on the whole training period for the
+    # step count validation chose (none without the term).
     record = fitted.manifest["window_transitions"]
-    assert sum(count for _, _, count in record["counts"]) == record["moves"] > 0
+    if window_weight:
+        chosen_model = next(m for m in window_models if m["l2"] == chosen["window_l2"])
+        assert (record["l2"], record["steps"]) == (chosen_model["l2"], chosen_model["steps"])
+        train_moves = training_data(workspace, settings).train_moves
+        with single_threaded():
+            refit = fit_window_model(
+                train_moves, len(workspace.catalog), record["l2"], record["steps"]
+            )
+        np.testing.assert_allclose(
+            manifest_transitions(fitted.manifest).scores_by_target,
+            refit.transitions.scores_by_target,
+            atol=2e-6,  # the manifest keeps 6 decimals
+        )
+    else:
+        assert record is None and chosen["window_l2"] is None
     # A spent budget skips the label rules after the first.
     hurried = settings.model_copy(
         update={"selection": settings.selection.model_copy(update={"budget_s": 1e-6})}

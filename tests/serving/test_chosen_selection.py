@@ -21,6 +21,7 @@ from plugin.models.repository import (
     chosen_selection,
     transitions_record,
 )
+from plugin.models.window import WindowFit
 from plugin.serving.batch import sample_rows
 from plugin.serving.contract import (
     RequestError,
@@ -59,21 +60,28 @@ def test_publishing_writes_the_chosen_selection_into_the_planner_manifest(tmp_pa
 
 
 def test_a_versions_window_term_round_trips_through_its_manifest(tmp_path: Path) -> None:
-    counts = [[(3 * source + to) % 5 for to in range(CLUSTERS)] for source in range(CLUSTERS)]
+    # Quarters: the manifest rounds the matrix to 6 decimals, these survive it exactly.
+    matrix = [[((3 * source + to) % 5) / 4 for to in range(CLUSTERS)] for source in range(CLUSTERS)]
+    window = WindowFit(WindowTransitions.from_matrix(matrix), l2=1e-4, steps=12)
     chosen = {"n": 8, "temperature": 1.0, "weight": 0.5, "window_weight": 2.0}
     manifest = {
         "catalog_version": "c0ffee",
         "gate": {"passed": True},
         "selection": {"chosen": chosen},
-        "window_transitions": transitions_record(counts, sum(map(sum, counts))),
+        "window_transitions": transitions_record(window, moves=100),
     }
     novelty, alignment = models(1)
     repository = ModelRepository(tmp_path)
     version = repository.write(novelty, alignment, manifest)
     selection = chosen_selection(repository.manifest(version))
-    assert selection == Selection(8, 1.0, 0.5, 2.0, WindowTransitions.from_counts(counts))
+    assert selection == Selection(8, 1.0, 0.5, 2.0, window.transitions)
+    assert repository.manifest(version)["window_transitions"]["steps"] == 12
     repository.prepare_serving(version)
     assert '"window_weight": 2.0' in (tmp_path / PLANNER / str(version) / MANIFEST).read_text()
+    # A version of the counted window term (sparse counts, no matrix) must be retrained.
+    manifest["window_transitions"] = {"n_clusters": CLUSTERS, "counts": [[0, 1, 5]]}
+    with pytest.raises(ValueError, match="window_transitions has no matrix"):
+        chosen_selection(manifest)
     del manifest["window_transitions"]
     with pytest.raises(ValueError, match="no window_transitions"):
         chosen_selection(manifest)
@@ -110,10 +118,10 @@ class ScriptedTriton(TritonPlanner):
         return [(label, s) for s in sample_rows(rows, novelty, alignment, 2)]
 
 
-# Users who left cluster c went mostly to c + 1 (a strong window term).
-STEP = WindowTransitions.from_counts(
+# A window model where users who were in cluster c go mostly to c + 1 (a strong term).
+STEP = WindowTransitions.from_matrix(
     [
-        [40 if to == (source + 1) % CLUSTERS else 1 for to in range(CLUSTERS)]
+        [2.0 if to == (source + 1) % CLUSTERS else -1.0 for to in range(CLUSTERS)]
         for source in range(CLUSTERS)
     ]
 )

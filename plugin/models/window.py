@@ -1,0 +1,164 @@
+"""The window term's model: a bag-of-window softmax over the novel clusters.
+
+The plan table is keyed by the K=2 history, so the user's novelty window is the only per-user
+context selection has (:class:`~plugin.core.planning.WindowTransitions`). This model learns how
+the whole window bears on the next novel cluster, from the training part's novel moves:
+
+* **Model**: ``logits = mean over the window's clusters w of M[w] + b``, a ``C x C`` matrix M and
+  a bias b, softmax over the clusters *outside* the window (the restriction every plan obeys),
+  cross-entropy against the move's target, L2 on M, full-batch Adam from zeros (no seed: the
+  fit is deterministic).
+* **Served**: M alone, as the same ``[from][to]`` gather the counted term used. The bias
+  carries each cluster's popularity, which the novelty model's log-probability already does,
+  so it is left out (as the counted term's PMI left out ``log p(c)``).
+* **No hand-set constant** (docs/MODELS.md, "The window term"): the step count is chosen by
+  early stopping on the validation split's window-restricted log-loss (fit on the fitting part,
+  stop where validation stops improving), one model per L2 of a small grid
+  (``selection.window_l2s``), and the selection search chooses the L2 with the window weight,
+  by best-of-n's positive hit@1 on the validation split (the log-loss prefers the weakest L2,
+  whose larger scores did worse at selection). The refit on the whole training period runs
+  the chosen L2 for its chosen step count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from plugin.core.moves import NovelMove
+from plugin.core.planning import WindowTransitions
+
+# Adam's step size. Early stopping picks the step count for it, so what this changes is how
+# many steps the fit takes, not where validation stops it.
+LEARNING_RATE = 0.05
+# Stop once this many steps pass without a lower validation log-loss: a convergence check
+# (the loss is smooth, full-batch), not a setting of the model.
+PATIENCE = 50
+_MASKED = -1e9  # a logit no softmax gives mass to (finite: no NaN in the gradient)
+
+
+@dataclass(frozen=True)
+class WindowMoves:
+    """Novel moves as tensors: each move's window as a bag (1/|window| on its clusters), the
+    clusters outside it, and its target."""
+
+    bag: torch.Tensor  # [moves, C]
+    allowed: torch.Tensor  # [moves, C] bool: False inside the window
+    targets: torch.Tensor  # [moves]
+
+    @classmethod
+    def of(cls, moves: Sequence[NovelMove], n_clusters: int) -> WindowMoves:
+        """Moves whose target is a known cluster outside their window (a novel move always
+        is; anything else is skipped)."""
+        kept = [m for m in moves if 0 <= m.target < n_clusters and m.target not in set(m.recent)]
+        bag = torch.zeros(len(kept), n_clusters)
+        allowed = torch.ones(len(kept), n_clusters, dtype=torch.bool)
+        for i, move in enumerate(kept):
+            known = sorted({c for c in move.recent if 0 <= c < n_clusters})
+            if known:
+                bag[i, known] = 1.0 / len(known)
+                allowed[i, known] = False
+        targets = torch.tensor([m.target for m in kept], dtype=torch.long)
+        return cls(bag, allowed, targets)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def log_loss(self, matrix: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the targets over the clusters outside each window."""
+        logits = (self.bag @ matrix + bias).masked_fill(~self.allowed, _MASKED)
+        return torch.nn.functional.cross_entropy(logits, self.targets)
+
+
+@dataclass(frozen=True)
+class WindowFit:
+    """A fitted window model: its matrix and how it was chosen."""
+
+    transitions: WindowTransitions
+    l2: float
+    steps: int
+    # The chosen step's window-restricted log-loss on the validation split (None: a refit).
+    validation_log_loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "l2": self.l2,
+            "steps": self.steps,
+            "validation_log_loss": (
+                None if self.validation_log_loss is None else round(self.validation_log_loss, 5)
+            ),
+        }
+
+
+def _train(
+    moves: WindowMoves,
+    n_clusters: int,
+    l2: float,
+    max_steps: int,
+    validation: WindowMoves | None = None,
+) -> tuple[torch.Tensor, int, float | None]:
+    """(matrix, steps, validation log-loss): ``max_steps`` steps, or, with ``validation``, the
+    matrix after the step with the lowest validation log-loss (stopping ``PATIENCE`` steps
+    after it)."""
+    matrix = torch.zeros(n_clusters, n_clusters, requires_grad=True)
+    bias = torch.zeros(n_clusters, requires_grad=True)
+    optimiser = torch.optim.Adam([matrix, bias], lr=LEARNING_RATE)
+    best_loss: float | None = None
+    best_step = 0
+    best = matrix.detach().clone()
+    for step in range(1, max_steps + 1):
+        loss = moves.log_loss(matrix, bias) + l2 * matrix.pow(2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if validation is None:
+            continue
+        with torch.no_grad():
+            held = float(validation.log_loss(matrix, bias))
+        if best_loss is None or held < best_loss:
+            best_loss, best_step, best = held, step, matrix.detach().clone()
+        elif step - best_step >= PATIENCE:
+            break
+    if validation is None:
+        return matrix.detach(), max_steps, None
+    return best, best_step, best_loss
+
+
+def _transitions(matrix: torch.Tensor) -> WindowTransitions:
+    return WindowTransitions.from_matrix(matrix.tolist())
+
+
+def early_stopped_window_models(
+    fit: Sequence[NovelMove],
+    validation: Sequence[NovelMove],
+    n_clusters: int,
+    l2s: Sequence[float],
+    max_steps: int,
+) -> list[WindowFit]:
+    """One window model per L2, fit on ``fit`` and stopped at the step with the lowest
+    window-restricted log-loss on ``validation`` (the selection search chooses the L2)."""
+    train_moves = WindowMoves.of(fit, n_clusters)
+    held_moves = WindowMoves.of(validation, n_clusters)
+    if not len(train_moves) or not len(held_moves):
+        raise ValueError(
+            "the window model needs novel moves in both the fitting part and validation"
+        )
+    fits = []
+    for l2 in sorted(set(l2s)):
+        matrix, steps, loss = _train(train_moves, n_clusters, l2, max_steps, held_moves)
+        fits.append(WindowFit(_transitions(matrix), l2, steps, loss))
+    return fits
+
+
+def fit_window_model(
+    moves: Sequence[NovelMove], n_clusters: int, l2: float, steps: int
+) -> WindowFit:
+    """The window model refit on ``moves`` with a chosen L2 and step count."""
+    train_moves = WindowMoves.of(moves, n_clusters)
+    if not len(train_moves):
+        raise ValueError("the window model needs novel moves to fit")
+    matrix, _, _ = _train(train_moves, n_clusters, l2, max(steps, 0))
+    return WindowFit(_transitions(matrix), l2, steps)
