@@ -213,7 +213,8 @@ class SelectionSettings(Section):
     window_l2s: list[float] = Field(
         [1e-5, 1e-4, 1e-3],
         min_length=1,
-        description="L2 strengths of the window model tried; the lowest validation log-loss wins",
+        description="L2 strengths of the window model searched (each stopped early on the "
+        "validation log-loss; the search picks one by positive hit@1)",
     )
     window_max_steps: int = Field(
         2000,
