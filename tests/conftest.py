@@ -28,7 +28,7 @@ with quiet_kafka():
     import kafka  # noqa: F401
 
 # The tests' own small training loops on one torch thread, as the product's trainers run
-# (plugin.models.planner.single_threaded): the suite shares 2 CPUs with its servers, and two
+# (plugin.models.threads.single_threaded): the suite shares 2 CPUs with its servers, and two
 # threads waiting at each op's barrier made a 60-step loop take 39-67 s instead of about 2 s.
 torch.set_num_threads(1)
 

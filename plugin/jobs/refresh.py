@@ -46,7 +46,6 @@ from plugin.models.planner import (
     BestOfNPlanner,
     best_of_n_planner,
     planner_selection,
-    single_threaded,
 )
 from plugin.models.repository import (
     ModelRepository,
@@ -55,6 +54,7 @@ from plugin.models.repository import (
     version_label,
     version_selection,
 )
+from plugin.models.threads import single_threaded
 from plugin.models.training import (
     alignment_config,
     novelty_config,

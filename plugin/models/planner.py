@@ -6,8 +6,7 @@ the two torch models over a batch of histories to produce the rankings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -24,6 +23,7 @@ from plugin.core.planning import (
 from plugin.models.alignment import AlignmentModel
 from plugin.models.novelty import ClusterNovelty, history_seed, perturbed_order
 from plugin.models.repository import ModelRepository, check_catalog, version_selection
+from plugin.models.threads import single_threaded
 from plugin.settings import Settings
 
 
@@ -68,21 +68,6 @@ def rankings_from(
             histories, order.tolist(), log_probs.tolist(), scores.tolist(), strict=True
         )
     ]
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run small torch work (inference batches, the id models' training) on one thread.
-
-    Measured on two shared cores: the novelty pass over 64 histories took about 20 ms on one
-    thread and up to 490 ms on two whenever the other core was busy (thread contention).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class BestOfNPlanner:

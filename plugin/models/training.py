@@ -23,7 +23,8 @@ from plugin.models.novelty import (
     history_seed,
     perturbed_order,
 )
-from plugin.models.planner import histories_tensor, single_threaded
+from plugin.models.planner import histories_tensor
+from plugin.models.threads import single_threaded
 from plugin.settings import ModelSettings, NoveltyObjective
 
 

@@ -30,6 +30,7 @@ import torch
 
 from plugin.core.moves import NovelMove
 from plugin.core.planning import WindowTransitions
+from plugin.models.threads import single_threaded
 
 # Adam's step size. Early stopping picks the step count for it, so what this changes is how
 # many steps the fit takes, not where validation stops it.
@@ -147,9 +148,10 @@ def early_stopped_window_models(
             "the window model needs novel moves in both the fitting part and validation"
         )
     fits = []
-    for l2 in sorted(set(l2s)):
-        matrix, steps, loss = _train(train_moves, n_clusters, l2, max_steps, held_moves)
-        fits.append(WindowFit(_transitions(matrix), l2, steps, loss))
+    with single_threaded():
+        for l2 in sorted(set(l2s)):
+            matrix, steps, loss = _train(train_moves, n_clusters, l2, max_steps, held_moves)
+            fits.append(WindowFit(_transitions(matrix), l2, steps, loss))
     return fits
 
 
@@ -160,5 +162,6 @@ def fit_window_model(
     train_moves = WindowMoves.of(moves, n_clusters)
     if not len(train_moves):
         raise ValueError("the window model needs novel moves to fit")
-    matrix, _, _ = _train(train_moves, n_clusters, l2, max(steps, 0))
+    with single_threaded():
+        matrix, _, _ = _train(train_moves, n_clusters, l2, max(steps, 0))
     return WindowFit(_transitions(matrix), l2, steps)

@@ -22,8 +22,9 @@ from plugin.data.workspace import open_workspace
 from plugin.jobs.refresh import plan_spread, run_refresh
 from plugin.localstack import RedisServer
 from plugin.models.fit import train_version, training_data
-from plugin.models.planner import best_of_n_planner, single_threaded
+from plugin.models.planner import best_of_n_planner
 from plugin.models.repository import ModelRepository
+from plugin.models.threads import single_threaded
 from plugin.observability.metrics import WorkerMetrics
 from plugin.observability.monitoring import window_stats
 from plugin.settings import Settings, load_settings

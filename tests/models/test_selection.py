@@ -26,9 +26,10 @@ from plugin.models.alignment import AlignmentConfig, AlignmentModel
 from plugin.models.data import feedback_labels, natural_novelty_data, novelty_data
 from plugin.models.fit import training_data
 from plugin.models.novelty import NoveltyConfig, NoveltyModel
-from plugin.models.planner import BestOfNPlanner, histories_tensor, single_threaded
+from plugin.models.planner import BestOfNPlanner, histories_tensor
 from plugin.models.repository import chosen_selection, manifest_transitions, version_selection
 from plugin.models.selection import ValidationCases, fit_selected, score_grid, validation_split
+from plugin.models.threads import single_threaded
 from plugin.models.window import fit_window_model
 from plugin.settings import load_settings
 

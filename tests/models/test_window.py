@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plugin.core.moves import NovelMove
-from plugin.models.planner import single_threaded
+from plugin.models.threads import single_threaded
 from plugin.models.window import WindowMoves, early_stopped_window_models, fit_window_model
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
