@@ -28,6 +28,10 @@ def quick_settings(tmp_path: Path, **models: object) -> Settings:
             "prior_strengths": [0.0],
             "seeds": 1,
             "natural_curation": False,
+            # One window model, briefly fit: the early-stopped fits of three L2s were about
+            # 22 s of this module's evaluation (tests/models/test_window.py tests the rule).
+            "window_l2s": [1e-4],
+            "window_max_steps": 100,
         },
         models={
             "repository": tmp_path / "model_repository",
