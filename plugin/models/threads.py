@@ -11,7 +11,7 @@ import torch
 @contextmanager
 def single_threaded() -> Iterator[None]:
     """Run small torch work (inference batches, the id and window models' training) on one
-    thread.
+    thread; ``with single_threaded():`` or, for a whole function, ``@single_threaded()``.
 
     Measured on two shared cores: the novelty pass over 64 histories took about 20 ms on one
     thread and up to 490 ms on two whenever the other core was busy (thread contention); the

@@ -68,6 +68,7 @@ def lr_schedule(
     )
 
 
+@single_threaded()
 def train_novelty(
     data: NoveltyData,
     config: NoveltyConfig,
@@ -78,17 +79,6 @@ def train_novelty(
     """Next-token training on balanced (history, next) pairs; text-initialised if given.
     On one torch thread (:func:`single_threaded`): its ops are small, and on two shared
     cores two threads spent most of a step at their barriers."""
-    with single_threaded():
-        return _train_novelty(data, config, settings, text_vectors, progress)
-
-
-def _train_novelty(
-    data: NoveltyData,
-    config: NoveltyConfig,
-    settings: ModelSettings,
-    text_vectors: tuple[torch.Tensor, torch.Tensor] | None,
-    progress: bool,
-) -> tuple[NoveltyModel, TrainingRun]:
     generator = seed_everything(settings.seed)
     model = NoveltyModel(config)
     if text_vectors is not None:
@@ -108,6 +98,7 @@ def _train_novelty(
     return model, run
 
 
+@single_threaded()
 def train_alignment(
     labels: FeedbackLabels,
     config: AlignmentConfig,
@@ -118,17 +109,6 @@ def train_alignment(
     """Pointwise BCE on aggregated labels, or pairwise BPR on preferences (config.objective);
     an ``lm`` config needs the frozen ``descriptions`` it was made with. On one torch
     thread, like the novelty model's training."""
-    with single_threaded():
-        return _train_alignment(labels, config, settings, progress, descriptions)
-
-
-def _train_alignment(
-    labels: FeedbackLabels,
-    config: AlignmentConfig,
-    settings: ModelSettings,
-    progress: bool,
-    descriptions: DescriptionFeatures | None,
-) -> tuple[AlignmentModel, TrainingRun]:
     generator = seed_everything(settings.seed)
     if config.features == "lm" and descriptions is None:
         raise ValueError("an alignment model on description features needs the descriptions")
