@@ -256,7 +256,8 @@ class FeedbackLog:
                 journal.sync()
             self._write_part(to_table([record for _, batch in taken for record in batch]))
         except (OSError, pa.ArrowException) as exc:
-            # The records are durable in the journal, which now stays until it is recovered.
+            # The records stay in the journal (on disk, or at least in the page cache if its
+            # sync failed), which now stays until it is recovered.
             log.warning("feedback log: a part from the journal failed (%s); kept there", exc)
             return
         with self._journal_lock:
