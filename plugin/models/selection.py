@@ -58,7 +58,12 @@ from plugin.models.training import (
     train_alignment,
     train_novelty,
 )
-from plugin.models.window import WindowFit, early_stopped_window_models, fit_window_model
+from plugin.models.window import (
+    WindowFit,
+    early_stopped_window_models,
+    fit_window_model,
+    window_bags,
+)
 from plugin.settings import SelectionSettings, Settings
 
 
@@ -164,15 +169,9 @@ class ValidationCases:
     ) -> ValidationCases:
         histories = list(dict.fromkeys(m.history for m in moves))
         row = {h: i for i, h in enumerate(histories)}
-        allowed = np.ones((len(moves), n_clusters), dtype=bool)
-        # A [cases, C] bag of each case's window (1/|window| on its known clusters), so every
-        # model's scores are one product with its [from, to] matrix.
-        bag = np.zeros((len(moves), n_clusters))
-        for i, move in enumerate(moves):
-            known = list(dict.fromkeys(c for c in move.recent if 0 <= c < n_clusters))
-            allowed[i, known] = False
-            if known:
-                bag[i, known] = 1.0 / len(known)
+        # A [cases, C] bag of each case's window, so every model's scores are one product
+        # with its [from, to] matrix.
+        bag, allowed = window_bags(moves, n_clusters)
         window_scores = {
             l2: bag @ np.array(transitions.scores_by_target).T
             for l2, transitions in (windows or {}).items()

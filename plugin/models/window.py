@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from plugin.core.moves import NovelMove
@@ -39,6 +40,19 @@ LEARNING_RATE = 0.05
 # (the loss is smooth, full-batch), not a setting of the model.
 PATIENCE = 50
 _MASKED = -1e9  # a logit no softmax gives mass to (finite: no NaN in the gradient)
+
+
+def window_bags(moves: Sequence[NovelMove], n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each move's window as a ``[moves, C]`` bag (1/|window| on its known clusters: the
+    mean the window term takes) and the ``[moves, C]`` mask of the clusters outside it."""
+    bag = np.zeros((len(moves), n_clusters))
+    allowed = np.ones((len(moves), n_clusters), dtype=bool)
+    for i, move in enumerate(moves):
+        known = sorted({c for c in move.recent if 0 <= c < n_clusters})
+        if known:
+            bag[i, known] = 1.0 / len(known)
+            allowed[i, known] = False
+    return bag, allowed
 
 
 @dataclass(frozen=True)
@@ -55,15 +69,9 @@ class WindowMoves:
         """Moves whose target is a known cluster outside their window (a novel move always
         is; anything else is skipped)."""
         kept = [m for m in moves if 0 <= m.target < n_clusters and m.target not in set(m.recent)]
-        bag = torch.zeros(len(kept), n_clusters)
-        allowed = torch.ones(len(kept), n_clusters, dtype=torch.bool)
-        for i, move in enumerate(kept):
-            known = sorted({c for c in move.recent if 0 <= c < n_clusters})
-            if known:
-                bag[i, known] = 1.0 / len(known)
-                allowed[i, known] = False
+        bag, allowed = window_bags(kept, n_clusters)
         targets = torch.tensor([m.target for m in kept], dtype=torch.long)
-        return cls(bag, allowed, targets)
+        return cls(torch.from_numpy(bag).float(), torch.from_numpy(allowed), targets)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
