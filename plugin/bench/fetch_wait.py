@@ -34,10 +34,12 @@ def fetch_wait_sweep(
     seconds: float = 10.0,
     idle_seconds: float = 20.0,
     repeats: int = 1,
+    warm_table: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per wait, feedback loop (off, on) and repeat: the latency per offered rate, the
-    events left without a plan, the idle CPU use, and the worker's seconds per step."""
+    events left without a plan, the idle CPU use, and the worker's seconds per step.
+    ``warm_table`` fills the plan table before each run, as a deployment does."""
     rows = []
     for repeat in range(1, repeats + 1):
         for wait in waits_ms:
@@ -51,6 +53,7 @@ def fetch_wait_sweep(
                     fetch_max_wait_ms=wait,
                     feedback=feedback,
                     idle_seconds=idle_seconds,
+                    warm_table=warm_table,
                 )
                 row = sweep_row(run, wait, feedback, repeat)
                 rows.append(row)

@@ -187,6 +187,7 @@ def _fetch_wait(
         seconds=o.rate_seconds,
         idle_seconds=o.idle_seconds,
         repeats=o.repeats,
+        warm_table=o.warm_table,
         on_row=show,
     )
 

@@ -256,6 +256,14 @@ def bench_fetch_wait(
         float, typer.Option(min=1.0, help="seconds of idle CPU sampling per setting")
     ] = 20.0,
     repeats: Annotated[int, typer.Option(min=1, help="times the whole sweep runs")] = 1,
+    warm_table: Annotated[
+        bool,
+        typer.Option(
+            "--warm-table/--cold-table",
+            help="fill the plan table with every history before each run, as a deployment "
+            "does (default: empty)",
+        ),
+    ] = False,
 ) -> None:
     """Event-to-plan latency (feedback loop off and on) and the idle CPU use of the worker,
     tansu and redis-server for each fetch wait, in one run (var/bench/fetch-wait.json)."""
@@ -268,6 +276,7 @@ def bench_fetch_wait(
         rate_seconds=rate_seconds,
         idle_seconds=idle_seconds,
         repeats=repeats,
+        warm_table=warm_table,
     )
 
 
