@@ -65,6 +65,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from plugin.settings import KafkaSettings, Settings
 from plugin.streaming.generation import EXIT_STATE_LOST, StateLost
 from plugin.streaming.worker import BatchReport, Outbound, Record, StreamWorker
+from streams.batching import micro_batches
 from streams.broker_watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,10 @@ def build_app(
         # The batch whose output is on its way to the broker while the next one is handled.
         settling: asyncio.Task[None] | None = None
         try:
-            async for batch in stream.noack_take(config.batch_size, within=config.batch_within_s):
+            batches = micro_batches(
+                stream, config.batch_size, config.batch_within_s, config.batch_poll_s
+            )
+            async for batch in batches:
                 records = [record_of(event) for event in batch]
                 report = await handle(records)
                 if settling is not None:

@@ -209,6 +209,7 @@ def latency_bench(
         "settings": {
             "batch_size": settings.worker.batch_size,
             "batch_within_s": settings.worker.batch_within_s,
+            "batch_poll_s": settings.worker.batch_poll_s,
             "fetch_max_wait_ms": settings.worker.fetch_max_wait_ms,
             "partitions": settings.kafka.partitions,
             "seconds_per_rate": seconds,

@@ -39,6 +39,12 @@ def test_topic_names_must_differ() -> None:
         load_settings(kafka={"plans_topic": "watch-events"})
 
 
+def test_the_batch_poll_must_fit_in_the_batch_window() -> None:
+    with pytest.raises(SettingsError, match="batch_poll_s must be at most batch_within_s"):
+        load_settings(worker={"batch_within_s": 0.004, "batch_poll_s": 0.005})
+    assert load_settings(worker={"batch_within_s": 0.005}).worker.batch_poll_s == 0.005
+
+
 def test_a_child_process_reads_the_same_settings_tree(tmp_path: Path) -> None:
     settings = load_settings(
         var_dir=tmp_path,
