@@ -76,6 +76,11 @@ def sweep_row(run: dict[str, Any], wait: int, feedback: bool, repeat: int) -> di
         "rates": [{key: phase[key] for key in PHASE_FIGURES} for phase in phases],
         "idle_cpu_percent": idle,
         "batches": batches,
+        # With a warm table the worker's plan step never waits for Triton: rank_calls stays 0.
+        "plan_cache": {
+            key: (summary.get("plan_cache") or {}).get(key)
+            for key in ("hits", "misses", "rank_calls")
+        },
         "ms_per_batch_by_step": {
             step: round(1000 * value / batches, 2) if batches else None
             for step, value in steps.items()
