@@ -5,7 +5,7 @@ paced rate an event then waits for the tick after the fetch that brought it: abo
 window on average and the whole window at the tail, on top of the fetch wait. A short tick
 alone cuts that, but under a backlog it also cuts the batches (Faust moves events from its
 channel into the buffer at a bounded rate), and the worker's fixed cost per batch lowered what
-it sustained (docs/BENCHMARKS.md, "The batch window").
+it sustained (docs/STREAMING.md, "The batch window").
 
 So the take ticks every ``poll_s`` and the agent decides what a tick's events are:
 
@@ -35,8 +35,8 @@ class BatchGate:
     max_events: int
     within_s: float
     clock: Callable[[], float] = time.monotonic
-    _open: list[Any] = field(default_factory=list)
-    _opened_at: float = 0.0
+    _open: list[Any] = field(default_factory=list, init=False)
+    _opened_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
