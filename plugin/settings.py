@@ -216,6 +216,16 @@ class SelectionSettings(Section):
         description="L2 strengths of the window model searched (each stopped early on the "
         "validation log-loss; the search picks one by positive hit@1)",
     )
+    # The grid's edge rule (docs/MODELS.md, "The window term"): a chosen edge L2 adds the
+    # next decade that way, within these bounds. Below the floor the penalty is numerically
+    # nothing next to the log-loss (early stopping alone regularises); above the ceiling it
+    # flattens the matrix to zeros (no window term, which weight 0 already offers).
+    window_l2_floor: float = Field(
+        1e-8, gt=0, description="weakest window L2 the edge rule may extend the grid to"
+    )
+    window_l2_ceiling: float = Field(
+        1.0, gt=0, description="strongest window L2 the edge rule may extend the grid to"
+    )
     window_max_steps: int = Field(
         2000,
         ge=1,
@@ -287,6 +297,12 @@ class SelectionSettings(Section):
         if any(s < 0 for s in value):
             raise ValueError("every prior strength must be >= 0")
         return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _ordered_l2_bounds(self) -> SelectionSettings:
+        if self.window_l2_floor > self.window_l2_ceiling:
+            raise ValueError("window_l2_floor must be at most window_l2_ceiling")
+        return self
 
 
 class FeastSettings(Section):

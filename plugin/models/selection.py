@@ -14,7 +14,9 @@ here, never by hand on one dataset:
    validation moves by best-of-n's positive hit@1 (the share of moves whose plan is their
    target and was engaged with positively), averaged over ``seeds`` sampling seeds. The window
    term's models (:mod:`plugin.models.window`) are fit on the fitting part, one per L2 of
-   ``window_l2s``, each stopped early at its lowest log-loss on the validation moves. The best
+   ``window_l2s``, each stopped early at its lowest log-loss on the validation moves; where the
+   best point has the grid's weakest (or strongest) L2, a model one decade weaker (stronger)
+   is added and scored, until the chosen L2 is bracketed or the bounds stop it. The best
    wins; ties go to the smaller n, then the smaller window weight, then the stronger window
    L2, then the larger weight, then the lower temperature, then the weaker prior.
 4. Both models are refit on the whole training period with the winning label rule (and the
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,7 @@ from plugin.models.window import (
     WindowFit,
     early_stopped_window_models,
     fit_window_model,
+    next_window_l2,
     window_bags,
 )
 from plugin.settings import SelectionSettings, Settings
@@ -156,6 +159,9 @@ class ValidationCases:
     allowed: np.ndarray  # [cases, C] False inside the user's novelty window
     targets: np.ndarray  # [cases]
     positive: np.ndarray  # [cases] bool
+    # Each case's window as a bag (1/|window| on its clusters), so every window model's
+    # scores are one product with its [from, to] matrix.
+    bag: np.ndarray  # [cases, C]
     # Per window model (by its L2): [cases, C] each cluster's window score for the case's
     # window, the numbers WindowTransitions.scores gives.
     window_scores: dict[float, np.ndarray]
@@ -169,20 +175,26 @@ class ValidationCases:
     ) -> ValidationCases:
         histories = list(dict.fromkeys(m.history for m in moves))
         row = {h: i for i, h in enumerate(histories)}
-        # A [cases, C] bag of each case's window, so every model's scores are one product
-        # with its [from, to] matrix.
         bag, allowed = window_bags(moves, n_clusters)
-        window_scores = {
-            l2: bag @ np.array(transitions.scores_by_target).T
-            for l2, transitions in (windows or {}).items()
-        }
-        return cls(
+        cases = cls(
             history_rows=np.array([row[m.history] for m in moves], dtype=np.int64),
             histories=histories,
             allowed=allowed,
             targets=np.array([m.target for m in moves], dtype=np.int64),
             positive=np.array([m.positive for m in moves], dtype=bool),
-            window_scores=window_scores,
+            bag=bag,
+            window_scores={},
+        )
+        return cases.with_windows(windows or {})
+
+    def with_windows(self, windows: Mapping[float, WindowTransitions]) -> ValidationCases:
+        """The same cases scored with these window models (by L2) alone."""
+        return replace(
+            self,
+            window_scores={
+                l2: self.bag @ np.array(transitions.scores_by_target).T
+                for l2, transitions in windows.items()
+            },
         )
 
 
@@ -294,6 +306,7 @@ class SearchResult:
     skipped_priors: list[float]
     skipped_curations: list[str]
     windows: list[WindowFit]  # the window models the grid chose from, one per L2
+    added_l2s: list[float] = field(default_factory=list)  # by the grid's edge rule
 
     def window_model(self) -> WindowFit | None:
         """The chosen point's window model (None at window weight 0)."""
@@ -347,6 +360,9 @@ class SearchResult:
                 "weights": selection.weights,
                 "window_weights": selection.window_weights,
                 "window_l2s": selection.window_l2s,
+                "window_l2_bounds": [selection.window_l2_floor, selection.window_l2_ceiling],
+                # The decades the edge rule added to window_l2s, in the order it added them.
+                "window_l2s_added": self.added_l2s,
                 "window_max_steps": selection.window_max_steps,
                 "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
@@ -445,29 +461,58 @@ def search(
         )[0]
         log_probs[curation], _ = _all_scores(other, None, cases.histories)
         bar.update()
-    scored: list[Candidate] = []
-    for prior, scores in alignment_scores.items():
-        for name, curation_log_probs in log_probs.items():
-            for temperature in selection.temperatures:
-                grid = score_grid(
-                    cases,
-                    curation_log_probs,
-                    scores,
-                    temperature,
-                    seeds,
-                    ns,
-                    selection.weights,
-                    selection.window_weights,
-                )
-                scored += [
-                    Candidate(prior, temperature, n, weight, positive, hit, name, window, l2)
-                    for (n, weight, window, l2), (positive, hit) in grid.items()
-                ]
+
+    def score(grid_cases: ValidationCases, window_weights: Sequence[float]) -> list[Candidate]:
+        """Every fitted (label rule, curation) at every temperature, n and weight."""
+        points: list[Candidate] = []
+        for prior, scores in alignment_scores.items():
+            for name, curation_log_probs in log_probs.items():
+                for temperature in selection.temperatures:
+                    grid = score_grid(
+                        grid_cases,
+                        curation_log_probs,
+                        scores,
+                        temperature,
+                        seeds,
+                        ns,
+                        selection.weights,
+                        window_weights,
+                    )
+                    points += [
+                        Candidate(prior, temperature, n, weight, positive, hit, name, window, l2)
+                        for (n, weight, window, l2), (positive, hit) in grid.items()
+                    ]
+        return points
+
+    scored = score(cases, selection.window_weights)
     bar.close()
     if not scored:
         raise ValueError("the selection search could not fit any label rule on the fitting part")
+    chosen = min(scored, key=Candidate.key)
+    # The grid's edge rule: a chosen edge L2 adds the next decade that way, scored at every
+    # positive window weight (the points without the term are already scored), until the
+    # chosen L2 is bracketed or the bounds stop it (seconds per decade: one window fit).
+    added: list[float] = []
+    while (
+        l2 := next_window_l2(
+            chosen.window_l2,
+            [window.l2 for window in windows],
+            selection.window_l2_floor,
+            selection.window_l2_ceiling,
+        )
+    ) is not None:
+        window = early_stopped_window_models(
+            fit, validation, n_clusters, [l2], selection.window_max_steps
+        )[0]
+        windows.append(window)
+        added.append(l2)
+        scored += score(
+            cases.with_windows({window.l2: window.transitions}),
+            [v for v in selection.window_weights if v > 0],
+        )
+        chosen = min(scored, key=Candidate.key)
     return SearchResult(
-        chosen=min(scored, key=Candidate.key),
+        chosen=chosen,
         scored=scored,
         fit_moves=len(fit),
         validation_moves=len(validation),
@@ -475,7 +520,8 @@ def search(
         seconds=time.perf_counter() - started,
         skipped_priors=skipped,
         skipped_curations=skipped_curations,
-        windows=windows,
+        windows=sorted(windows, key=lambda window: window.l2),
+        added_l2s=added,
     )
 
 

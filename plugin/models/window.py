@@ -16,8 +16,10 @@ the whole window bears on the next novel cluster, from the training part's novel
   stop where validation stops improving), one model per L2 of a small grid
   (``selection.window_l2s``), and the selection search chooses the L2 with the window weight,
   by best-of-n's positive hit@1 on the validation split (the log-loss prefers the weakest L2,
-  whose larger scores did worse at selection). The refit on the whole training period runs
-  the chosen L2 for its chosen step count.
+  whose larger scores did worse at selection). Where the search chooses the grid's weakest
+  or strongest L2, it adds the next decade that way and chooses again
+  (:func:`next_window_l2`), so the grid's extent is a rule, not a hand list. The refit on the
+  whole training period runs the chosen L2 for its chosen step count.
 """
 
 from __future__ import annotations
@@ -161,6 +163,27 @@ def early_stopped_window_models(
             matrix, steps, loss = _train(train_moves, n_clusters, l2, max_steps, held_moves)
             fits.append(WindowFit(_transitions(matrix), l2, steps, loss))
     return fits
+
+
+def next_window_l2(
+    chosen: float | None, tried: Sequence[float], floor: float, ceiling: float
+) -> float | None:
+    """The grid's edge rule: the L2 one decade past the grid's edge when the search chose
+    that edge (weaker below the weakest, stronger above the strongest), None once the chosen
+    L2 has a tried neighbour on both sides, the next decade would pass ``[floor, ceiling]``,
+    or no window term was chosen. A chosen 0 has no weaker decade."""
+    if chosen is None or not tried:
+        return None
+    # Decades of a float drift (1e-5 / 10 is 1.0000000000000002e-06): keep 3 digits.
+    if chosen == min(tried) and chosen > 0:
+        weaker = float(f"{chosen / 10:.3g}")
+        if weaker >= floor * (1 - 1e-9):
+            return weaker
+    if chosen == max(tried):
+        stronger = float(f"{chosen * 10:.3g}")
+        if 0 < stronger <= ceiling * (1 + 1e-9):
+            return stronger
+    return None
 
 
 def fit_window_model(

@@ -238,6 +238,9 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
             "weights": [0.0, 1.0],
             "window_weights": [0.0, 1.0],
             "window_l2s": [1e-4, 1e-3],
+            # The edge rule may add 1e-5 or 1e-2, no further.
+            "window_l2_floor": 1e-5,
+            "window_l2_ceiling": 1e-2,
             "prior_strengths": [0.0, 8.0],
             "seeds": 1,
         },
@@ -248,9 +251,20 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         fitted = fit_selected(workspace, settings)
     selection = fitted.manifest["selection"]
     chosen = selection["chosen"]
+    # One window model per L2 of the grid and of the decades the edge rule added, each
+    # stopped early on the validation log-loss.
+    window_models = selection["validation"]["window_models"]
+    tried = [m["l2"] for m in window_models]
+    added = selection["grid"]["window_l2s_added"]
+    assert tried == sorted([1e-4, 1e-3, *added]) and set(added) <= {1e-5, 1e-2}
+    assert all(1 <= m["steps"] <= settings.selection.window_max_steps for m in window_models)
+    # The edge rule: a chosen L2 has a tried neighbour each way, or sits at a bound.
+    if chosen["window_l2"] is not None:
+        assert chosen["window_l2"] > min(tried) or chosen["window_l2"] == 1e-5
+        assert chosen["window_l2"] < max(tried) or chosen["window_l2"] == 1e-2
     # curations x priors x temperatures x n x weights x (no window term, or weight 1 at
-    # each of the two window L2s)
-    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * 3
+    # each window L2)
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * (1 + len(tried))
     top = selection["validation"]["top"]
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
@@ -267,10 +281,6 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         window_weight,
         manifest_transitions(fitted.manifest) if window_weight else None,
     )
-    # One window model per L2, each stopped early on the validation log-loss.
-    window_models = selection["validation"]["window_models"]
-    assert [m["l2"] for m in window_models] == [1e-4, 1e-3]
-    assert all(1 <= m["steps"] <= settings.selection.window_max_steps for m in window_models)
     # The version serves the chosen L2's model refit on the whole training period for the
     # step count validation chose (none without the term).
     record = fitted.manifest["window_transitions"]
