@@ -226,6 +226,12 @@ class SelectionSettings(Section):
     window_l2_ceiling: float = Field(
         1.0, gt=0, description="strongest window L2 the edge rule may extend the grid to"
     )
+    window_decays: list[float] = Field(
+        [1.0, 0.9, 0.8, 0.7],
+        min_length=1,
+        description="recency decays of the window term searched at the chosen L2 (a window "
+        "cluster of age a weighs decay**a; 1: the uniform mean)",
+    )
     window_max_steps: int = Field(
         2000,
         ge=1,
@@ -290,6 +296,13 @@ class SelectionSettings(Section):
         if any(not (0 <= v < float("inf")) for v in value):
             raise ValueError("every window L2 must be finite and >= 0")
         return sorted(set(value))
+
+    @field_validator("window_decays")
+    @classmethod
+    def _decays_in_unit(cls, value: list[float]) -> list[float]:
+        if any(not 0 < d <= 1 for d in value):
+            raise ValueError("every window decay must be in (0, 1]")
+        return sorted(set(value), reverse=True)
 
     @field_validator("prior_strengths")
     @classmethod

@@ -62,6 +62,22 @@ def test_the_loss_leaves_the_window_out_and_skips_moves_into_it() -> None:
     )
 
 
+def test_a_decayed_bag_weighs_the_window_as_the_served_term_does() -> None:
+    moves = [move((1, 0), 2), move((0, 1), 2)]
+    bag = WindowMoves.of(moves, CLUSTERS, decay=0.5).bag.tolist()
+    # Most recent first: 2/3 on the latest cluster, 1/3 on the one before.
+    assert bag[0][:2] == pytest.approx([1 / 3, 2 / 3])
+    assert bag[1][:2] == pytest.approx([2 / 3, 1 / 3])
+    # The fitted model's transitions carry the decay they were trained with.
+    with single_threaded():
+        (fit,) = early_stopped_window_models(
+            patterned(10), patterned(4), CLUSTERS, [1e-3], 20, decay=0.5
+        )
+        refit = fit_window_model(patterned(10), CLUSTERS, 1e-3, fit.steps, decay=0.5)
+    assert fit.transitions.decay == refit.transitions.decay == 0.5
+    assert fit.key == (1e-3, 0.5) and fit.as_dict()["decay"] == 0.5
+
+
 def test_early_stopping_stops_where_validation_stops_improving() -> None:
     train = patterned(40)
     # Validation that disagrees with training: more steps only hurt it.
