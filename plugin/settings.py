@@ -216,6 +216,22 @@ class SelectionSettings(Section):
         description="L2 strengths of the window model searched (each stopped early on the "
         "validation log-loss; the search picks one by positive hit@1)",
     )
+    # The grid's edge rule (docs/MODELS.md, "The window term"): a chosen edge L2 adds the
+    # next decade that way, within these bounds. Below the floor the penalty is numerically
+    # nothing next to the log-loss (early stopping alone regularises); above the ceiling it
+    # flattens the matrix to zeros (no window term, which weight 0 already offers).
+    window_l2_floor: float = Field(
+        1e-8, gt=0, description="weakest window L2 the edge rule may extend the grid to"
+    )
+    window_l2_ceiling: float = Field(
+        1.0, gt=0, description="strongest window L2 the edge rule may extend the grid to"
+    )
+    window_decays: list[float] = Field(
+        [1.0, 0.9, 0.8, 0.7],
+        min_length=1,
+        description="recency decays of the window term searched at the chosen L2 (a window "
+        "cluster of age a weighs decay**a; 1: the uniform mean)",
+    )
     window_max_steps: int = Field(
         2000,
         ge=1,
@@ -281,12 +297,25 @@ class SelectionSettings(Section):
             raise ValueError("every window L2 must be finite and >= 0")
         return sorted(set(value))
 
+    @field_validator("window_decays")
+    @classmethod
+    def _decays_in_unit(cls, value: list[float]) -> list[float]:
+        if any(not 0 < d <= 1 for d in value):
+            raise ValueError("every window decay must be in (0, 1]")
+        return sorted(set(value), reverse=True)
+
     @field_validator("prior_strengths")
     @classmethod
     def _non_negative_strengths(cls, value: list[float]) -> list[float]:
         if any(s < 0 for s in value):
             raise ValueError("every prior strength must be >= 0")
         return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _ordered_l2_bounds(self) -> SelectionSettings:
+        if self.window_l2_floor > self.window_l2_ceiling:
+            raise ValueError("window_l2_floor must be at most window_l2_ceiling")
+        return self
 
 
 class FeastSettings(Section):

@@ -195,7 +195,7 @@ def _selection_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
                 "chosen on validation",
                 f"n={chosen['n']} T={chosen['temperature']} weight={chosen['weight']} "
                 f"window={chosen.get('window_weight', 0.0)} "
-                f"(L2 {chosen.get('window_l2')}) "
+                f"(L2 {chosen.get('window_l2')}, decay {chosen.get('window_decay')}) "
                 f"{chosen['label_rule']} (prior {chosen['prior_strength']})",
             ),
             (
@@ -316,7 +316,7 @@ def _robustness_cells(row: dict[str, Any]) -> tuple[Any, ...]:
         row["clusters"],
         f"n={chosen['n']} T={chosen['temperature']} w={chosen['weight']} "
         f"ww={chosen.get('window_weight', 0.0)} l2={chosen.get('window_l2')} "
-        f"{chosen['label_rule']}({chosen['prior_strength']})",
+        f"decay={chosen.get('window_decay')} {chosen['label_rule']}({chosen['prior_strength']})",
         f"{t['best_of_n']:.3f}",
         f"{t['strongest_other']} {t['strongest_other_value']:.3f}",
         f"{t['vs_novelty_sample']:+.3f} [{lo:+.3f}, {hi:+.3f}]",

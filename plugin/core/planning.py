@@ -19,18 +19,23 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from operator import itemgetter
+from operator import itemgetter, mul
 from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class PlanRequest:
-    """Plan one user's next novel cluster from their history, avoiding ``excluded``."""
+    """Plan one user's next novel cluster from their history, avoiding ``excluded``.
+
+    ``window`` is the same novelty window in recency order, most recent first: what a window
+    term that weighs clusters by recency reads (:class:`WindowTransitions`). Empty means the
+    order is unknown, which only a uniform window term accepts."""
 
     user_id: str
     history: tuple[int, ...]
     excluded: frozenset[int]
     as_of: datetime
+    window: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,39 +98,68 @@ class WindowTransitions:
     term").
 
     The plan table is keyed by the K=2 history; the window (the W recent clusters every
-    request carries as ``excluded``) is the only per-user context at selection. A learned
-    ``[from][to]`` matrix (:mod:`plugin.models.window`: a bag-of-window softmax over the novel
-    clusters, fit on the training part's novel moves) gives each cluster of the window a
-    score for every target; a candidate's window score is the mean of its column over the
-    window's clusters. Selection compares candidates of one user, so only differences
-    between targets matter; a cluster outside the matrix adds nothing.
+    request carries, as ``excluded`` and in recency order as ``window``) is the only per-user
+    context at selection. A learned ``[from][to]`` matrix (:mod:`plugin.models.window`: a
+    bag-of-window softmax over the novel clusters, fit on the training part's novel moves)
+    gives each cluster of the window a score for every target; a candidate's window score is
+    the weighted mean of its column over the window's clusters, the cluster of age a (0: the
+    most recent) weighing ``decay ** a`` (:func:`recency_weights`; 1: the uniform mean).
+    Selection compares candidates of one user, so only differences between targets matter;
+    a cluster outside the matrix adds nothing.
     """
 
     scores_by_target: tuple[tuple[float, ...], ...]  # [to][from]
+    decay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"window decay must be in (0, 1], got {self.decay}")
 
     @classmethod
-    def from_matrix(cls, matrix: Sequence[Sequence[float]]) -> WindowTransitions:
+    def from_matrix(
+        cls, matrix: Sequence[Sequence[float]], decay: float = 1.0
+    ) -> WindowTransitions:
         """From a square ``matrix[from][to]`` (what the window model learns)."""
         size = len(matrix)
         if any(len(row) != size for row in matrix):
             raise ValueError("the window transition matrix must be square")
         if not all(math.isfinite(value) for row in matrix for value in row):
             raise ValueError("the window transition matrix must be finite")
-        return cls(tuple(tuple(float(row[to]) for row in matrix) for to in range(size)))
+        return cls(tuple(tuple(float(row[to]) for row in matrix) for to in range(size)), decay)
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the scores read the window's order (a decay below 1)."""
+        return self.decay < 1.0
 
     def scores(self, window: Collection[int], clusters: Iterable[int]) -> list[float]:
-        """Each cluster's mean score over the window's known clusters (0 for an empty window
-        or an unknown cluster)."""
+        """Each cluster's weighted mean score over the window's known clusters (0 for an
+        empty window or an unknown cluster). ``window`` is most recent first when the
+        scores read its order; a set does only at decay 1."""
         size = len(self.scores_by_target)
         known = [w for w in window if 0 <= w < size]
         if not known:
             return [0.0 for _ in clusters]
-        share = 1.0 / len(known)
         columns = self.scores_by_target
         # One C-level gather per candidate (select runs per replan: measured 3x faster than
         # a generator over the window).
         gather = itemgetter(*known) if len(known) > 1 else (lambda column: (column[known[0]],))
-        return [sum(gather(columns[c])) * share if 0 <= c < size else 0.0 for c in clusters]
+        if not self.ordered:
+            share = 1.0 / len(known)
+            return [sum(gather(columns[c])) * share if 0 <= c < size else 0.0 for c in clusters]
+        weights = recency_weights(len(known), self.decay)
+        return [
+            sum(map(mul, gather(columns[c]), weights)) if 0 <= c < size else 0.0 for c in clusters
+        ]
+
+
+def recency_weights(count: int, decay: float) -> list[float]:
+    """The window term's weights of ``count`` clusters, most recent first: ``decay ** age``,
+    summing to 1 (the uniform mean at decay 1). The window model trains on the same
+    weights it serves with."""
+    raw = [decay**age for age in range(count)]
+    total = sum(raw)
+    return [weight / total for weight in raw]
 
 
 @dataclass(frozen=True)
@@ -267,10 +301,19 @@ def window_scored(
     transitions: WindowTransitions | None,
 ) -> list[float]:
     """``scores`` plus ``window_weight`` times each candidate's window score over the
-    request's window (``excluded``); unchanged at weight 0 or without transitions."""
+    request's window; unchanged at weight 0 or without transitions. A term that reads the
+    window's order needs the request's ordered ``window`` (a ``PlanningError`` if it has
+    only the set)."""
     if window_weight <= 0.0 or transitions is None:
         return list(scores)
-    terms = transitions.scores(request.excluded, candidates)
+    window: Collection[int] = request.window or request.excluded
+    if transitions.ordered and not request.window and len(request.excluded) > 1:
+        raise PlanningError(
+            f"user {request.user_id}: the version's window term weighs the window by recency "
+            "(window decay < 1), but the request's window has no order: build it with "
+            "PlanRequest.window (most recent first)"
+        )
+    terms = transitions.scores(window, candidates)
     return [score + window_weight * term for score, term in zip(scores, terms, strict=True)]
 
 

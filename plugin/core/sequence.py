@@ -190,6 +190,7 @@ def plan_request(state: UserClusterSequence, k: int) -> PlanRequest:
         history=state.history(k),
         excluded=frozenset(state.recent_clusters),
         as_of=state.last_event_time,
+        window=state.recent_clusters,  # most recent first, for a recency-weighted window term
     )
 
 

@@ -56,7 +56,7 @@ class MethodOutput:
 
 def requests_for(cases: Sequence[NovelMove]) -> list[PlanRequest]:
     return [
-        PlanRequest(f"case{i}", m.history, frozenset(m.recent), m.at)  # type: ignore[arg-type]
+        PlanRequest(f"case{i}", m.history, frozenset(m.recent), m.at, window=m.recent)  # type: ignore[arg-type]
         for i, m in enumerate(cases)
     ]
 

@@ -128,7 +128,15 @@ def summary_row(run: Run, report: dict[str, Any], seconds: float) -> dict[str, A
         "clusters": data["clusters"],
         "chosen": {
             key: chosen.get(key)
-            for key in ("n", "temperature", "weight", "window_weight", "window_l2", "label_rule")
+            for key in (
+                "n",
+                "temperature",
+                "weight",
+                "window_weight",
+                "window_l2",
+                "window_decay",
+                "label_rule",
+            )
         }
         | {"prior_strength": chosen.get("prior_strength")},
         "targets": targets(report),

@@ -179,7 +179,8 @@ def plan_spread(planner: BestOfNPlanner, n_clusters: int, k: int) -> dict[str, A
     planned: Counter[int] = Counter()
     for start in range(0, len(histories), 512):
         chunk = histories[start : start + 512]
-        requests = [PlanRequest(f"h{i}", h, frozenset(h), EPOCH) for i, h in enumerate(chunk)]
+        # The history is the window here, most recent first like every request's.
+        requests = [PlanRequest(f"h{i}", h, frozenset(h), EPOCH, h) for i, h in enumerate(chunk)]
         planned.update(plan.cluster_id for plan in planner.plan(requests))
     total = sum(planned.values())
     return {

@@ -84,10 +84,12 @@ def transitions_record(fitted: WindowFit, moves: int) -> dict[str, Any]:
     size = len(matrix)
     return {
         "rule": "learned bag-of-window softmax over the novel clusters (plugin.models.window); "
-        "a candidate's score is the mean of matrix[w][candidate] over the window",
+        "a candidate's score is the mean of matrix[w][candidate] over the window, the cluster "
+        "of age a (0: the most recent) weighing decay**a",
         "moves": moves,
         "n_clusters": size,
         "l2": fitted.l2,
+        "decay": fitted.transitions.decay,
         "steps": fitted.steps,
         "matrix": [[round(matrix[to][source], 6) for to in range(size)] for source in range(size)],
     }
@@ -110,9 +112,10 @@ def manifest_transitions(manifest: dict[str, Any]) -> WindowTransitions:
     if len(matrix) != int(record["n_clusters"]):
         raise ValueError("manifest: window_transitions.matrix does not match its n_clusters")
     try:
-        return WindowTransitions.from_matrix(matrix)
+        # A version from before the recency decay has none: the uniform mean it was fit with.
+        return WindowTransitions.from_matrix(matrix, float(record.get("decay", 1.0)))
     except ValueError as error:
-        raise ValueError(f"manifest: window_transitions.matrix: {error}") from error
+        raise ValueError(f"manifest: window_transitions: {error}") from error
 
 
 def version_selection(manifest: dict[str, Any], fallback: Selection, apply: bool) -> Selection:

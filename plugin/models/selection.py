@@ -14,11 +14,15 @@ here, never by hand on one dataset:
    validation moves by best-of-n's positive hit@1 (the share of moves whose plan is their
    target and was engaged with positively), averaged over ``seeds`` sampling seeds. The window
    term's models (:mod:`plugin.models.window`) are fit on the fitting part, one per L2 of
-   ``window_l2s``, each stopped early at its lowest log-loss on the validation moves. The best
-   wins; ties go to the smaller n, then the smaller window weight, then the stronger window
-   L2, then the larger weight, then the lower temperature, then the weaker prior.
+   ``window_l2s``, each stopped early at its lowest log-loss on the validation moves; where the
+   best point has the grid's weakest (or strongest) L2, a model one decade weaker (stronger)
+   is added and scored, until the chosen L2 is bracketed or the bounds stop it; then, at the
+   chosen L2, a model per recency decay of ``window_decays`` (the window's clusters weighed
+   ``decay ** age``, 1 the uniform mean). The best wins; ties go to the smaller n, then the
+   smaller window weight, then the stronger window L2, then the uniform window, then the
+   larger weight, then the lower temperature, then the weaker prior.
 4. Both models are refit on the whole training period with the winning label rule (and the
-   window model with its chosen steps and L2), and the version records the chosen values, the
+   window model with its chosen steps, L2 and decay), and the version records the chosen values, the
    validation scores and what the search cost.
 
 The search fits the cheapest first (the paper's curation, then every label rule, then the
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,8 +64,10 @@ from plugin.models.training import (
 )
 from plugin.models.window import (
     WindowFit,
+    WindowKey,
     early_stopped_window_models,
     fit_window_model,
+    next_window_l2,
     window_bags,
 )
 from plugin.settings import SelectionSettings, Settings
@@ -80,16 +86,18 @@ class Candidate:
     curation: str = "balanced"
     window_weight: float = 0.0
     window_l2: float | None = None  # the window model's L2 (None at window weight 0)
+    window_decay: float | None = None  # its recency decay (1: the uniform mean)
 
     def key(self) -> tuple[float | str, ...]:
         """Best first: score, then the cheaper and more conservative settings (no window
-        term before one, a stronger window L2 before a weaker one, the paper's balanced
-        curation before the natural one)."""
+        term before one, a stronger window L2 before a weaker one, the uniform window before
+        a recency-weighted one, the paper's balanced curation before the natural one)."""
         return (
             -round(self.positive_hit_at_1, 9),
             self.n,
             self.window_weight,
             -(self.window_l2 or 0.0),
+            -(self.window_decay or 1.0),
             -self.weight,
             self.temperature,
             self.prior_strength,
@@ -106,6 +114,7 @@ class Candidate:
             "weight": self.weight,
             "window_weight": self.window_weight,
             "window_l2": self.window_l2,
+            "window_decay": self.window_decay,
             "positive_hit_at_1": round(self.positive_hit_at_1, 5),
             "hit_at_1": round(self.hit_at_1, 5),
         }
@@ -156,33 +165,48 @@ class ValidationCases:
     allowed: np.ndarray  # [cases, C] False inside the user's novelty window
     targets: np.ndarray  # [cases]
     positive: np.ndarray  # [cases] bool
-    # Per window model (by its L2): [cases, C] each cluster's window score for the case's
-    # window, the numbers WindowTransitions.scores gives.
-    window_scores: dict[float, np.ndarray]
+    windows: list[tuple[int, ...]]  # each case's novelty window, most recent first
+    # Per window model (by its L2 and decay): [cases, C] each cluster's window score for the
+    # case's window, the numbers WindowTransitions.scores gives.
+    window_scores: dict[WindowKey, np.ndarray]
 
     @classmethod
     def of(
         cls,
         moves: Sequence[NovelMove],
         n_clusters: int,
-        windows: Mapping[float, WindowTransitions] | None = None,
+        windows: Mapping[WindowKey, WindowTransitions] | None = None,
     ) -> ValidationCases:
         histories = list(dict.fromkeys(m.history for m in moves))
         row = {h: i for i, h in enumerate(histories)}
-        # A [cases, C] bag of each case's window, so every model's scores are one product
-        # with its [from, to] matrix.
-        bag, allowed = window_bags(moves, n_clusters)
-        window_scores = {
-            l2: bag @ np.array(transitions.scores_by_target).T
-            for l2, transitions in (windows or {}).items()
-        }
-        return cls(
+        recent = [m.recent for m in moves]
+        _, allowed = window_bags(recent, n_clusters)
+        cases = cls(
             history_rows=np.array([row[m.history] for m in moves], dtype=np.int64),
             histories=histories,
             allowed=allowed,
             targets=np.array([m.target for m in moves], dtype=np.int64),
             positive=np.array([m.positive for m in moves], dtype=bool),
-            window_scores=window_scores,
+            windows=recent,
+            window_scores={},
+        )
+        return cases.with_windows(windows or {})
+
+    def with_windows(self, windows: Mapping[WindowKey, WindowTransitions]) -> ValidationCases:
+        """The same cases scored with these window models alone: each case's window as a
+        bag of the model's recency weights, so a model's scores are one product with its
+        ``[from, to]`` matrix."""
+        n_clusters = self.allowed.shape[1]
+        bags = {
+            decay: window_bags(self.windows, n_clusters, decay)[0]
+            for decay in {transitions.decay for transitions in windows.values()}
+        }
+        return replace(
+            self,
+            window_scores={
+                key: bags[transitions.decay] @ np.array(transitions.scores_by_target).T
+                for key, transitions in windows.items()
+            },
         )
 
 
@@ -199,8 +223,8 @@ def _mixed(scores: np.ndarray, log_probs: np.ndarray, weight: float) -> np.ndarr
     return weight * _log_sigmoid(scores) + (1.0 - weight) * log_probs
 
 
-# (n, alignment weight, window weight, window L2 or None)
-GridPoint = tuple[int, float, float, float | None]
+# (n, alignment weight, window weight, window model (L2, decay) or None)
+GridPoint = tuple[int, float, float, WindowKey | None]
 
 
 def score_grid(
@@ -213,23 +237,23 @@ def score_grid(
     weights: Sequence[float],
     window_weights: Sequence[float] = (0.0,),
 ) -> dict[GridPoint, tuple[float, float]]:
-    """(n, weight, window weight, window L2) -> (positive hit@1, hit@1) of best-of-n on the
+    """(n, weight, window weight, window model) -> (positive hit@1, hit@1) of best-of-n on the
     cases, mean over seeds.
 
     ``log_probs`` and ``alignment_scores`` are [histories, C] over every cluster; a case's n
     candidates are the first n clusters of its history's sampling order outside its window,
     and its plan is the best of them by the mixed score plus the window weight times the
-    case's window score under the window model of that L2 (the first on ties), as in
-    :func:`plugin.core.planning.select`. Window weight 0 has no model (L2 None); a positive
-    one is scored with every window model the cases carry."""
+    case's window score under that window model (the first on ties), as in
+    :func:`plugin.core.planning.select`. Window weight 0 has no model (None); a positive one
+    is scored with every window model the cases carry."""
     n_max = max(ns)
-    windows: list[tuple[float, float | None]] = [
-        (v, l2) for v in window_weights if v > 0 for l2 in cases.window_scores
+    windows: list[tuple[float, WindowKey | None]] = [
+        (v, model) for v in window_weights if v > 0 for model in cases.window_scores
     ]
     if 0.0 in window_weights or not windows:
         windows.insert(0, (0.0, None))
     totals: dict[GridPoint, list[float]] = {
-        (n, w, v, l2): [0.0, 0.0] for n in ns for w in weights for v, l2 in windows
+        (n, w, v, model): [0.0, 0.0] for n in ns for w in weights for v, model in windows
     }
     for seed in seeds:
         order = perturbed_order(
@@ -246,19 +270,19 @@ def score_grid(
         cand_lp = log_probs[rows, candidates]
         cand_score = alignment_scores[rows, candidates]
         cand_window = {
-            l2: np.take_along_axis(scores, candidates, axis=1)
-            for l2, scores in cases.window_scores.items()
+            model: np.take_along_axis(scores, candidates, axis=1)
+            for model, scores in cases.window_scores.items()
         }
         for weight in weights:
             base = _mixed(cand_score, cand_lp, weight)
-            for window_weight, l2 in windows:
-                scored = base if l2 is None else base + window_weight * cand_window[l2]
+            for window_weight, model in windows:
+                scored = base if model is None else base + window_weight * cand_window[model]
                 mixed = np.where(present, scored, -np.inf)
                 for n in ns:
                     best = np.argmax(mixed[:, :n], axis=1)
                     planned = candidates[np.arange(len(best)), best]
                     hit = planned == cases.targets
-                    total = totals[(n, weight, window_weight, l2)]
+                    total = totals[(n, weight, window_weight, model)]
                     total[0] += float(np.mean(hit & cases.positive))
                     total[1] += float(np.mean(hit))
     return {key: (v[0] / len(seeds), v[1] / len(seeds)) for key, v in totals.items()}
@@ -293,11 +317,14 @@ class SearchResult:
     seconds: float
     skipped_priors: list[float]
     skipped_curations: list[str]
-    windows: list[WindowFit]  # the window models the grid chose from, one per L2
+    windows: list[WindowFit]  # the window models the grid chose from
+    added_l2s: list[float] = field(default_factory=list)  # by the grid's edge rule
+    skipped_decays: list[float] = field(default_factory=list)  # the budget was spent
 
     def window_model(self) -> WindowFit | None:
         """The chosen point's window model (None at window weight 0)."""
-        return next((w for w in self.windows if w.l2 == self.chosen.window_l2), None)
+        chosen = (self.chosen.window_l2, self.chosen.window_decay)
+        return next((w for w in self.windows if w.key == chosen), None)
 
     def reference(self, n: int, temperature: float, weight: float, prior: float) -> Any:
         """The scored point with these values and the paper's balanced curation, if any."""
@@ -307,9 +334,17 @@ class SearchResult:
                 return c.as_dict()
         return None
 
-    def best(self, window_weight: float) -> dict[str, Any] | None:
-        """The best scored point at this window weight, if any was scored."""
-        points = [c for c in self.scored if c.window_weight == window_weight]
+    def best(
+        self, window_weight: float | None = None, uniform: bool = False
+    ) -> dict[str, Any] | None:
+        """The best scored point at this window weight (any if None), and with a uniform
+        window (decay 1) if ``uniform``, if any was scored."""
+        points = [
+            c
+            for c in self.scored
+            if (window_weight is None or c.window_weight == window_weight)
+            and not (uniform and (c.window_decay or 1.0) < 1.0)
+        ]
         return min(points, key=Candidate.key).as_dict() if points else None
 
     def as_dict(self, selection: SelectionSettings, settings: Settings) -> dict[str, Any]:
@@ -336,8 +371,10 @@ class SearchResult:
                 "best_by_n": best_by_n,
                 # The best point the search could reach without the window term.
                 "best_without_window": self.best(window_weight=0.0),
-                # The window models fit on the fitting part: each L2's early-stopped step
-                # count and validation log-loss.
+                # The best point with the uniform window mean (the search before the decay).
+                "best_uniform_window": self.best(uniform=True),
+                # The window models fit on the fitting part: each (L2, decay)'s early-stopped
+                # step count and validation log-loss.
                 "window_models": [window.as_dict() for window in self.windows],
                 "top": [c.as_dict() for c in sorted(self.scored, key=Candidate.key)[:10]],
             },
@@ -347,6 +384,11 @@ class SearchResult:
                 "weights": selection.weights,
                 "window_weights": selection.window_weights,
                 "window_l2s": selection.window_l2s,
+                "window_l2_bounds": [selection.window_l2_floor, selection.window_l2_ceiling],
+                # The decades the edge rule added to window_l2s, in the order it added them.
+                "window_l2s_added": self.added_l2s,
+                "window_decays": selection.window_decays,
+                "skipped_window_decays": self.skipped_decays,
                 "window_max_steps": selection.window_max_steps,
                 "novelty_curations": selection.novelty_curations,
                 "prior_strengths": selection.prior_strengths,
@@ -371,8 +413,8 @@ def search(
     k = settings.sequence.history_length
     n_clusters = len(workspace.catalog)
     fit, validation = validation_split(train_moves, selection.validation_fraction)
-    # One window model per L2, each stopped early on the validation log-loss; the grid
-    # below chooses between them (and none) by positive hit@1.
+    # One window model per L2 (the uniform window mean), each stopped early on the validation
+    # log-loss; the grid below chooses between them (and none) by positive hit@1.
     windows = (
         early_stopped_window_models(
             fit, validation, n_clusters, selection.window_l2s, selection.window_max_steps
@@ -381,7 +423,7 @@ def search(
         else []
     )
     cases = ValidationCases.of(
-        validation, n_clusters, {window.l2: window.transitions for window in windows}
+        validation, n_clusters, {window.key: window.transitions for window in windows}
     )
     seeds = [settings.planner.seed + i for i in range(selection.seeds)]
     ns = [n for n in selection.candidates if n <= n_clusters] or [1]
@@ -445,29 +487,88 @@ def search(
         )[0]
         log_probs[curation], _ = _all_scores(other, None, cases.histories)
         bar.update()
-    scored: list[Candidate] = []
-    for prior, scores in alignment_scores.items():
-        for name, curation_log_probs in log_probs.items():
-            for temperature in selection.temperatures:
-                grid = score_grid(
-                    cases,
-                    curation_log_probs,
-                    scores,
-                    temperature,
-                    seeds,
-                    ns,
-                    selection.weights,
-                    selection.window_weights,
-                )
-                scored += [
-                    Candidate(prior, temperature, n, weight, positive, hit, name, window, l2)
-                    for (n, weight, window, l2), (positive, hit) in grid.items()
-                ]
+
+    def score(grid_cases: ValidationCases, window_weights: Sequence[float]) -> list[Candidate]:
+        """Every fitted (label rule, curation) at every temperature, n and weight."""
+        points: list[Candidate] = []
+        for prior, scores in alignment_scores.items():
+            for name, curation_log_probs in log_probs.items():
+                for temperature in selection.temperatures:
+                    grid = score_grid(
+                        grid_cases,
+                        curation_log_probs,
+                        scores,
+                        temperature,
+                        seeds,
+                        ns,
+                        selection.weights,
+                        window_weights,
+                    )
+                    points += [
+                        Candidate(
+                            prior,
+                            temperature,
+                            n,
+                            weight,
+                            positive,
+                            hit,
+                            name,
+                            window,
+                            model[0] if model else None,
+                            model[1] if model else None,
+                        )
+                        for (n, weight, window, model), (positive, hit) in grid.items()
+                    ]
+        return points
+
+    scored = score(cases, selection.window_weights)
     bar.close()
     if not scored:
         raise ValueError("the selection search could not fit any label rule on the fitting part")
+    chosen = min(scored, key=Candidate.key)
+    positive_window_weights = [v for v in selection.window_weights if v > 0]
+
+    def add_window(l2: float, decay: float) -> Candidate:
+        """A window model at (l2, decay), scored at every positive window weight (the points
+        without the term are scored already); the best point again."""
+        window = early_stopped_window_models(
+            fit, validation, n_clusters, [l2], selection.window_max_steps, decay
+        )[0]
+        windows.append(window)
+        scored.extend(
+            score(cases.with_windows({window.key: window.transitions}), positive_window_weights)
+        )
+        return min(scored, key=Candidate.key)
+
+    # The grid's edge rule: a chosen edge L2 adds the next decade that way, until the chosen
+    # L2 is bracketed or the bounds stop it (seconds per decade: one window fit).
+    added: list[float] = []
+    while (
+        not over_budget()
+        and (
+            l2 := next_window_l2(
+                chosen.window_l2,
+                [window.l2 for window in windows],
+                selection.window_l2_floor,
+                selection.window_l2_ceiling,
+            )
+        )
+        is not None
+    ):
+        added.append(l2)
+        chosen = add_window(l2, 1.0)
+    # Then the window's order: at the chosen L2, each recency decay of the grid (the L2 is
+    # searched with the uniform mean; one fit per decay, not one per L2 and decay).
+    skipped_decays: list[float] = []
+    if chosen.window_l2 is not None:
+        l2 = chosen.window_l2
+        for decay in (d for d in selection.window_decays if d < 1.0):
+            if over_budget():
+                skipped_decays.append(decay)
+                continue
+            chosen = add_window(l2, decay)
     return SearchResult(
-        chosen=min(scored, key=Candidate.key),
+        chosen=chosen,
         scored=scored,
         fit_moves=len(fit),
         validation_moves=len(validation),
@@ -475,7 +576,9 @@ def search(
         seconds=time.perf_counter() - started,
         skipped_priors=skipped,
         skipped_curations=skipped_curations,
-        windows=windows,
+        windows=sorted(windows, key=lambda window: (window.l2, -window.transitions.decay)),
+        added_l2s=added,
+        skipped_decays=skipped_decays,
     )
 
 
@@ -521,7 +624,13 @@ def fit_selected(workspace: Workspace, settings: Settings, progress: bool = Fals
         # with the L2 and step count the validation split chose (none at window weight 0).
         "window_transitions": (
             transitions_record(
-                fit_window_model(data.train_moves, len(workspace.catalog), window.l2, window.steps),
+                fit_window_model(
+                    data.train_moves,
+                    len(workspace.catalog),
+                    window.l2,
+                    window.steps,
+                    window.transitions.decay,
+                ),
                 len(data.train_moves),
             )
             if window is not None and chosen.window_weight > 0

@@ -76,6 +76,36 @@ def test_a_candidates_window_score_is_its_mean_over_the_windows_clusters() -> No
     assert transitions.scores({0}, [7]) == [0.0]  # an unknown candidate: no evidence
 
 
+def test_a_decayed_window_weighs_its_clusters_by_recency() -> None:
+    matrix = [[0.0, 2.0, -1.0], [0.5, 0.0, 3.0], [1.0, -2.0, 0.0]]
+    recent = WindowTransitions.from_matrix(matrix, decay=0.5)
+    # The window most recent first: 1 weighs 1, 0 weighs 0.5 (normalised: 2/3 and 1/3).
+    assert recent.scores((1, 0), [2]) == [pytest.approx(2 / 3 * 3.0 + 1 / 3 * -1.0)]
+    assert recent.scores((0, 1), [2]) == [pytest.approx(2 / 3 * -1.0 + 1 / 3 * 3.0)]
+    # Unknown clusters drop out before the ages are counted, as in the training bags.
+    assert recent.scores((99, 1, 0), [2]) == recent.scores((1, 0), [2])
+    # Decay 1 is the uniform mean, whatever the order.
+    uniform = WindowTransitions.from_matrix(matrix)
+    assert uniform.scores((1, 0), [2]) == uniform.scores((0, 1), [2]) == [1.0]
+    with pytest.raises(ValueError, match="window decay must be in"):
+        WindowTransitions.from_matrix(matrix, decay=0.0)
+
+
+def test_a_decayed_window_term_needs_the_requests_order() -> None:
+    ranking = HistoryRanking((1, 2), (0, 3), (-1.0, -1.2), (0.3, 0.2))
+    matrix = [[0.0] * 4 for _ in range(4)]
+    matrix[1][3] = 3.0
+    transitions = WindowTransitions.from_matrix(matrix, decay=0.5)
+    ordered = PlanRequest("u", (1, 2), frozenset({1, 2}), AS_OF, window=(1, 2))
+    # 1 is the most recent cluster: its pull towards 3 wins.
+    assert (
+        select(ordered, ranking, 2, "v", window_weight=1.0, transitions=transitions).cluster_id == 3
+    )
+    # The same window as a set only: the order is unknown, so the term refuses to guess.
+    with pytest.raises(PlanningError, match="window decay < 1"):
+        select(request({1, 2}), ranking, 2, "v", window_weight=1.0, transitions=transitions)
+
+
 def test_a_window_matrix_must_be_square_and_finite() -> None:
     with pytest.raises(ValueError, match="must be square"):
         WindowTransitions.from_matrix([[0.0, 1.0], [1.0]])

@@ -65,6 +65,15 @@ def test_sequence_is_recent_unique_clusters_most_recent_first() -> None:
     assert state.last_event_id == "e0005"
 
 
+def test_a_replan_request_carries_the_window_most_recent_first() -> None:
+    events = [event(1, 1), event(2, 2), event(3, 2), event(4, 3), event(5, 1)]
+    (request,) = apply_batch(events, {}, CATALOG, RULES, ENGAGEMENT).replans
+    # The order a recency-weighted window term reads, and the set every plan avoids.
+    assert request.window == (1, 3, 2)
+    assert request.excluded == frozenset(request.window)
+    assert request.history == request.window[:2]
+
+
 def test_novelty_window_bounds_the_sequence() -> None:
     states, _ = run([event(n, n) for n in range(8)])
     assert states["u1"].recent_clusters == (7, 6, 5, 4)

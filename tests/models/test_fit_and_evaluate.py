@@ -32,6 +32,11 @@ def quick_settings(tmp_path: Path, **models: object) -> Settings:
             # 22 s of this module's evaluation (tests/models/test_window.py tests the rule).
             "window_l2s": [1e-4],
             "window_max_steps": 100,
+            # No decade added past it and no recency decay: each would be one more fit
+            # (the edge rule and the decays are under test in test_selection.py).
+            "window_l2_floor": 1e-4,
+            "window_l2_ceiling": 1e-4,
+            "window_decays": [1.0],
         },
         models={
             "repository": tmp_path / "model_repository",

@@ -147,17 +147,18 @@ def models() -> tuple[NoveltyModel, AlignmentModel]:
 
 
 @pytest.mark.parametrize(
-    ("n", "temperature", "weight", "window_weight"),
+    ("n", "temperature", "weight", "window_weight", "decay"),
     [
-        (1, 1.0, 1.0, 0.0),
-        (3, 0.75, 0.5, 0.0),
-        (5, 2.0, 0.0, 0.0),
-        (5, 1.0, 0.5, 1.0),
-        (4, 1.5, 1.0, 2.0),
+        (1, 1.0, 1.0, 0.0, 1.0),
+        (3, 0.75, 0.5, 0.0, 1.0),
+        (5, 2.0, 0.0, 0.0, 1.0),
+        (5, 1.0, 0.5, 1.0, 1.0),
+        (4, 1.5, 1.0, 2.0, 1.0),
+        (5, 1.0, 0.5, 1.0, 0.5),  # a window weighed by recency
     ],
 )
 def test_grid_scorer_agrees_with_the_planner_it_stands_for(
-    n: int, temperature: float, weight: float, window_weight: float
+    n: int, temperature: float, weight: float, window_weight: float, decay: float
 ) -> None:
     rng = np.random.default_rng(5)
     cases = []
@@ -169,7 +170,8 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     novelty, alignment = models()
     # A skewed window model, so that the window term re-orders candidates.
     transitions = WindowTransitions.from_matrix(
-        (rng.normal(0.0, 1.0, (CLUSTERS, CLUSTERS)) * rng.integers(0, 3, (CLUSTERS, 1))).tolist()
+        (rng.normal(0.0, 1.0, (CLUSTERS, CLUSTERS)) * rng.integers(0, 3, (CLUSTERS, 1))).tolist(),
+        decay,
     )
     planner = BestOfNPlanner(
         novelty,
@@ -182,7 +184,8 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
         window_weight=window_weight,
         transitions=transitions,
     )
-    requests = [PlanRequest(m.user_id, m.history, frozenset(m.recent), T0) for m in cases]
+    # Windows most recent first, as every selecting path builds them.
+    requests = [PlanRequest(m.user_id, m.history, frozenset(m.recent), T0, m.recent) for m in cases]
     plans = planner.plan(requests)
     expected = np.mean(
         [p.cluster_id == m.target and m.positive for p, m in zip(plans, cases, strict=True)]
@@ -191,10 +194,17 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     if window_weight:  # the window term changes plans here, so the grid must follow it
         plain = BestOfNPlanner(novelty, alignment, n, temperature, 7, "v", weight=weight)
         assert [p.cluster_id for p in plans] != [p.cluster_id for p in plain.plan(requests)]
+    if decay < 1.0:  # and the window's order changes them again
+        uniform = WindowTransitions(transitions.scores_by_target)
+        mean = BestOfNPlanner(
+            novelty, alignment, n, temperature, 7, "v", weight, window_weight, uniform
+        )
+        assert [p.cluster_id for p in plans] != [p.cluster_id for p in mean.plan(requests)]
 
-    # Two window models in the cases: the grid scores each under its own L2.
+    # Two window models in the cases: the grid scores each under its own (L2, decay).
     other = WindowTransitions.from_matrix(np.zeros((CLUSTERS, CLUSTERS)).tolist())
-    grid_cases = ValidationCases.of(cases, CLUSTERS, {1e-4: transitions, 1e-3: other})
+    model, zero = (1e-4, decay), (1e-3, 1.0)
+    grid_cases = ValidationCases.of(cases, CLUSTERS, {model: transitions, zero: other})
     with torch.inference_mode():
         histories = histories_tensor(grid_cases.histories, 2)
         log_probs = novelty.cluster_log_probs(histories).numpy()
@@ -203,13 +213,13 @@ def test_grid_scorer_agrees_with_the_planner_it_stands_for(
     grid = score_grid(
         grid_cases, log_probs, scores, temperature, [7], [n], [weight], [window_weight]
     )
-    positive, hit = grid[(n, weight, window_weight, 1e-4 if window_weight else None)]
+    positive, hit = grid[(n, weight, window_weight, model if window_weight else None)]
     assert hit == pytest.approx(expected_hit)
     assert positive == pytest.approx(expected)
     assert hit > 0  # the check compares something
     if window_weight:  # the all-zero model plans as no window term at all
         assert (
-            grid[(n, weight, window_weight, 1e-3)]
+            grid[(n, weight, window_weight, zero)]
             == score_grid(grid_cases, log_probs, scores, temperature, [7], [n], [weight], [0.0])[
                 (n, weight, 0.0, None)
             ]
@@ -238,6 +248,9 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
             "weights": [0.0, 1.0],
             "window_weights": [0.0, 1.0],
             "window_l2s": [1e-4, 1e-3],
+            # The edge rule may add 1e-5 or 1e-2, no further.
+            "window_l2_floor": 1e-5,
+            "window_l2_ceiling": 1e-2,
             "prior_strengths": [0.0, 8.0],
             "seeds": 1,
         },
@@ -248,9 +261,26 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         fitted = fit_selected(workspace, settings)
     selection = fitted.manifest["selection"]
     chosen = selection["chosen"]
-    # curations x priors x temperatures x n x weights x (no window term, or weight 1 at
-    # each of the two window L2s)
-    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * 3
+    # One window model per L2 of the grid and of the decades the edge rule added, each
+    # stopped early on the validation log-loss.
+    window_models = selection["validation"]["window_models"]
+    tried = [m["l2"] for m in window_models if m["decay"] == 1.0]
+    added = selection["grid"]["window_l2s_added"]
+    assert tried == sorted([1e-4, 1e-3, *added]) and set(added) <= {1e-5, 1e-2}
+    assert all(1 <= m["steps"] <= settings.selection.window_max_steps for m in window_models)
+    # The edge rule: a chosen L2 has a tried neighbour each way, or sits at a bound.
+    if chosen["window_l2"] is not None:
+        assert chosen["window_l2"] > min(tried) or chosen["window_l2"] == 1e-5
+        assert chosen["window_l2"] < max(tried) or chosen["window_l2"] == 1e-2
+    # Then, at the chosen L2, one model per recency decay below 1 (none without the term).
+    decayed = [(m["l2"], m["decay"]) for m in window_models if m["decay"] < 1.0]
+    if chosen["window_l2"] is not None:
+        assert decayed == [(chosen["window_l2"], d) for d in (0.9, 0.8, 0.7)]
+    else:
+        assert decayed == []
+    # curations x priors x temperatures x n x weights x (no window term, or weight 1 with
+    # each window model)
+    assert selection["grid"]["points"] == 2 * 2 * 2 * 2 * 2 * (1 + len(window_models))
     top = selection["validation"]["top"]
     assert top[0] == chosen
     assert all(row["positive_hit_at_1"] <= chosen["positive_hit_at_1"] for row in top)
@@ -267,20 +297,24 @@ def test_fit_selected_chooses_the_best_validation_point_and_records_it(tmp_path:
         window_weight,
         manifest_transitions(fitted.manifest) if window_weight else None,
     )
-    # One window model per L2, each stopped early on the validation log-loss.
-    window_models = selection["validation"]["window_models"]
-    assert [m["l2"] for m in window_models] == [1e-4, 1e-3]
-    assert all(1 <= m["steps"] <= settings.selection.window_max_steps for m in window_models)
     # The version serves the chosen L2's model refit on the whole training period for the
     # step count validation chose (none without the term).
     record = fitted.manifest["window_transitions"]
     if window_weight:
-        chosen_model = next(m for m in window_models if m["l2"] == chosen["window_l2"])
-        assert (record["l2"], record["steps"]) == (chosen_model["l2"], chosen_model["steps"])
+        chosen_model = next(
+            m
+            for m in window_models
+            if (m["l2"], m["decay"]) == (chosen["window_l2"], chosen["window_decay"])
+        )
+        assert (record["l2"], record["decay"], record["steps"]) == (
+            chosen_model["l2"],
+            chosen_model["decay"],
+            chosen_model["steps"],
+        )
         train_moves = training_data(workspace, settings).train_moves
         with single_threaded():
             refit = fit_window_model(
-                train_moves, len(workspace.catalog), record["l2"], record["steps"]
+                train_moves, len(workspace.catalog), record["l2"], record["steps"], record["decay"]
             )
         np.testing.assert_allclose(
             manifest_transitions(fitted.manifest).scores_by_target,

@@ -11,7 +11,12 @@ import torch
 
 from plugin.core.moves import NovelMove
 from plugin.models.threads import single_threaded
-from plugin.models.window import WindowMoves, early_stopped_window_models, fit_window_model
+from plugin.models.window import (
+    WindowMoves,
+    early_stopped_window_models,
+    fit_window_model,
+    next_window_l2,
+)
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 CLUSTERS = 6
@@ -57,6 +62,22 @@ def test_the_loss_leaves_the_window_out_and_skips_moves_into_it() -> None:
     )
 
 
+def test_a_decayed_bag_weighs_the_window_as_the_served_term_does() -> None:
+    moves = [move((1, 0), 2), move((0, 1), 2)]
+    bag = WindowMoves.of(moves, CLUSTERS, decay=0.5).bag.tolist()
+    # Most recent first: 2/3 on the latest cluster, 1/3 on the one before.
+    assert bag[0][:2] == pytest.approx([1 / 3, 2 / 3])
+    assert bag[1][:2] == pytest.approx([2 / 3, 1 / 3])
+    # The fitted model's transitions carry the decay they were trained with.
+    with single_threaded():
+        (fit,) = early_stopped_window_models(
+            patterned(10), patterned(4), CLUSTERS, [1e-3], 20, decay=0.5
+        )
+        refit = fit_window_model(patterned(10), CLUSTERS, 1e-3, fit.steps, decay=0.5)
+    assert fit.transitions.decay == refit.transitions.decay == 0.5
+    assert fit.key == (1e-3, 0.5) and fit.as_dict()["decay"] == 0.5
+
+
 def test_early_stopping_stops_where_validation_stops_improving() -> None:
     train = patterned(40)
     # Validation that disagrees with training: more steps only hurt it.
@@ -88,3 +109,19 @@ def test_the_window_model_needs_moves_on_both_sides() -> None:
         early_stopped_window_models(patterned(4), [], CLUSTERS, [1e-4], 10)
     with pytest.raises(ValueError, match="needs novel moves to fit"):
         fit_window_model([], CLUSTERS, 1e-4, 10)
+
+
+def test_the_grid_extends_a_decade_past_the_edge_the_search_chose() -> None:
+    grid = [1e-5, 1e-4, 1e-3]
+    assert next_window_l2(1e-5, grid, 1e-8, 1.0) == 1e-6  # not 1.0000000000000002e-06
+    assert next_window_l2(1e-3, grid, 1e-8, 1.0) == 1e-2
+    assert next_window_l2(1e-4, grid, 1e-8, 1.0) is None  # bracketed: the rule stops
+    assert next_window_l2(None, grid, 1e-8, 1.0) is None  # no window term chosen
+    # The bounds stop it, each way.
+    assert next_window_l2(1e-8, [1e-8, 1e-7], 1e-8, 1.0) is None
+    assert next_window_l2(1.0, [0.1, 1.0], 1e-8, 1.0) is None
+    # A one-L2 grid goes weaker first, then stronger once the weaker decade is tried.
+    assert next_window_l2(1e-4, [1e-4], 1e-8, 1.0) == 1e-5
+    assert next_window_l2(1e-4, [1e-5, 1e-4], 1e-8, 1.0) == 1e-3
+    # L2 0 has no weaker decade.
+    assert next_window_l2(0.0, [0.0, 1e-4], 1e-8, 1.0) is None

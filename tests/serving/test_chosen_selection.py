@@ -13,7 +13,13 @@ import pytest
 
 from plugin.adapters.plan_cache import CachedPlanner
 from plugin.adapters.triton_planner import TritonPlanner
-from plugin.core.planning import HistoryRanking, Selection, WindowTransitions, select
+from plugin.core.planning import (
+    HistoryRanking,
+    PlanRequest,
+    Selection,
+    WindowTransitions,
+    select,
+)
 from plugin.models.repository import (
     MANIFEST,
     PLANNER,
@@ -30,7 +36,7 @@ from plugin.serving.contract import (
     planner_rows,
 )
 from plugin.settings import TritonSettings
-from tests.support.serving import CLUSTERS, in_process, models, request
+from tests.support.serving import CLUSTERS, T0, in_process, models, request
 
 
 def test_zero_n_and_temperature_take_the_versions_chosen_values() -> None:
@@ -78,6 +84,14 @@ def test_a_versions_window_term_round_trips_through_its_manifest(tmp_path: Path)
     assert repository.manifest(version)["window_transitions"]["steps"] == 12
     repository.prepare_serving(version)
     assert '"window_weight": 2.0' in (tmp_path / PLANNER / str(version) / MANIFEST).read_text()
+    # A recency-weighted window keeps its decay; a version from before the decay (no
+    # "decay" in its record) loads as the uniform mean it was fit with.
+    decayed = WindowFit(WindowTransitions.from_matrix(matrix, decay=0.8), l2=1e-4, steps=12)
+    record = transitions_record(decayed, moves=100)
+    manifest["window_transitions"] = record
+    assert chosen_selection(manifest) == Selection(8, 1.0, 0.5, 2.0, decayed.transitions)
+    del record["decay"]
+    assert chosen_selection(manifest) == Selection(8, 1.0, 0.5, 2.0, window.transitions)
     # A version of the counted window term (sparse counts, no matrix) must be retrained.
     manifest["window_transitions"] = {"n_clusters": CLUSTERS, "counts": [[0, 1, 5]]}
     with pytest.raises(ValueError, match="window_transitions has no matrix"):
@@ -127,19 +141,24 @@ STEP = WindowTransitions.from_matrix(
 )
 
 
+def ordered(user: str, window: tuple[int, ...]) -> PlanRequest:
+    """A request whose window is most recent first (its first two clusters the history), as
+    every selecting path builds it."""
+    return PlanRequest(user, window[:2], frozenset(window), T0, window)
+
+
 @pytest.mark.parametrize(
-    ("weight", "window_weight"), [(1.0, 0.0), (0.5, 0.0), (0.0, 0.0), (0.5, 4.0)]
+    ("weight", "window_weight", "decay"),
+    [(1.0, 0.0, 1.0), (0.5, 0.0, 1.0), (0.0, 0.0, 1.0), (0.5, 4.0, 1.0), (0.5, 4.0, 0.5)],
 )
 def test_triton_client_plans_like_the_in_process_planner_at_the_chosen_weight(
-    weight: float, window_weight: float
+    weight: float, window_weight: float, decay: float
 ) -> None:
-    transitions = STEP if window_weight else None
+    transitions = WindowTransitions(STEP.scores_by_target, decay) if window_weight else None
     chosen = Selection(6, 2.0, weight, window_weight, transitions)
     client = ScriptedTriton(chosen)
     batch = [
-        request(
-            f"u{i}", (i % CLUSTERS, (i + 5) % CLUSTERS), {i % CLUSTERS, (i + 5) % CLUSTERS, i + 20}
-        )
+        ordered(f"u{i}", (i % CLUSTERS, (i + 5) % CLUSTERS, (i + 3) % CLUSTERS, i + 20))
         for i in range(12)
     ]
     plans = asyncio.run(client._plan(batch, None))
@@ -151,6 +170,9 @@ def test_triton_client_plans_like_the_in_process_planner_at_the_chosen_weight(
     if window_weight:  # the term changes plans here, so the agreement is about it
         local.window_weight = 0.0
         assert [p.cluster_id for p in expected] != [p.cluster_id for p in local.plan(batch)]
+    if decay < 1.0:  # and the window's order changes the candidates' scores
+        local.window_weight, local.transitions = window_weight, STEP
+        assert [p.scores for p in expected] != [p.scores for p in local.plan(batch)]
     assert [p.cluster_id for p in plans] == [p.cluster_id for p in expected]
     assert [p.candidates for p in plans] == [p.candidates for p in expected]
     assert client.selection("v3") == chosen
@@ -175,3 +197,11 @@ def test_cached_selection_uses_the_planners_choice_for_the_version() -> None:
     assert all(len(p.candidates) == 5 for p in plans)
     ranking = planner.rank([batch[0].history])[0]
     assert plans[0] == select(batch[0], ranking, 5, planner.model_version, weight=0.0)
+    # A recency-weighted window term: the cache selects from the ranking with the window's
+    # order, as the planner does.
+    planner.window_weight = 4.0
+    planner.transitions = WindowTransitions(STEP.scores_by_target, decay=0.5)
+    windows = [
+        ordered(f"u{i}", (i % CLUSTERS, (i + 2) % CLUSTERS, (i + 7) % CLUSTERS)) for i in range(10)
+    ]
+    assert cached.plan(windows) == planner.plan(windows)
