@@ -47,7 +47,10 @@ def synthetic_requests(
         history = tuple(rng.sample(range(n_clusters), k))
         others = [c for c in range(n_clusters) if c not in history]
         seen = rng.sample(others, min(len(others) - 1, max(0, window - k)))
-        out.append(PlanRequest(f"u{index}", history, frozenset(history + tuple(seen)), EPOCH))
+        # Most recent first, the history leading: a version whose window term weighs the
+        # window by recency needs the order, not only the set.
+        recent = history + tuple(seen)
+        out.append(PlanRequest(f"u{index}", history, frozenset(recent), EPOCH, window=recent))
     return out
 
 
