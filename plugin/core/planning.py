@@ -18,6 +18,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from itertools import islice
 from operator import itemgetter, mul
 from typing import Protocol, runtime_checkable
@@ -153,13 +154,16 @@ class WindowTransitions:
         ]
 
 
-def recency_weights(count: int, decay: float) -> list[float]:
+# Cached: select asks for them on every replan, and a version has one decay and a window
+# length of at most W, so a handful of entries cover every call.
+@lru_cache(maxsize=256)
+def recency_weights(count: int, decay: float) -> tuple[float, ...]:
     """The window term's weights of ``count`` clusters, most recent first: ``decay ** age``,
     summing to 1 (the uniform mean at decay 1). The window model trains on the same
     weights it serves with."""
     raw = [decay**age for age in range(count)]
     total = sum(raw)
-    return [weight / total for weight in raw]
+    return tuple(weight / total for weight in raw)
 
 
 @dataclass(frozen=True)
